@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# toolchain.sh builds the pinned third-party binaries the tests run for real
+# (kube-apiserver, etcd, Vault, ...) from the Go module proxy and caches them.
+#
+#   e2e/hack/toolchain.sh [--print-dir] TARGET...
+#
+# Targets: kube-apiserver etcd vault all (= kube-apiserver etcd).
+# Each binary lands in $KUBE_STS_CACHE/bin/<name>-<version>/<name> (default cache:
+# $HOME/.cache/kube-sts). A target that is already there is not rebuilt.
+#
+# Why wrapper modules: `go install pkg@version` refuses modules whose go.mod has
+# replace directives, and both Kubernetes and etcd have them. A throwaway module
+# that requires the real one and repeats its replaces (pointing at published
+# versions instead of in-tree folders) builds the same code.
+set -euo pipefail
+
+# Versions: the one place they are pinned. The Makefile and CI cache keys read them.
+KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.37.2}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+VAULT_VERSION="${VAULT_VERSION:-v1.21.0}"
+
+CACHE="${KUBE_STS_CACHE:-$HOME/.cache/kube-sts}"
+BIN="$CACHE/bin"
+SRC="$CACHE/src"
+
+log() { printf '[toolchain] %s\n' "$*" >&2; }
+die() { printf '[toolchain] error: %s\n' "$*" >&2; exit 1; }
+
+command -v go >/dev/null || die "go is not on PATH; install Go 1.26 first"
+
+# staging_version maps a Kubernetes version to its staging modules' version: v1.37.2 -> v0.37.2.
+staging_version() { echo "v0.${1#v1.}"; }
+
+# bindir NAME VERSION prints the cache directory of one binary.
+bindir() { echo "$BIN/$1-$2"; }
+
+# have NAME VERSION succeeds when the binary is cached and runs.
+have() { [ -x "$(bindir "$1" "$2")/$1" ]; }
+
+# wrapper DIR MODULE writes a fresh wrapper module into DIR.
+wrapper() {
+  local dir="$1" module="$2"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  (cd "$dir" && go mod init "$module" >/dev/null 2>&1 && go mod edit -go=1.26)
+}
+
+# install_bin NAME VERSION BUILT moves a built binary into the cache atomically,
+# so an interrupted build never leaves a half-written binary behind.
+install_bin() {
+  local name="$1" version="$2" built="$3" dest
+  dest="$(bindir "$name" "$version")"
+  mkdir -p "$dest"
+  mv -f "$built" "$dest/.$name.tmp"
+  mv -f "$dest/.$name.tmp" "$dest/$name"
+  log "$name $version ready: $dest/$name"
+}
+
+# kube_component NAME builds k8s.io/kubernetes/cmd/NAME at $KUBERNETES_VERSION.
+kube_component() {
+  local name="$1" v="$KUBERNETES_VERSION" sv dir gomod minor
+  have "$name" "$v" && { log "$name $v cached"; return; }
+  sv="$(staging_version "$v")"
+  dir="$SRC/kubernetes-$v"
+  log "building $name $v from the Go module proxy (several minutes on 2 cores)"
+  if [ ! -f "$dir/.ready" ]; then
+    wrapper "$dir" kube-sts.local/toolchain/kubernetes
+    gomod="$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')"
+    [ -f "$gomod" ] || die "cannot download k8s.io/kubernetes@$v"
+    # Every staging module the release replaces with ./staging/src/... is pinned
+    # to its published twin instead.
+    local args=()
+    while read -r mod; do
+      args+=("-replace=$mod=$mod@$sv")
+    done < <(sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\1#p' "$gomod")
+    [ "${#args[@]}" -gt 10 ] || die "found no staging replaces in $gomod"
+    (cd "$dir" && go mod edit "${args[@]}" -require="k8s.io/kubernetes@$v")
+    touch "$dir/.ready"
+  fi
+  minor="${v#v1.}"; minor="${minor%%.*}"
+  (cd "$dir" && GOFLAGS=-mod=mod go get "k8s.io/kubernetes/cmd/$name@$v" >/dev/null 2>&1 || true)
+  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$dir/$name" \
+    -ldflags "-s -w \
+      -X k8s.io/component-base/version.gitVersion=$v \
+      -X k8s.io/component-base/version.gitMajor=1 \
+      -X k8s.io/component-base/version.gitMinor=$minor \
+      -X k8s.io/component-base/version.gitTreeState=clean \
+      -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z" \
+    "k8s.io/kubernetes/cmd/$name") || die "build of $name $v failed"
+  install_bin "$name" "$v" "$dir/$name"
+}
+
+etcd() {
+  local v="$ETCD_VERSION" dir
+  have etcd "$v" && { log "etcd $v cached"; return; }
+  dir="$SRC/etcd-$v"
+  log "building etcd $v from the Go module proxy"
+  wrapper "$dir" kube-sts.local/toolchain/etcd
+  (cd "$dir" && go mod edit \
+    -require="go.etcd.io/etcd/server/v3@$v" \
+    -replace="go.etcd.io/etcd/api/v3=go.etcd.io/etcd/api/v3@$v" \
+    -replace="go.etcd.io/etcd/client/pkg/v3=go.etcd.io/etcd/client/pkg/v3@$v" \
+    -replace="go.etcd.io/etcd/client/v3=go.etcd.io/etcd/client/v3@$v" \
+    -replace="go.etcd.io/etcd/pkg/v3=go.etcd.io/etcd/pkg/v3@$v")
+  (cd "$dir" && GOFLAGS=-mod=mod go get "go.etcd.io/etcd/server/v3@$v" >/dev/null 2>&1 || true)
+  # The server module's main package is the etcd binary.
+  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$dir/etcd" \
+    go.etcd.io/etcd/server/v3) || die "build of etcd $v failed"
+  install_bin etcd "$v" "$dir/etcd"
+}
+
+vault() {
+  local v="$VAULT_VERSION" dir
+  have vault "$v" && { log "vault $v cached"; return; }
+  dir="$SRC/vault-$v"
+  log "building vault $v from the Go module proxy (several minutes)"
+  wrapper "$dir" kube-sts.local/toolchain/vault
+  # Vault's own go.mod has two third-party replaces; without them its dependency
+  # graph does not resolve.
+  (cd "$dir" && go mod edit \
+    -require="github.com/hashicorp/vault@$v" \
+    -replace="github.com/99designs/keyring=github.com/Jeffail/keyring@v1.2.3" \
+    -replace="github.com/ma314smith/signedxml@v1.1.1=github.com/moov-io/signedxml@v1.1.1")
+  (cd "$dir" && GOFLAGS=-mod=mod go get "github.com/hashicorp/vault@$v" >/dev/null 2>&1 || true)
+  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$dir/vault" \
+    github.com/hashicorp/vault) || die "build of vault $v failed"
+  install_bin vault "$v" "$dir/vault"
+}
+
+print_dir=false
+targets=()
+for a in "$@"; do
+  case "$a" in
+    --print-dir) print_dir=true ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) targets+=("$a") ;;
+  esac
+done
+[ "${#targets[@]}" -gt 0 ] || targets=(all)
+
+mkdir -p "$BIN" "$SRC"
+# One build at a time per cache: parallel `make test` runs wait instead of racing.
+exec 9>"$CACHE/.toolchain.lock"
+flock 9
+
+for t in "${targets[@]}"; do
+  case "$t" in
+    all) kube_component kube-apiserver; etcd ;;
+    kube-apiserver) kube_component kube-apiserver ;;
+    etcd) etcd ;;
+    vault) vault ;;
+    versions) echo "KUBERNETES_VERSION=$KUBERNETES_VERSION ETCD_VERSION=$ETCD_VERSION VAULT_VERSION=$VAULT_VERSION" ;;
+    *) die "unknown target '$t' (known: all kube-apiserver etcd vault versions)" ;;
+  esac
+done
+
+# --print-dir prints the directory envtest reads (KUBEBUILDER_ASSETS): the
+# control-plane binaries side by side.
+if $print_dir; then
+  assets="$BIN/envtest-$KUBERNETES_VERSION-etcd-$ETCD_VERSION"
+  mkdir -p "$assets"
+  ln -sf "$(bindir kube-apiserver "$KUBERNETES_VERSION")/kube-apiserver" "$assets/kube-apiserver"
+  ln -sf "$(bindir etcd "$ETCD_VERSION")/etcd" "$assets/etcd"
+  echo "$assets"
+fi

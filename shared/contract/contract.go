@@ -1,0 +1,147 @@
+// Package contract holds the names that the webhook, the sidecar, the issuer and
+// the users' Pods agree on. Each name is defined here once; nothing else in the
+// project spells them out. The package has no dependencies beyond the standard
+// library, because the sidecar imports it and must stay small.
+package contract
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Labels and annotations on user Pods.
+const (
+	// Prefix is the domain of every label and annotation kube-sts reads.
+	Prefix = "tremolo.io/"
+
+	// AnnotationUser is the numeric uid the sidecar runs as and owns the token file with.
+	AnnotationUser = Prefix + "user"
+	// AnnotationGroup is the numeric gid the sidecar runs as; consumers in this group can read the token.
+	AnnotationGroup = Prefix + "group"
+
+	// SelectionValue is the label value that asks for injection.
+	SelectionValue = "true"
+
+	// DefaultUser and DefaultGroup are Vault agent's uid and gid, so the common
+	// case needs no annotations.
+	DefaultUser  int64 = 100
+	DefaultGroup int64 = 1000
+)
+
+// SelectionLabel is the label key that selects the injector configured under sts:
+// a Pod labeled `tremolo.io/<sts>: "true"` gets that injector's sidecar.
+func SelectionLabel(sts string) string { return Prefix + sts }
+
+// ValueAnnotation is the annotation whose value is handed to the Pod's
+// containers in the injector's configured env var (the key equals the label key).
+func ValueAnnotation(sts string) string { return Prefix + sts }
+
+// reserved are names under Prefix that are not STS names.
+var reserved = map[string]bool{"user": true, "group": true}
+
+// ValidateSTSName reports whether name can be used as an injector/endpoint name:
+// it becomes the name part of a label key, so it must be a DNS-1123 label
+// (lower-case alphanumerics and '-', 1-63 characters) and must not collide with
+// the user/group annotations.
+func ValidateSTSName(name string) error {
+	if name == "" {
+		return fmt.Errorf("sts name is empty")
+	}
+	if len(name) > 63 {
+		return fmt.Errorf("sts name %q is longer than 63 characters", name)
+	}
+	for i, r := range name {
+		ok := (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || (r == '-' && i != 0 && i != len(name)-1)
+		if !ok {
+			return fmt.Errorf("sts name %q must consist of lower-case letters, digits and '-', and start and end with a letter or digit", name)
+		}
+	}
+	if reserved[name] {
+		return fmt.Errorf("sts name %q is reserved for the %s%s annotation", name, Prefix, name)
+	}
+	return nil
+}
+
+// MaxID is the largest uid/gid accepted, the Linux limit (2^32-2; 2^32-1 is "no id").
+const MaxID = 1<<32 - 2
+
+// ParseID parses the value of the user or group annotation named key. The
+// error names the annotation and the bad value, so the admission refusal can
+// be acted on as it stands.
+func ParseID(key, value string) (int64, error) {
+	v := strings.TrimSpace(value)
+	if v == "" {
+		return 0, fmt.Errorf("annotation %s is empty; set it to a numeric id such as %q or remove it", key, "1000")
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("annotation %s=%q is not a number; set it to a numeric id such as %q", key, value, "1000")
+	}
+	if n < 0 {
+		return 0, fmt.Errorf("annotation %s=%q is negative; ids must be 0 or greater", key, value)
+	}
+	if n > MaxID {
+		return 0, fmt.Errorf("annotation %s=%q is larger than the largest id %d", key, value, int64(MaxID))
+	}
+	return n, nil
+}
+
+// Names of what the webhook injects.
+const (
+	// ContainerName is the sidecar container.
+	ContainerName = "sts-creds-sidecar"
+	// VolumeName is the in-memory emptyDir that holds the minted token.
+	VolumeName = "sts-tokens"
+	// SubjectVolumeName is the projected ServiceAccount token volume, scoped
+	// to the STS audience, that the sidecar exchanges.
+	SubjectVolumeName = "sts-subject-token"
+
+	// MountPath is where VolumeName is mounted: read-write in the sidecar,
+	// read-only everywhere else.
+	MountPath = "/tokens"
+	// TokenFileName is the minted token's file inside MountPath.
+	TokenFileName = "token.jwt"
+	// TokenPath is the full path consumers read.
+	TokenPath = MountPath + "/" + TokenFileName
+
+	// SubjectMountPath is where the projected ServiceAccount token is mounted in the sidecar.
+	SubjectMountPath = "/var/run/secrets/kube-sts"
+	// SubjectTokenFileName is the projected token's file name inside SubjectMountPath.
+	SubjectTokenFileName = "token"
+	// SubjectTokenPath is the full path of the projected ServiceAccount token.
+	SubjectTokenPath = SubjectMountPath + "/" + SubjectTokenFileName
+)
+
+// Default names of the env vars the webhook sets in the Pod's other containers.
+// Each injector can rename them (the reference deployment uses VAULT_TOKEN_FILE
+// and VAULT_TOKEN_ENABLED).
+const (
+	// DefaultTokenPathEnv carries TokenPath.
+	DefaultTokenPathEnv = "STS_TOKEN_FILE"
+	// DefaultValueEnv carries the value of the `tremolo.io/<sts>` annotation.
+	DefaultValueEnv = "STS_TOKEN_ENABLED"
+)
+
+// The sidecar's modes, its first argument.
+const (
+	ModeRun   = "run"
+	ModeOnce  = "once"
+	ModeProbe = "probe"
+)
+
+// Env vars the sidecar reads; each has a flag of the same meaning. The webhook
+// sets them, so they are part of the contract between the two.
+const (
+	EnvSubjectTokenFile = "STS_SUBJECT_TOKEN_FILE"
+	EnvExchangeURL      = "STS_EXCHANGE_URL"
+	EnvOutputFile       = "STS_OUTPUT_FILE"
+	EnvCAFile           = "STS_CA_FILE"
+	EnvCAPEM            = "STS_CA_PEM"
+	EnvHTTPTimeout      = "STS_HTTP_TIMEOUT"
+	EnvRefreshFraction  = "STS_REFRESH_FRACTION"
+	EnvBackoffMin       = "STS_BACKOFF_MIN"
+	EnvBackoffMax       = "STS_BACKOFF_MAX"
+	EnvLogLevel         = "STS_LOG_LEVEL"
+	EnvFileMode         = "STS_FILE_MODE"
+)

@@ -1,0 +1,114 @@
+package contract
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseID(t *testing.T) {
+	tests := map[string]struct {
+		value  string
+		want   int64
+		wantIn string
+	}{
+		"vault agent uid": {value: "100", want: 100},
+		"root":            {value: "0", want: 0},
+		"spaces trimmed":  {value: " 1000 ", want: 1000},
+		"largest":         {value: "4294967294", want: MaxID},
+		"empty":           {value: "", wantIn: "is empty"},
+		"word":            {value: "vault", wantIn: `"vault" is not a number`},
+		"negative":        {value: "-1", wantIn: "is negative"},
+		"too large":       {value: "4294967295", wantIn: "larger than the largest id"},
+		"overflow":        {value: "99999999999999999999", wantIn: "is not a number"},
+		"float":           {value: "1.5", wantIn: "is not a number"},
+		"hex":             {value: "0x10", wantIn: "is not a number"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, err := ParseID(AnnotationUser, tc.value)
+			if tc.wantIn == "" {
+				if err != nil || got != tc.want {
+					t.Fatalf("ParseID(%q) = %d, %v; want %d", tc.value, got, err, tc.want)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("ParseID(%q) = %d, want error", tc.value, got)
+			}
+			if !strings.Contains(err.Error(), tc.wantIn) || !strings.Contains(err.Error(), AnnotationUser) {
+				t.Fatalf("ParseID(%q) error %q should name %s and contain %q", tc.value, err, AnnotationUser, tc.wantIn)
+			}
+		})
+	}
+}
+
+func TestValidateSTSName(t *testing.T) {
+	tests := map[string]struct {
+		name   string
+		wantIn string
+	}{
+		"reference name": {name: "vault-sts"},
+		"digits":         {name: "sts2"},
+		"single char":    {name: "a"},
+		"max length":     {name: strings.Repeat("a", 63)},
+		"empty":          {name: "", wantIn: "empty"},
+		"too long":       {name: strings.Repeat("a", 64), wantIn: "longer than 63"},
+		"upper case":     {name: "Vault", wantIn: "lower-case"},
+		"leading dash":   {name: "-vault", wantIn: "start and end"},
+		"trailing dash":  {name: "vault-", wantIn: "start and end"},
+		"dot":            {name: "vault.sts", wantIn: "lower-case"},
+		"slash":          {name: "a/b", wantIn: "lower-case"},
+		"user reserved":  {name: "user", wantIn: "reserved"},
+		"group reserved": {name: "group", wantIn: "reserved"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			err := ValidateSTSName(tc.name)
+			if tc.wantIn == "" {
+				if err != nil {
+					t.Fatalf("ValidateSTSName(%q): %v", tc.name, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantIn) {
+				t.Fatalf("ValidateSTSName(%q) = %v, want error containing %q", tc.name, err, tc.wantIn)
+			}
+		})
+	}
+}
+
+func TestNames(t *testing.T) {
+	tests := map[string]struct{ got, want string }{
+		"selection label":  {SelectionLabel("vault-sts"), "tremolo.io/vault-sts"},
+		"value annotation": {ValueAnnotation("vault-sts"), "tremolo.io/vault-sts"},
+		"token path":       {TokenPath, "/tokens/token.jwt"},
+		"subject path":     {SubjectTokenPath, "/var/run/secrets/kube-sts/token"},
+		"user annotation":  {AnnotationUser, "tremolo.io/user"},
+		"group annotation": {AnnotationGroup, "tremolo.io/group"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if tc.got != tc.want {
+				t.Fatalf("got %q, want %q", tc.got, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzParseID(f *testing.F) {
+	for _, s := range []string{"100", "-1", "", "1e3", "4294967295"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := ParseID(AnnotationGroup, s)
+		if err != nil {
+			if !strings.Contains(err.Error(), AnnotationGroup) {
+				t.Fatalf("error %q does not name the annotation", err)
+			}
+			return
+		}
+		if n < 0 || n > MaxID {
+			t.Fatalf("ParseID(%q) = %d, outside [0, %d]", s, n, int64(MaxID))
+		}
+	})
+}

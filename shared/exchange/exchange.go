@@ -1,0 +1,235 @@
+// Package exchange is the wire format of the token exchange between the
+// sidecar and the issuer: an RFC 8693 request as an
+// application/x-www-form-urlencoded body, a JSON success response, and RFC 6749
+// §5.2 error responses. Parsing is strict, because the issuer faces the network.
+package exchange
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// RFC 8693 identifiers.
+const (
+	// GrantTypeTokenExchange is the only grant the issuer accepts.
+	GrantTypeTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+	// TokenTypeJWT is the type of both the subject token and the issued token.
+	TokenTypeJWT = "urn:ietf:params:oauth:token-type:jwt"
+	// TokenTypeNA is the token_type of an issued token that is not an OAuth
+	// access token (RFC 8693 §2.2.1).
+	TokenTypeNA = "N_A"
+	// ContentTypeForm is the request's content type.
+	ContentTypeForm = "application/x-www-form-urlencoded"
+)
+
+// Form parameter names.
+const (
+	ParamGrantType          = "grant_type"
+	ParamSubjectToken       = "subject_token"
+	ParamSubjectTokenType   = "subject_token_type"
+	ParamRequestedTokenType = "requested_token_type"
+)
+
+// Limits applied before anything else looks at a request.
+const (
+	// MaxRequestBytes bounds the whole form body.
+	MaxRequestBytes = 64 << 10
+	// MaxSubjectTokenBytes bounds the subject token; real ServiceAccount tokens are ~1 KiB.
+	MaxSubjectTokenBytes = 16 << 10
+	// MaxResponseBytes bounds what a client reads of a response.
+	MaxResponseBytes = 1 << 20
+)
+
+// known lists the parameters a request may carry. Anything else is refused
+// rather than ignored, so a client that expects, say, audience selection learns
+// at once that it is not supported.
+var known = map[string]bool{
+	ParamGrantType:          true,
+	ParamSubjectToken:       true,
+	ParamSubjectTokenType:   true,
+	ParamRequestedTokenType: true,
+}
+
+// Request is a token-exchange request.
+type Request struct {
+	// SubjectToken is the presented ServiceAccount token. Never log it.
+	SubjectToken string
+	// SubjectTokenType is TokenTypeJWT.
+	SubjectTokenType string
+	// RequestedTokenType is empty or TokenTypeJWT.
+	RequestedTokenType string
+}
+
+// NewRequest returns the request the sidecar sends for a ServiceAccount token.
+func NewRequest(subjectToken string) Request {
+	return Request{SubjectToken: subjectToken, SubjectTokenType: TokenTypeJWT}
+}
+
+// Encode renders the request as a form body.
+func (r Request) Encode() string {
+	v := url.Values{}
+	v.Set(ParamGrantType, GrantTypeTokenExchange)
+	v.Set(ParamSubjectToken, r.SubjectToken)
+	v.Set(ParamSubjectTokenType, r.SubjectTokenType)
+	if r.RequestedTokenType != "" {
+		v.Set(ParamRequestedTokenType, r.RequestedTokenType)
+	}
+	return v.Encode()
+}
+
+// ParseRequest parses a form body strictly: size limits first, then every
+// parameter at most once, no unknown parameters, the token-exchange grant, JWT
+// token types, and a subject token that is not empty and within its limit.
+// Errors are *Error values ready to be sent to the client; their descriptions
+// never quote the token.
+func ParseRequest(body []byte) (Request, error) {
+	if len(body) > MaxRequestBytes {
+		return Request{}, Errorf(InvalidRequest, "request body is larger than %d bytes", MaxRequestBytes)
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return Request{}, Errorf(InvalidRequest, "request body is not a valid form encoding")
+	}
+	for name, values := range form {
+		if !known[name] {
+			return Request{}, Errorf(InvalidRequest, "unsupported parameter %q", truncate(name, 64))
+		}
+		if len(values) != 1 {
+			return Request{}, Errorf(InvalidRequest, "parameter %q is given %d times; give it once", name, len(values))
+		}
+	}
+	switch g := form.Get(ParamGrantType); g {
+	case GrantTypeTokenExchange:
+	case "":
+		return Request{}, Errorf(InvalidRequest, "missing %s; use %s", ParamGrantType, GrantTypeTokenExchange)
+	default:
+		return Request{}, Errorf(UnsupportedGrantType, "grant_type %q is not supported; use %s", truncate(g, 128), GrantTypeTokenExchange)
+	}
+	r := Request{
+		SubjectToken:       form.Get(ParamSubjectToken),
+		SubjectTokenType:   form.Get(ParamSubjectTokenType),
+		RequestedTokenType: form.Get(ParamRequestedTokenType),
+	}
+	switch {
+	case r.SubjectToken == "":
+		return Request{}, Errorf(InvalidRequest, "missing %s", ParamSubjectToken)
+	case len(r.SubjectToken) > MaxSubjectTokenBytes:
+		return Request{}, Errorf(InvalidRequest, "%s is larger than %d bytes", ParamSubjectToken, MaxSubjectTokenBytes)
+	case r.SubjectTokenType == "":
+		return Request{}, Errorf(InvalidRequest, "missing %s; use %s", ParamSubjectTokenType, TokenTypeJWT)
+	case r.SubjectTokenType != TokenTypeJWT:
+		return Request{}, Errorf(InvalidRequest, "%s %q is not supported; use %s", ParamSubjectTokenType, truncate(r.SubjectTokenType, 128), TokenTypeJWT)
+	case r.RequestedTokenType != "" && r.RequestedTokenType != TokenTypeJWT:
+		return Request{}, Errorf(InvalidRequest, "%s %q is not supported; only %s is issued", ParamRequestedTokenType, truncate(r.RequestedTokenType, 128), TokenTypeJWT)
+	}
+	return r, nil
+}
+
+// Response is a successful exchange (RFC 8693 §2.2.1). Servers send it with
+// Cache-Control: no-store.
+type Response struct {
+	// AccessToken is the minted JWT. Never log it.
+	AccessToken     string `json:"access_token"`
+	IssuedTokenType string `json:"issued_token_type"`
+	TokenType       string `json:"token_type"`
+	// ExpiresIn is the token's remaining lifetime in seconds.
+	ExpiresIn int64 `json:"expires_in"`
+}
+
+// NewResponse returns the response for a minted JWT.
+func NewResponse(jwt string, expiresIn int64) Response {
+	return Response{AccessToken: jwt, IssuedTokenType: TokenTypeJWT, TokenType: TokenTypeNA, ExpiresIn: expiresIn}
+}
+
+// Validate reports what is wrong with a response a client received.
+func (r Response) Validate() error {
+	switch {
+	case r.AccessToken == "":
+		return errors.New("response has no access_token")
+	case r.IssuedTokenType != TokenTypeJWT:
+		return fmt.Errorf("response issued_token_type is %q, want %s", truncate(r.IssuedTokenType, 128), TokenTypeJWT)
+	case r.ExpiresIn <= 0:
+		return fmt.Errorf("response expires_in is %d, want a positive number of seconds", r.ExpiresIn)
+	}
+	return nil
+}
+
+// Error codes of RFC 6749 §5.2 and RFC 8693 §2.2.2, plus the two of RFC 6749
+// §4.1.2.1 that a token endpoint also needs.
+const (
+	InvalidRequest         = "invalid_request"
+	InvalidClient          = "invalid_client"
+	InvalidGrant           = "invalid_grant"
+	UnauthorizedClient     = "unauthorized_client"
+	UnsupportedGrantType   = "unsupported_grant_type"
+	InvalidScope           = "invalid_scope"
+	InvalidTarget          = "invalid_target"
+	ServerError            = "server_error"
+	TemporarilyUnavailable = "temporarily_unavailable"
+)
+
+// Error is an OAuth error response body, and a Go error.
+type Error struct {
+	Code        string `json:"error"`
+	Description string `json:"error_description,omitempty"`
+}
+
+// Errorf returns an *Error with a formatted description.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Description: fmt.Sprintf(format, args...)}
+}
+
+func (e *Error) Error() string {
+	if e.Description == "" {
+		return e.Code
+	}
+	return e.Code + ": " + e.Description
+}
+
+// HTTPStatus is the status an issuer sends with the error: 401 for
+// invalid_client (RFC 6749 §5.2), 503 for temporarily_unavailable, 500 for
+// server_error, 400 for everything else.
+func (e *Error) HTTPStatus() int {
+	switch e.Code {
+	case InvalidClient:
+		return http.StatusUnauthorized
+	case TemporarilyUnavailable:
+		return http.StatusServiceUnavailable
+	case ServerError:
+		return http.StatusInternalServerError
+	default:
+		return http.StatusBadRequest
+	}
+}
+
+// Retryable reports whether a client should retry soon (the server could not
+// decide) rather than slowly (the server decided no).
+func (e *Error) Retryable() bool {
+	return e.Code == TemporarilyUnavailable || e.Code == ServerError
+}
+
+// ParseError decodes an error body. It returns an error when the body is not
+// an OAuth error, so a client can tell "the issuer said no" from "something
+// that is not the issuer answered" (an HTML page from a proxy, say).
+func ParseError(body []byte) (*Error, error) {
+	var e Error
+	if err := json.Unmarshal(body, &e); err != nil {
+		return nil, fmt.Errorf("error response is not JSON: %w", err)
+	}
+	if e.Code == "" {
+		return nil, errors.New("error response has no error code")
+	}
+	return &e, nil
+}
+
+// truncate shortens attacker-controlled strings before they are echoed in an error.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "..."
+}

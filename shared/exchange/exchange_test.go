@@ -1,0 +1,222 @@
+package exchange
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+func form(kv ...string) []byte {
+	var b strings.Builder
+	for i := 0; i < len(kv); i += 2 {
+		if b.Len() > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(url.QueryEscape(kv[i]) + "=" + url.QueryEscape(kv[i+1]))
+	}
+	return []byte(b.String())
+}
+
+const tok = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+
+func TestParseRequest(t *testing.T) {
+	tests := map[string]struct {
+		body     []byte
+		wantCode string
+		wantIn   string // a fragment of the description
+	}{
+		"valid": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", TokenTypeJWT),
+		},
+		"valid with requested jwt": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", TokenTypeJWT, "requested_token_type", TokenTypeJWT),
+		},
+		"empty body": {
+			body: nil, wantCode: InvalidRequest, wantIn: "missing grant_type",
+		},
+		"missing grant": {
+			body: form("subject_token", tok, "subject_token_type", TokenTypeJWT), wantCode: InvalidRequest, wantIn: "missing grant_type",
+		},
+		"wrong grant": {
+			body: form("grant_type", "client_credentials", "subject_token", tok, "subject_token_type", TokenTypeJWT), wantCode: UnsupportedGrantType, wantIn: "client_credentials",
+		},
+		"missing subject token": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token_type", TokenTypeJWT), wantCode: InvalidRequest, wantIn: "missing subject_token",
+		},
+		"empty subject token": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", "", "subject_token_type", TokenTypeJWT), wantCode: InvalidRequest, wantIn: "missing subject_token",
+		},
+		"missing subject token type": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", tok), wantCode: InvalidRequest, wantIn: "missing subject_token_type",
+		},
+		"access token type": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", "urn:ietf:params:oauth:token-type:access_token"), wantCode: InvalidRequest, wantIn: "not supported",
+		},
+		"requested saml": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", TokenTypeJWT, "requested_token_type", "urn:ietf:params:oauth:token-type:saml2"), wantCode: InvalidRequest, wantIn: "requested_token_type",
+		},
+		"duplicate subject token": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token", tok, "subject_token_type", TokenTypeJWT), wantCode: InvalidRequest, wantIn: "given 2 times",
+		},
+		"duplicate grant": {
+			body: form("grant_type", GrantTypeTokenExchange, "grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", TokenTypeJWT), wantCode: InvalidRequest, wantIn: "given 2 times",
+		},
+		"unknown parameter": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", TokenTypeJWT, "audience", "vault"), wantCode: InvalidRequest, wantIn: `unsupported parameter "audience"`,
+		},
+		"oversized subject token": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", strings.Repeat("a", MaxSubjectTokenBytes+1), "subject_token_type", TokenTypeJWT), wantCode: InvalidRequest, wantIn: "larger than 16384",
+		},
+		"subject token at the limit": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", strings.Repeat("a", MaxSubjectTokenBytes), "subject_token_type", TokenTypeJWT),
+		},
+		"oversized body": {
+			body: append(form("grant_type", GrantTypeTokenExchange, "subject_token_type", TokenTypeJWT, "subject_token", "x"), strings.Repeat("x", MaxRequestBytes)...), wantCode: InvalidRequest, wantIn: "larger than 65536",
+		},
+		"bad escape": {
+			body: []byte("grant_type=%zz"), wantCode: InvalidRequest, wantIn: "form encoding",
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			r, err := ParseRequest(tc.body)
+			if tc.wantCode == "" {
+				if err != nil {
+					t.Fatalf("ParseRequest: %v", err)
+				}
+				if r.SubjectToken == "" || r.SubjectTokenType != TokenTypeJWT {
+					t.Fatalf("ParseRequest = %+v", r)
+				}
+				return
+			}
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("ParseRequest error = %v, want *Error %s", err, tc.wantCode)
+			}
+			if e.Code != tc.wantCode || !strings.Contains(e.Description, tc.wantIn) {
+				t.Fatalf("ParseRequest error = %q / %q, want %q containing %q", e.Code, e.Description, tc.wantCode, tc.wantIn)
+			}
+			if strings.Contains(e.Description, tok) {
+				t.Fatalf("error description quotes the subject token: %q", e.Description)
+			}
+		})
+	}
+}
+
+func TestRequestRoundTrip(t *testing.T) {
+	for name, r := range map[string]Request{
+		"plain":           NewRequest(tok),
+		"requested type":  {SubjectToken: tok, SubjectTokenType: TokenTypeJWT, RequestedTokenType: TokenTypeJWT},
+		"needs escaping":  NewRequest("a+b/c=d&e"),
+		"unicode-ish jwt": NewRequest("ä.ö.ü"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := ParseRequest([]byte(r.Encode()))
+			if err != nil {
+				t.Fatalf("ParseRequest(Encode()): %v", err)
+			}
+			if got != r {
+				t.Fatalf("round trip = %+v, want %+v", got, r)
+			}
+		})
+	}
+}
+
+func TestResponseValidate(t *testing.T) {
+	tests := map[string]struct {
+		resp   Response
+		wantIn string
+	}{
+		"valid":             {resp: NewResponse(tok, 900)},
+		"no access token":   {resp: Response{IssuedTokenType: TokenTypeJWT, TokenType: TokenTypeNA, ExpiresIn: 900}, wantIn: "no access_token"},
+		"wrong issued type": {resp: Response{AccessToken: tok, IssuedTokenType: "urn:ietf:params:oauth:token-type:access_token", ExpiresIn: 900}, wantIn: "issued_token_type"},
+		"zero expiry":       {resp: Response{AccessToken: tok, IssuedTokenType: TokenTypeJWT, ExpiresIn: 0}, wantIn: "expires_in is 0"},
+		"negative expiry":   {resp: Response{AccessToken: tok, IssuedTokenType: TokenTypeJWT, ExpiresIn: -5}, wantIn: "expires_in is -5"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			err := tc.resp.Validate()
+			if tc.wantIn == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantIn) {
+				t.Fatalf("Validate = %v, want error containing %q", err, tc.wantIn)
+			}
+		})
+	}
+}
+
+func TestErrorStatus(t *testing.T) {
+	tests := map[string]struct {
+		code      string
+		status    int
+		retryable bool
+	}{
+		InvalidRequest:         {InvalidRequest, http.StatusBadRequest, false},
+		InvalidClient:          {InvalidClient, http.StatusUnauthorized, false},
+		InvalidGrant:           {InvalidGrant, http.StatusBadRequest, false},
+		UnauthorizedClient:     {UnauthorizedClient, http.StatusBadRequest, false},
+		UnsupportedGrantType:   {UnsupportedGrantType, http.StatusBadRequest, false},
+		InvalidScope:           {InvalidScope, http.StatusBadRequest, false},
+		InvalidTarget:          {InvalidTarget, http.StatusBadRequest, false},
+		ServerError:            {ServerError, http.StatusInternalServerError, true},
+		TemporarilyUnavailable: {TemporarilyUnavailable, http.StatusServiceUnavailable, true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			e := Errorf(tc.code, "x")
+			if got := e.HTTPStatus(); got != tc.status {
+				t.Errorf("HTTPStatus = %d, want %d", got, tc.status)
+			}
+			if got := e.Retryable(); got != tc.retryable {
+				t.Errorf("Retryable = %v, want %v", got, tc.retryable)
+			}
+		})
+	}
+}
+
+func TestParseError(t *testing.T) {
+	tests := map[string]struct {
+		body     string
+		wantCode string
+		wantDesc string
+		wantErr  string
+	}{
+		"oauth error":     {body: `{"error":"invalid_request","error_description":"pod is gone"}`, wantCode: InvalidRequest, wantDesc: "pod is gone"},
+		"code only":       {body: `{"error":"temporarily_unavailable"}`, wantCode: TemporarilyUnavailable},
+		"html page":       {body: `<html><body>502 Bad Gateway</body></html>`, wantErr: "not JSON"},
+		"json without it": {body: `{"message":"nope"}`, wantErr: "no error code"},
+		"empty":           {body: ``, wantErr: "not JSON"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			e, err := ParseError([]byte(tc.body))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("ParseError = %v, %v; want error containing %q", e, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseError: %v", err)
+			}
+			if e.Code != tc.wantCode || e.Description != tc.wantDesc {
+				t.Fatalf("ParseError = %+v, want %s / %q", e, tc.wantCode, tc.wantDesc)
+			}
+		})
+	}
+}
+
+func TestErrorString(t *testing.T) {
+	if got := Errorf(InvalidRequest, "pod %s is gone", "p").Error(); got != "invalid_request: pod p is gone" {
+		t.Fatalf("Error() = %q", got)
+	}
+	if got := (&Error{Code: ServerError}).Error(); got != "server_error" {
+		t.Fatalf("Error() = %q", got)
+	}
+}

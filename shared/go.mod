@@ -1,0 +1,3 @@
+module github.com/kube-sts/kube-sts/shared
+
+go 1.26
