@@ -142,6 +142,8 @@ const (
 	EnvRefreshFraction  = "STS_REFRESH_FRACTION"
 	EnvBackoffMin       = "STS_BACKOFF_MIN"
 	EnvBackoffMax       = "STS_BACKOFF_MAX"
+	EnvRefusedRetry     = "STS_REFUSED_RETRY"
+	EnvProbeMargin      = "STS_PROBE_MARGIN"
 	EnvLogLevel         = "STS_LOG_LEVEL"
 	EnvFileMode         = "STS_FILE_MODE"
 )

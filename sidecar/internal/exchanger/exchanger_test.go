@@ -1,0 +1,185 @@
+package exchanger
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kube-sts/kube-sts/sidecar/internal/testissuer"
+)
+
+func caPEM(t *testing.T, iss *testissuer.Issuer) string {
+	t.Helper()
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: iss.Certificate().Raw}))
+}
+
+func otherCA(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "someone else"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
+func TestTLSTrust(t *testing.T) {
+	iss := testissuer.NewTLS(time.Hour)
+	defer iss.Close()
+	dir := t.TempDir()
+	good := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(good, []byte(caPEM(t, iss)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wrong := filepath.Join(dir, "wrong.crt")
+	if err := os.WriteFile(wrong, []byte(otherCA(t)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := map[string]struct {
+		file, inline string
+		wantIn       string
+	}{
+		"CA file":              {file: good},
+		"inline CA":            {inline: caPEM(t, iss)},
+		"wrong CA file":        {file: wrong, wantIn: "not trusted by the configured CA bundle"},
+		"wrong inline CA":      {inline: otherCA(t), wantIn: "not trusted by the configured CA bundle"},
+		"system roots only":    {wantIn: "not trusted by the configured CA bundle"},
+		"wrong file, good PEM": {file: wrong, inline: caPEM(t, iss)},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			hc, err := NewHTTPClient(tc.file, tc.inline, 5*time.Second)
+			if err != nil {
+				t.Fatalf("NewHTTPClient: %v", err)
+			}
+			c := &Client{URL: iss.TokenURL(), HTTP: hc, Now: time.Now}
+			tok, err := c.Exchange(context.Background(), "subject")
+			if tc.wantIn == "" {
+				if err != nil || tok.Raw == "" {
+					t.Fatalf("Exchange = %v", err)
+				}
+				return
+			}
+			var xe *Error
+			if !errors.As(err, &xe) || xe.Kind != Transient || !strings.Contains(err.Error(), tc.wantIn) || !strings.Contains(err.Error(), "STS_CA_FILE") {
+				t.Fatalf("Exchange error = %v, want a transient error containing %q and naming the setting", err, tc.wantIn)
+			}
+		})
+	}
+}
+
+func TestNewHTTPClientErrors(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(notPEM, []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct{ file, inline, wantIn string }{
+		"missing file":     {file: filepath.Join(dir, "nope"), wantIn: "read CA file"},
+		"file without PEM": {file: notPEM, wantIn: "holds no PEM certificate"},
+		"inline junk":      {inline: "junk", wantIn: "inline CA PEM holds no certificate"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := NewHTTPClient(tc.file, tc.inline, time.Second)
+			if err == nil || !strings.Contains(err.Error(), tc.wantIn) {
+				t.Fatalf("NewHTTPClient = %v, want error containing %q", err, tc.wantIn)
+			}
+		})
+	}
+}
+
+func TestExchangeAnswers(t *testing.T) {
+	iss := testissuer.New(time.Hour)
+	defer iss.Close()
+	hc, err := NewHTTPClient("", "", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Client{URL: iss.TokenURL(), HTTP: hc, Now: time.Now}
+	tests := map[string]struct {
+		b      testissuer.Behavior
+		kind   Kind
+		status int
+		wantIn string
+	}{
+		"ok":                {b: testissuer.OK},
+		"503":               {b: testissuer.Unavailable, kind: Transient, status: 503, wantIn: "temporarily_unavailable"},
+		"429":               {b: testissuer.TooMany, kind: Transient, status: 429, wantIn: "slow down"},
+		"refused":           {b: testissuer.Refuse, kind: Refused, status: 400, wantIn: "invalid_request: namespace test-vault is not allowed"},
+		"non-JSON":          {b: testissuer.NonJSON, kind: Transient, status: 200, wantIn: "not a token response"},
+		"HTML error page":   {b: testissuer.HTMLError, kind: Transient, status: 502, wantIn: "not an OAuth error (text/html)"},
+		"no access_token":   {b: testissuer.MissingAccessToken, kind: Transient, status: 200, wantIn: "no access_token"},
+		"wrong issued type": {b: testissuer.WrongIssuedType, kind: Transient, status: 200, wantIn: "issued_token_type"},
+		"expires_in 0":      {b: testissuer.ZeroExpiresIn, kind: Transient, status: 200, wantIn: "expires_in is 0"},
+		"body over 1 MiB":   {b: testissuer.HugeBody, kind: Transient, status: 200, wantIn: "over 1048576 bytes"},
+		"already expired":   {b: testissuer.AlreadyExpired, kind: Transient, status: 200, wantIn: "expired at"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			iss.Set(tc.b)
+			tok, err := c.Exchange(context.Background(), "subject")
+			if tc.wantIn == "" {
+				if err != nil {
+					t.Fatalf("Exchange: %v", err)
+				}
+				if tok.Claims.ID == "" || !tok.Claims.Expiry.After(time.Now()) {
+					t.Fatalf("token claims = %+v", tok.Claims)
+				}
+				return
+			}
+			var xe *Error
+			if !errors.As(err, &xe) {
+				t.Fatalf("Exchange error = %v (%T), want *Error", err, err)
+			}
+			if xe.Kind != tc.kind || xe.Status != tc.status || !strings.Contains(err.Error(), tc.wantIn) {
+				t.Fatalf("Exchange error = kind %v status %d %q; want kind %v status %d containing %q", xe.Kind, xe.Status, err, tc.kind, tc.status, tc.wantIn)
+			}
+		})
+	}
+	if sent := iss.HugeBytesSent(); sent > 16<<20 {
+		t.Errorf("the client accepted %d bytes of the huge body; it should stop after 1 MiB", sent)
+	}
+}
+
+func TestRetryAfterHeader(t *testing.T) {
+	iss := testissuer.New(time.Hour)
+	defer iss.Close()
+	iss.Set(testissuer.TooMany)
+	c := &Client{URL: iss.TokenURL(), HTTP: iss.Client(), Now: time.Now}
+	_, err := c.Exchange(context.Background(), "subject")
+	var xe *Error
+	if !errors.As(err, &xe) || xe.RetryAfter != time.Second {
+		t.Fatalf("RetryAfter = %v (%v), want 1s", xe, err)
+	}
+}
+
+func TestNetworkErrorIsTransient(t *testing.T) {
+	iss := testissuer.New(time.Hour)
+	url := iss.TokenURL()
+	iss.Close()
+	c := &Client{URL: url, HTTP: iss.Client(), Now: time.Now}
+	_, err := c.Exchange(context.Background(), "subject")
+	var xe *Error
+	if !errors.As(err, &xe) || xe.Kind != Transient || xe.Status != 0 {
+		t.Fatalf("Exchange to a closed port = %v, want a transient error without status", err)
+	}
+}

@@ -1,0 +1,205 @@
+// Package options is the sidecar's configuration: every setting is a flag and
+// an env var (the webhook passes env), validated in one place before anything runs.
+package options
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kube-sts/kube-sts/shared/contract"
+)
+
+// Options configures sts-creds-sidecar.
+type Options struct {
+	// Mode is run (the loop), once (exchange, write, exit) or probe (check the file).
+	Mode string
+	// SubjectTokenFile is the projected ServiceAccount token, re-read at every exchange.
+	SubjectTokenFile string
+	// ExchangeURL is the issuer's token endpoint.
+	ExchangeURL string
+	// OutputFile is where the minted token is published.
+	OutputFile string
+	// CAFile and CAPEM are the CA bundle that signs the issuer's certificate;
+	// when both are empty the system roots are used.
+	CAFile string
+	CAPEM  string
+	// HTTPTimeout bounds one exchange.
+	HTTPTimeout time.Duration
+	// RefreshFraction of the token's lifetime after which it is refreshed.
+	RefreshFraction float64
+	// BackoffMin and BackoffMax bound the retries of transient failures.
+	BackoffMin time.Duration
+	BackoffMax time.Duration
+	// RefusedRetry is the pause after the issuer refused the exchange.
+	RefusedRetry time.Duration
+	// LogLevel is debug, info, warn or error.
+	LogLevel string
+	// FileMode of the published token.
+	FileMode fs.FileMode
+	// ProbeMargin: probe fails when the token expires sooner than this.
+	ProbeMargin time.Duration
+	// Version asks for the version only.
+	Version bool
+}
+
+// Defaults are the values used when neither flag nor env var is set.
+func Defaults() Options {
+	return Options{
+		Mode:             contract.ModeRun,
+		SubjectTokenFile: contract.SubjectTokenPath,
+		OutputFile:       contract.TokenPath,
+		HTTPTimeout:      10 * time.Second,
+		RefreshFraction:  0.8,
+		BackoffMin:       time.Second,
+		BackoffMax:       30 * time.Second,
+		RefusedRetry:     30 * time.Second,
+		LogLevel:         "info",
+		FileMode:         0o440,
+		ProbeMargin:      10 * time.Second,
+	}
+}
+
+type modeValue struct{ m *fs.FileMode }
+
+func (v modeValue) String() string {
+	if v.m == nil {
+		return ""
+	}
+	return fmt.Sprintf("%04o", uint32(*v.m))
+}
+
+func (v modeValue) Set(s string) error {
+	n, err := strconv.ParseUint(s, 8, 32)
+	if err != nil {
+		return fmt.Errorf("%q is not an octal file mode such as 0440", s)
+	}
+	*v.m = fs.FileMode(n)
+	return nil
+}
+
+// Usage is printed by -h.
+const Usage = `Usage: sts-creds-sidecar [run|once|probe] [flags]
+
+  run    (default) exchange now, then keep the token fresh until stopped
+  once   exchange once, write the token and exit (an init container)
+  probe  exit 0 only if the token file holds a JWT valid for --probe-margin
+
+Every flag can also be set with the env var shown in brackets; a flag wins over its env var.
+`
+
+// Parse reads args (without the program name) and env. It returns
+// flag.ErrHelp when help was asked for, after printing it to out.
+func Parse(args []string, getenv func(string) string, out io.Writer) (Options, error) {
+	o := Defaults()
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		o.Mode, args = args[0], args[1:]
+	}
+	fs := flag.NewFlagSet("sts-creds-sidecar", flag.ContinueOnError)
+	fs.SetOutput(out)
+	env := map[string]string{}
+	str := func(p *string, name, envName, usage string) {
+		fs.StringVar(p, name, *p, usage+" ["+envName+"]")
+		env[name] = envName
+	}
+	dur := func(p *time.Duration, name, envName, usage string) {
+		fs.DurationVar(p, name, *p, usage+" ["+envName+"]")
+		env[name] = envName
+	}
+	str(&o.SubjectTokenFile, "subject-token-file", contract.EnvSubjectTokenFile, "projected ServiceAccount token to exchange")
+	str(&o.ExchangeURL, "exchange-url", contract.EnvExchangeURL, "issuer token endpoint, https://<issuer>/token")
+	str(&o.OutputFile, "output-file", contract.EnvOutputFile, "where to publish the minted token")
+	str(&o.CAFile, "ca-file", contract.EnvCAFile, "PEM CA bundle that signs the issuer's certificate")
+	str(&o.CAPEM, "ca-pem", contract.EnvCAPEM, "the same CA bundle inline, as PEM text")
+	dur(&o.HTTPTimeout, "http-timeout", contract.EnvHTTPTimeout, "timeout of one exchange")
+	fs.Float64Var(&o.RefreshFraction, "refresh-fraction", o.RefreshFraction, "share of the token lifetime after which it is refreshed ["+contract.EnvRefreshFraction+"]")
+	env["refresh-fraction"] = contract.EnvRefreshFraction
+	dur(&o.BackoffMin, "backoff-min", contract.EnvBackoffMin, "first retry delay after a transient failure")
+	dur(&o.BackoffMax, "backoff-max", contract.EnvBackoffMax, "largest retry delay after transient failures")
+	dur(&o.RefusedRetry, "refused-retry", contract.EnvRefusedRetry, "retry delay after the issuer refused the exchange")
+	str(&o.LogLevel, "log-level", contract.EnvLogLevel, "debug, info, warn or error")
+	fs.Var(modeValue{&o.FileMode}, "file-mode", "octal mode of the token file ["+contract.EnvFileMode+"]")
+	env["file-mode"] = contract.EnvFileMode
+	dur(&o.ProbeMargin, "probe-margin", contract.EnvProbeMargin, "probe fails when the token expires sooner than this")
+	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprint(out, Usage+"\nFlags:\n")
+		fs.PrintDefaults()
+	}
+
+	if err := fs.Parse(args); err != nil {
+		return Options{}, err
+	}
+	if fs.NArg() > 0 {
+		return Options{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for name, envName := range env {
+		v := getenv(envName)
+		if set[name] || v == "" {
+			continue
+		}
+		if err := fs.Set(name, v); err != nil {
+			return Options{}, fmt.Errorf("env %s: %w", envName, err)
+		}
+	}
+	if o.Version {
+		return o, nil
+	}
+	return o, o.Validate()
+}
+
+// Validate checks the whole configuration and reports every problem at once.
+func (o Options) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	switch o.Mode {
+	case contract.ModeRun, contract.ModeOnce, contract.ModeProbe:
+	default:
+		bad("unknown mode %q: use %s, %s or %s", o.Mode, contract.ModeRun, contract.ModeOnce, contract.ModeProbe)
+	}
+	if o.OutputFile == "" {
+		bad("--output-file (%s) is empty", contract.EnvOutputFile)
+	}
+	if o.ProbeMargin < 0 {
+		bad("--probe-margin (%s) is negative", contract.EnvProbeMargin)
+	}
+	if o.Mode != contract.ModeProbe {
+		if o.SubjectTokenFile == "" {
+			bad("--subject-token-file (%s) is empty", contract.EnvSubjectTokenFile)
+		}
+		if o.ExchangeURL == "" {
+			bad("--exchange-url (%s) is required: the issuer's token endpoint, https://<issuer>/token", contract.EnvExchangeURL)
+		} else if u, err := url.Parse(o.ExchangeURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad("--exchange-url (%s) %q is not an http(s) URL", contract.EnvExchangeURL, o.ExchangeURL)
+		}
+		if o.HTTPTimeout <= 0 {
+			bad("--http-timeout (%s) must be positive", contract.EnvHTTPTimeout)
+		}
+		if o.RefreshFraction < 0.1 || o.RefreshFraction > 0.95 {
+			bad("--refresh-fraction (%s) %v must be between 0.1 and 0.95", contract.EnvRefreshFraction, o.RefreshFraction)
+		}
+		if o.BackoffMin <= 0 || o.BackoffMax < o.BackoffMin {
+			bad("backoff bounds must satisfy 0 < --backoff-min (%v) <= --backoff-max (%v)", o.BackoffMin, o.BackoffMax)
+		}
+		if o.RefusedRetry < o.BackoffMin {
+			bad("--refused-retry (%s) %v must be at least --backoff-min %v", contract.EnvRefusedRetry, o.RefusedRetry, o.BackoffMin)
+		}
+		if o.FileMode&^0o777 != 0 || o.FileMode&0o002 != 0 || o.FileMode&0o400 == 0 {
+			bad("--file-mode (%s) %04o must be a permission mode the owner can read and others cannot write", contract.EnvFileMode, uint32(o.FileMode))
+		}
+	}
+	switch o.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("--log-level (%s) %q: use debug, info, warn or error", contract.EnvLogLevel, o.LogLevel)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,319 @@
+// Package refresh keeps a fresh STS token on disk: it exchanges the projected
+// ServiceAccount token at start, again when 80% of the token's lifetime has
+// passed, backs off on failures, rewrites the file when a consumer deletes it,
+// and removes it once it has expired with no replacement.
+package refresh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/fsnotify/fsnotify"
+	"go.uber.org/zap"
+
+	"github.com/kube-sts/kube-sts/shared/exchange"
+	"github.com/kube-sts/kube-sts/sidecar/internal/exchanger"
+	"github.com/kube-sts/kube-sts/sidecar/internal/jwtinfo"
+	"github.com/kube-sts/kube-sts/sidecar/internal/tokenfile"
+)
+
+// Exchanger mints a token for a subject token; *exchanger.Client is one.
+type Exchanger interface {
+	Exchange(ctx context.Context, subjectToken string) (exchanger.Token, error)
+}
+
+// Config is what the loop needs; options.Options fills it.
+type Config struct {
+	SubjectTokenFile string
+	OutputFile       string
+	FileMode         fs.FileMode
+	// Fraction of the lifetime after which the token is refreshed (0.8).
+	Fraction float64
+	// Jitter is the largest share of the lifetime by which a refresh is moved
+	// earlier, so Pods started together do not refresh together.
+	Jitter float64
+	// Margin: a refresh is never later than this before expiry (60s), unless
+	// the token is too short-lived for that.
+	Margin time.Duration
+	// BackoffMin and BackoffMax bound the exponential backoff of transient failures.
+	BackoffMin, BackoffMax time.Duration
+	// RefusedRetry is the pause after the issuer refused the exchange.
+	RefusedRetry time.Duration
+	// MinInterval is the shortest pause between two successful exchanges (1s
+	// when zero), so a badly dated token cannot make the loop spin.
+	MinInterval time.Duration
+}
+
+// Refresher runs the loop. Create it with New.
+type Refresher struct {
+	cfg  Config
+	ex   Exchanger
+	log  *zap.Logger
+	now  func() time.Time
+	rand func() float64
+	bo   *backoff.ExponentialBackOff
+
+	current *exchanger.Token
+}
+
+// Option changes a Refresher; used by tests.
+type Option func(*Refresher)
+
+// WithClock sets the clock used for scheduling and expiry decisions.
+func WithClock(now func() time.Time) Option { return func(r *Refresher) { r.now = now } }
+
+// WithRand sets the jitter source (values in [0,1)).
+func WithRand(f func() float64) Option { return func(r *Refresher) { r.rand = f } }
+
+// New returns a refresher.
+func New(cfg Config, ex Exchanger, log *zap.Logger, opts ...Option) *Refresher {
+	if cfg.MinInterval <= 0 {
+		cfg.MinInterval = time.Second
+	}
+	r := &Refresher{cfg: cfg, ex: ex, log: log, now: time.Now, rand: rand.Float64}
+	for _, o := range opts {
+		o(r)
+	}
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = cfg.BackoffMin
+	bo.MaxInterval = cfg.BackoffMax
+	bo.Multiplier = 2
+	bo.RandomizationFactor = 0.3
+	bo.MaxElapsedTime = 0 // never give up: a Pod without a token is useless
+	bo.Reset()
+	r.bo = bo
+	return r
+}
+
+// NextRefresh is when a token should be replaced: after fraction of its
+// lifetime, minus up to jitter of it (rnd in [0,1) picks how much), and never
+// later than margin before expiry. For tokens too short-lived for margin (under
+// twice of it) the margin shrinks to half the lifetime.
+func NextRefresh(tok exchanger.Token, fraction, jitter float64, margin time.Duration, rnd float64) time.Time {
+	life := tok.Lifetime()
+	start := tok.Claims.Expiry.Add(-life)
+	at := start.Add(time.Duration(float64(life) * (fraction - jitter*rnd)))
+	margin = min(margin, life/2)
+	if latest := tok.Claims.Expiry.Add(-margin); at.After(latest) {
+		at = latest
+	}
+	return at
+}
+
+// Once exchanges one time and writes the token.
+func (r *Refresher) Once(ctx context.Context) error {
+	tokenfile.CleanTemps(r.cfg.OutputFile)
+	tok, err := r.exchange(ctx)
+	if err != nil {
+		return err
+	}
+	if err := r.publish(tok); err != nil {
+		return err
+	}
+	r.log.Info("token written", zap.String("jti", tok.Claims.ID), zap.Time("expires", tok.Claims.Expiry), zap.String("file", r.cfg.OutputFile))
+	return nil
+}
+
+// Run loops until ctx is done. It returns nil on cancellation: the loop itself
+// never gives up.
+func (r *Refresher) Run(ctx context.Context) error {
+	tokenfile.CleanTemps(r.cfg.OutputFile)
+	// A token left by a previous run of this container is not trusted: the
+	// first exchange happens at once and replaces it.
+	events, errs, closeWatch := r.watch()
+	defer closeWatch()
+
+	refresh := time.NewTimer(0)
+	defer refresh.Stop()
+	expiry := time.NewTimer(time.Hour)
+	expiry.Stop()
+	defer expiry.Stop()
+
+	for {
+		select {
+		case <-ctx.Done():
+			r.log.Info("stopping", zap.String("reason", context.Cause(ctx).Error()))
+			return nil
+		case <-refresh.C:
+			wait := r.attempt(ctx)
+			if ctx.Err() != nil {
+				continue
+			}
+			refresh.Reset(wait)
+			if r.current != nil {
+				expiry.Reset(r.current.Claims.Expiry.Sub(r.now()))
+			}
+		case <-expiry.C:
+			r.expire()
+		case ev := <-events:
+			if filepath.Clean(ev.Name) == filepath.Clean(r.cfg.OutputFile) && (ev.Op.Has(fsnotify.Remove) || ev.Op.Has(fsnotify.Rename)) {
+				r.restore()
+			}
+		case err := <-errs:
+			r.log.Warn("file watch error", zap.Error(err))
+		}
+	}
+}
+
+// attempt exchanges and publishes, and returns how long to wait before the next attempt.
+func (r *Refresher) attempt(ctx context.Context) time.Duration {
+	tok, err := r.exchange(ctx)
+	if err == nil {
+		err = r.publish(tok)
+	}
+	if ctx.Err() != nil {
+		return 0
+	}
+	if err != nil {
+		return r.retryAfter(err)
+	}
+	r.bo.Reset()
+	next := NextRefresh(tok, r.cfg.Fraction, r.cfg.Jitter, r.cfg.Margin, r.rand())
+	wait := max(next.Sub(r.now()), r.cfg.MinInterval)
+	r.log.Info("token refreshed",
+		zap.String("jti", tok.Claims.ID),
+		zap.Time("expires", tok.Claims.Expiry),
+		zap.Duration("next_refresh_in", wait.Round(time.Second)))
+	return wait
+}
+
+// retryAfter logs a failure and picks the pause before the next attempt.
+func (r *Refresher) retryAfter(err error) time.Duration {
+	fields := []zap.Field{zap.Error(err)}
+	var xe *exchanger.Error
+	var wait time.Duration
+	if errors.As(err, &xe) && xe.Kind == exchanger.Refused {
+		wait = r.cfg.RefusedRetry
+		fields = append(fields, zap.String("kind", xe.Kind.String()), zap.Int("status", xe.Status))
+		if xe.OAuth != nil {
+			fields = append(fields, zap.String("error", xe.OAuth.Code), zap.String("error_description", xe.OAuth.Description))
+		}
+	} else {
+		wait = r.bo.NextBackOff()
+		if errors.As(err, &xe) {
+			fields = append(fields, zap.String("kind", xe.Kind.String()), zap.Int("status", xe.Status))
+			if xe.RetryAfter > wait {
+				wait = min(xe.RetryAfter, r.cfg.BackoffMax)
+			}
+		}
+	}
+	if r.current != nil {
+		fields = append(fields, zap.String("holding_jti", r.current.Claims.ID), zap.Time("holding_expires", r.current.Claims.Expiry))
+	}
+	fields = append(fields, zap.Duration("retry_in", wait.Round(time.Millisecond)))
+	r.log.Warn("exchange failed; retrying", fields...)
+	return wait
+}
+
+func (r *Refresher) exchange(ctx context.Context) (exchanger.Token, error) {
+	subject, err := readSubject(r.cfg.SubjectTokenFile)
+	if err != nil {
+		return exchanger.Token{}, err
+	}
+	return r.ex.Exchange(ctx, subject)
+}
+
+// publish writes tok and makes it the current one.
+func (r *Refresher) publish(tok exchanger.Token) error {
+	if err := tokenfile.Write(r.cfg.OutputFile, []byte(tok.Raw), r.cfg.FileMode); err != nil {
+		return fmt.Errorf("write token file: %w", err)
+	}
+	r.current = &tok
+	return nil
+}
+
+// restore writes the current token again after a consumer deleted the file
+// (Vault agent does, with remove_jwt_after_reading).
+func (r *Refresher) restore() {
+	if r.current == nil || !r.current.Claims.Expiry.After(r.now()) {
+		return
+	}
+	if _, err := os.Stat(r.cfg.OutputFile); err == nil {
+		return
+	}
+	if err := tokenfile.Write(r.cfg.OutputFile, []byte(r.current.Raw), r.cfg.FileMode); err != nil {
+		r.log.Error("token file was removed and could not be written again", zap.Error(err))
+		return
+	}
+	r.log.Info("token file was removed by a consumer; written again", zap.String("jti", r.current.Claims.ID))
+}
+
+// expire removes the file when the current token has expired with no replacement.
+func (r *Refresher) expire() {
+	if r.current == nil || r.current.Claims.Expiry.After(r.now()) {
+		return
+	}
+	r.log.Warn("token expired with no replacement; removed the file until the issuer answers",
+		zap.String("jti", r.current.Claims.ID), zap.Time("expired", r.current.Claims.Expiry))
+	r.current = nil
+	if err := tokenfile.Remove(r.cfg.OutputFile); err != nil {
+		r.log.Error("could not remove the expired token file", zap.Error(err))
+	}
+}
+
+// watch reports changes in the output file's directory. Without inotify the
+// loop still works; a deleted file then waits for the next refresh.
+func (r *Refresher) watch() (<-chan fsnotify.Event, <-chan error, func()) {
+	w, err := fsnotify.NewWatcher()
+	if err == nil {
+		err = w.Add(filepath.Dir(r.cfg.OutputFile))
+		if err != nil {
+			_ = w.Close()
+		}
+	}
+	if err != nil {
+		r.log.Warn("cannot watch the token file; a deleted file is written again only at the next refresh", zap.Error(err))
+		return nil, nil, func() {}
+	}
+	return w.Events, w.Errors, func() { _ = w.Close() }
+}
+
+// readSubject reads the projected ServiceAccount token; the kubelet rotates
+// it, so it is read at every exchange.
+func readSubject(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("read subject token: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, exchange.MaxSubjectTokenBytes+1))
+	if err != nil {
+		return "", fmt.Errorf("read subject token %s: %w", path, err)
+	}
+	if len(data) > exchange.MaxSubjectTokenBytes {
+		return "", fmt.Errorf("subject token %s is larger than %d bytes", path, exchange.MaxSubjectTokenBytes)
+	}
+	tok := strings.TrimSpace(string(data))
+	if tok == "" {
+		return "", fmt.Errorf("subject token %s is empty", path)
+	}
+	return tok, nil
+}
+
+// Probe succeeds when path holds a JWT that is still valid for at least margin.
+func Probe(path string, now time.Time, margin time.Duration) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("no token yet at %s", path)
+		}
+		return err
+	}
+	c, err := jwtinfo.Parse(strings.TrimSpace(string(data)))
+	if err != nil {
+		return fmt.Errorf("%s does not hold a JWT: %w", path, err)
+	}
+	if left := c.Expiry.Sub(now); left < margin {
+		return fmt.Errorf("token at %s expires at %s, within %v", path, c.Expiry.UTC().Format(time.RFC3339), margin)
+	}
+	return nil
+}

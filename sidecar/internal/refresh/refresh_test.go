@@ -1,0 +1,453 @@
+package refresh
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/kube-sts/kube-sts/sidecar/internal/exchanger"
+	"github.com/kube-sts/kube-sts/sidecar/internal/jwtinfo"
+	"github.com/kube-sts/kube-sts/sidecar/internal/testissuer"
+)
+
+func TestNextRefresh(t *testing.T) {
+	t0 := time.Unix(1_768_236_189, 0)
+	tok := func(life time.Duration) exchanger.Token {
+		return exchanger.Token{Received: t0, Claims: jwtinfo.Claims{IssuedAt: t0, Expiry: t0.Add(life)}}
+	}
+	tests := map[string]struct {
+		tok    exchanger.Token
+		jitter float64
+		rnd    float64
+		want   time.Time
+	}{
+		"15m token at 80%":            {tok: tok(15 * time.Minute), want: t0.Add(12 * time.Minute)},
+		"jitter moves it earlier":     {tok: tok(15 * time.Minute), jitter: 0.05, rnd: 1, want: t0.Add(12*time.Minute - 45*time.Second)},
+		"half jitter":                 {tok: tok(15 * time.Minute), jitter: 0.05, rnd: 0.5, want: t0.Add(12*time.Minute - 22500*time.Millisecond)},
+		"4m token: 60s before exp":    {tok: tok(4 * time.Minute), want: t0.Add(3 * time.Minute)},
+		"2m token: 60s before exp":    {tok: tok(2 * time.Minute), want: t0.Add(time.Minute)},
+		"1m token: margin halves":     {tok: tok(time.Minute), want: t0.Add(30 * time.Second)},
+		"24h token":                   {tok: tok(24 * time.Hour), want: t0.Add(19*time.Hour + 12*time.Minute)},
+		"no iat: from receipt":        {tok: exchanger.Token{Received: t0, Claims: jwtinfo.Claims{Expiry: t0.Add(10 * time.Minute)}}, want: t0.Add(8 * time.Minute)},
+		"iat in future: from receipt": {tok: exchanger.Token{Received: t0, Claims: jwtinfo.Claims{IssuedAt: t0.Add(time.Hour), Expiry: t0.Add(10 * time.Minute)}}, want: t0.Add(8 * time.Minute)},
+		"backdated iat: from iat":     {tok: exchanger.Token{Received: t0, Claims: jwtinfo.Claims{IssuedAt: t0.Add(-5 * time.Minute), Expiry: t0.Add(5 * time.Minute)}}, want: t0.Add(3 * time.Minute)},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got := NextRefresh(tc.tok, 0.8, tc.jitter, time.Minute, tc.rnd)
+			if !got.Equal(tc.want) {
+				t.Fatalf("NextRefresh = %v after t0, want %v", got.Sub(t0), tc.want.Sub(t0))
+			}
+			if got.After(tc.tok.Claims.Expiry.Add(-time.Minute)) && tc.tok.Lifetime() >= 5*time.Minute {
+				t.Fatalf("refresh %v is later than 60s before expiry", tc.tok.Claims.Expiry.Sub(got))
+			}
+		})
+	}
+}
+
+type fixture struct {
+	t       *testing.T
+	issuer  *testissuer.Issuer
+	dir     string
+	subject string
+	out     string
+	logs    *observer.ObservedLogs
+	r       *Refresher
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+func newFixture(t *testing.T, lifetime time.Duration, mutate func(*Config)) *fixture {
+	t.Helper()
+	f := &fixture{t: t, issuer: testissuer.New(lifetime), dir: t.TempDir()}
+	t.Cleanup(f.issuer.Close)
+	f.subject = filepath.Join(f.dir, "sa-token")
+	f.out = filepath.Join(f.dir, "tokens", "token.jwt")
+	if err := os.Mkdir(filepath.Dir(f.out), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.writeSubject("subject-1")
+	cfg := Config{
+		SubjectTokenFile: f.subject,
+		OutputFile:       f.out,
+		FileMode:         0o440,
+		Fraction:         0.8,
+		Margin:           100 * time.Millisecond, // 60s in production; scaled to the short test tokens
+		BackoffMin:       50 * time.Millisecond,
+		BackoffMax:       400 * time.Millisecond,
+		RefusedRetry:     300 * time.Millisecond,
+		MinInterval:      10 * time.Millisecond,
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	core, logs := observer.New(zapcore.DebugLevel)
+	f.logs = logs
+	f.r = New(cfg, &exchanger.Client{URL: f.issuer.TokenURL(), HTTP: testHTTP, Now: time.Now}, zap.New(core))
+	return f
+}
+
+var testHTTP = mustClient()
+
+func mustClient() *http.Client {
+	c, err := exchanger.NewHTTPClient("", "", 5*time.Second)
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
+
+func (f *fixture) writeSubject(tok string) {
+	f.t.Helper()
+	if err := os.WriteFile(f.subject, []byte(tok+"\n"), 0o600); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fixture) start() time.Time {
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel = cancel
+	f.done = make(chan error, 1)
+	started := time.Now()
+	go func() { f.done <- f.r.Run(ctx) }()
+	f.t.Cleanup(func() { f.stop() })
+	return started
+}
+
+func (f *fixture) stop() time.Duration {
+	if f.cancel == nil {
+		return 0
+	}
+	start := time.Now()
+	f.cancel()
+	f.cancel = nil
+	select {
+	case err := <-f.done:
+		if err != nil {
+			f.t.Errorf("Run returned %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		f.t.Fatal("Run did not return after cancel")
+	}
+	return time.Since(start)
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > within {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func (f *fixture) file() (string, bool) {
+	data, err := os.ReadFile(f.out)
+	if err != nil {
+		return "", false
+	}
+	return string(data), true
+}
+
+func (f *fixture) assertNoTokenInLogs() {
+	f.t.Helper()
+	secrets := append(f.issuer.Minted(), "subject-1", "subject-2", "subject-3")
+	for _, e := range f.logs.All() {
+		line := e.Message
+		for k, v := range e.ContextMap() {
+			line += " " + k + "=" + anyString(v)
+		}
+		for _, s := range secrets {
+			if s != "" && strings.Contains(line, s) {
+				f.t.Fatalf("log line contains a token: %q", e.Message)
+			}
+		}
+	}
+}
+
+func anyString(v any) string {
+	if s, ok := v.(string); ok {
+		return s
+	}
+	if e, ok := v.(error); ok {
+		return e.Error()
+	}
+	return ""
+}
+
+func TestFirstTokenFastAndSubjectReread(t *testing.T) {
+	f := newFixture(t, 2*time.Second, nil)
+	started := f.start()
+	took := waitFor(t, 2*time.Second, "first token", func() bool { _, ok := f.file(); return ok })
+	first := time.Since(started)
+	if first > 100*time.Millisecond {
+		t.Errorf("first token on disk after %v, want within 100ms of start", first)
+	}
+	t.Logf("first token on disk %v after start (%v polling)", first, took)
+	tok, _ := f.file()
+	if err := Probe(f.out, time.Now(), 0); err != nil {
+		t.Fatalf("probe after the first token: %v", err)
+	}
+
+	// The kubelet rotates the projected token; the next exchange must use the new one.
+	f.writeSubject("subject-2")
+	waitFor(t, 5*time.Second, "second exchange", func() bool { return f.issuer.Count() >= 2 })
+	subjects, times := f.issuer.Requests()
+	if subjects[0] != "subject-1" || subjects[1] != "subject-2" {
+		t.Fatalf("subjects sent = %v, want subject-1 then subject-2", subjects[:2])
+	}
+	// 80% of a 2s lifetime (no jitter configured here), as NextRefresh computes.
+	gap := times[1].Sub(times[0])
+	if gap < 1500*time.Millisecond || gap > 2000*time.Millisecond {
+		t.Fatalf("refresh came %v after the first exchange, want about 1.6s (80%% of 2s)", gap)
+	}
+	waitFor(t, time.Second, "second token on disk", func() bool { s, _ := f.file(); return s != tok })
+	f.assertNoTokenInLogs()
+}
+
+func TestOutageBackoffKeepExpireRecover(t *testing.T) {
+	// 3s tokens: refreshed at 2.4s, expired at 3s.
+	f := newFixture(t, 3*time.Second, nil)
+	f.start()
+	waitFor(t, 2*time.Second, "first token", func() bool { _, ok := f.file(); return ok })
+	good, _ := f.file()
+	f.issuer.Set(testissuer.Unavailable)
+	before := f.issuer.Count()
+
+	// During the outage the last good token stays, and probe accepts it.
+	time.Sleep(2800 * time.Millisecond)
+	if s, ok := f.file(); !ok || s != good {
+		t.Fatal("the last good token was not kept during the outage")
+	}
+	if err := Probe(f.out, time.Now(), 0); err != nil {
+		t.Fatalf("probe during the outage, before expiry: %v", err)
+	}
+	// Retries back off: the gaps between failed attempts grow.
+	_, times := f.issuer.Requests()
+	if n := len(times) - before; n < 3 {
+		t.Fatalf("only %d retries during the outage", n)
+	}
+	fails := times[before:]
+	if first, last := fails[1].Sub(fails[0]), fails[len(fails)-1].Sub(fails[len(fails)-2]); last <= first {
+		t.Errorf("backoff did not grow: first gap %v, last gap %v", first, last)
+	}
+
+	// Past expiry with no replacement the file is gone and probe fails.
+	waitFor(t, 2*time.Second, "expired token removed", func() bool { _, ok := f.file(); return !ok })
+	if err := Probe(f.out, time.Now(), 0); err == nil {
+		t.Fatal("probe succeeded with no token file")
+	}
+
+	// Recovery: a new token appears within the backoff bound.
+	f.issuer.Set(testissuer.OK)
+	waitFor(t, 2*time.Second, "token after recovery", func() bool { s, ok := f.file(); return ok && s != good })
+	if err := Probe(f.out, time.Now(), 0); err != nil {
+		t.Fatalf("probe after recovery: %v", err)
+	}
+	if f.logs.FilterMessage("exchange failed; retrying").Len() == 0 {
+		t.Error("no retry was logged")
+	}
+	if f.logs.FilterMessage("token expired with no replacement; removed the file until the issuer answers").Len() != 1 {
+		t.Error("the expiry was not logged once")
+	}
+	f.assertNoTokenInLogs()
+}
+
+func TestRefusalRetriedSlowlyWithDescription(t *testing.T) {
+	f := newFixture(t, time.Minute, nil)
+	f.issuer.Set(testissuer.Refuse)
+	f.start()
+	waitFor(t, 2*time.Second, "two refused attempts", func() bool { return f.issuer.Count() >= 2 })
+	_, times := f.issuer.Requests()
+	if gap := times[1].Sub(times[0]); gap < 250*time.Millisecond {
+		t.Fatalf("refusal retried after %v, want the slow retry (300ms)", gap)
+	}
+	entries := f.logs.FilterMessage("exchange failed; retrying").All()
+	if len(entries) == 0 {
+		t.Fatal("refusal not logged")
+	}
+	if d := entries[0].ContextMap()["error_description"]; d != "namespace test-vault is not allowed by endpoint vault" {
+		t.Fatalf("error_description logged as %q", d)
+	}
+	f.issuer.Set(testissuer.OK)
+	waitFor(t, 2*time.Second, "token once allowed", func() bool { _, ok := f.file(); return ok })
+}
+
+func TestDeletedFileRecreated(t *testing.T) {
+	f := newFixture(t, time.Hour, nil)
+	f.start()
+	waitFor(t, 2*time.Second, "first token", func() bool { _, ok := f.file(); return ok })
+	tok, _ := f.file()
+	for i := range 3 {
+		if err := os.Remove(f.out); err != nil {
+			t.Fatal(err)
+		}
+		took := waitFor(t, time.Second, "file written again", func() bool { _, ok := f.file(); return ok })
+		if s, _ := f.file(); s != tok {
+			t.Fatalf("round %d: rewritten file holds another token", i)
+		}
+		t.Logf("round %d: rewritten after %v", i, took)
+	}
+	if f.issuer.Count() != 1 {
+		t.Fatalf("rewriting cost %d exchanges, want none beyond the first", f.issuer.Count()-1)
+	}
+}
+
+func TestStopsPromptlyDuringHangingExchange(t *testing.T) {
+	f := newFixture(t, time.Hour, nil)
+	f.issuer.Set(testissuer.Hang)
+	f.start()
+	waitFor(t, 2*time.Second, "request in flight", func() bool { return f.issuer.Count() >= 1 })
+	if took := f.stop(); took > time.Second {
+		t.Fatalf("stop took %v, want under 1s", took)
+	}
+}
+
+// TestConcurrentReaderSeesOnlyWholeTokens: 1,000 rotations by the real loop,
+// 100,000 reads, each a complete, parsable, unexpired token.
+func TestConcurrentReaderSeesOnlyWholeTokens(t *testing.T) {
+	f := newFixture(t, time.Hour, func(c *Config) { c.MinInterval = time.Millisecond })
+	// Backdated by 10h: the token is always past its refresh point, so the
+	// loop rotates as fast as MinInterval allows, while each file stays valid.
+	f.issuer.SetLifetime(time.Hour, 10*time.Hour)
+	f.start()
+	waitFor(t, 2*time.Second, "first token", func() bool { _, ok := f.file(); return ok })
+
+	var bad, reads atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for reads.Load() < 100_000 || f.issuer.Count() < 1000 {
+			data, err := os.ReadFile(f.out)
+			reads.Add(1)
+			if err != nil {
+				bad.Add(1)
+				continue
+			}
+			if _, err := jwtinfo.Parse(string(data)); err != nil {
+				bad.Add(1)
+			}
+		}
+	}()
+	wg.Wait()
+	if b := bad.Load(); b > 0 {
+		t.Fatalf("%d of %d reads saw a missing, partial or unparsable token", b, reads.Load())
+	}
+	t.Logf("%d reads across %d rotations, all whole", reads.Load(), f.issuer.Count())
+}
+
+func TestBadIssuerAnswersRetriedNeverFatal(t *testing.T) {
+	for name, b := range map[string]testissuer.Behavior{
+		"non-JSON":          testissuer.NonJSON,
+		"HTML error page":   testissuer.HTMLError,
+		"no access_token":   testissuer.MissingAccessToken,
+		"wrong issued type": testissuer.WrongIssuedType,
+		"expires_in zero":   testissuer.ZeroExpiresIn,
+		"body over 1 MiB":   testissuer.HugeBody,
+		"already expired":   testissuer.AlreadyExpired,
+		"429 too many":      testissuer.TooMany,
+		"503 unavailable":   testissuer.Unavailable,
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, time.Hour, nil)
+			f.issuer.Set(b)
+			f.start()
+			waitFor(t, 3*time.Second, "two failed attempts", func() bool { return f.issuer.Count() >= 2 })
+			if _, ok := f.file(); ok {
+				t.Fatal("a bad answer was written to the token file")
+			}
+			if f.logs.FilterMessage("exchange failed; retrying").Len() == 0 {
+				t.Fatal("failure not logged")
+			}
+			f.issuer.Set(testissuer.OK)
+			waitFor(t, 3*time.Second, "token after the issuer recovers", func() bool { _, ok := f.file(); return ok })
+			f.assertNoTokenInLogs()
+		})
+	}
+}
+
+func TestProbe(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Unix(1_768_236_189, 0)
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o440); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tests := map[string]struct {
+		path   string
+		wantIn string
+	}{
+		"valid":            {path: write("valid", testissuer.Mint(1, now, now.Add(time.Hour)))},
+		"valid with space": {path: write("space", testissuer.Mint(1, now, now.Add(time.Hour))+"\n")},
+		"missing":          {path: filepath.Join(dir, "missing"), wantIn: "no token yet"},
+		"empty":            {path: write("empty", ""), wantIn: "does not hold a JWT"},
+		"garbage":          {path: write("garbage", "not a jwt"), wantIn: "does not hold a JWT"},
+		"expired":          {path: write("expired", testissuer.Mint(1, now.Add(-time.Hour), now.Add(-time.Second))), wantIn: "expires at"},
+		"within margin":    {path: write("margin", testissuer.Mint(1, now, now.Add(5*time.Second))), wantIn: "within 10s"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			err := Probe(tc.path, now, 10*time.Second)
+			if tc.wantIn == "" {
+				if err != nil {
+					t.Fatalf("Probe: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantIn) {
+				t.Fatalf("Probe = %v, want error containing %q", err, tc.wantIn)
+			}
+		})
+	}
+}
+
+func TestOnce(t *testing.T) {
+	f := newFixture(t, time.Hour, nil)
+	if err := f.r.Once(context.Background()); err != nil {
+		t.Fatalf("Once: %v", err)
+	}
+	st, err := os.Stat(f.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != fs.FileMode(0o440) {
+		t.Fatalf("mode %v, want 0440", st.Mode().Perm())
+	}
+	f.issuer.Set(testissuer.Refuse)
+	err = f.r.Once(context.Background())
+	var xe *exchanger.Error
+	if !errors.As(err, &xe) || xe.Kind != exchanger.Refused || !strings.Contains(err.Error(), "not allowed") {
+		t.Fatalf("Once against a refusing issuer = %v, want a refusal quoting the description", err)
+	}
+}
+
+func TestMissingSubjectTokenRetried(t *testing.T) {
+	f := newFixture(t, time.Hour, nil)
+	if err := os.Remove(f.subject); err != nil {
+		t.Fatal(err)
+	}
+	f.start()
+	waitFor(t, 2*time.Second, "failure logged", func() bool { return f.logs.FilterMessage("exchange failed; retrying").Len() >= 2 })
+	f.writeSubject("subject-3")
+	waitFor(t, 2*time.Second, "token once the subject token appears", func() bool { _, ok := f.file(); return ok })
+}
