@@ -1,0 +1,325 @@
+// Package config is sts-issuer's configuration file: its types, defaults and
+// whole-file validation with errors that name the field.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kube-sts/kube-sts/shared/contract"
+)
+
+// Signing algorithms.
+const (
+	RS256 = "RS256"
+	ES256 = "ES256"
+	EdDSA = "EdDSA"
+)
+
+// Limits and defaults.
+const (
+	DefaultTTL        = 15 * time.Minute
+	MinTTL            = time.Minute
+	MaxTTL            = 24 * time.Hour
+	DefaultAlgorithm  = RS256
+	DefaultJWKSMaxAge = 5 * time.Minute
+
+	DefaultRotateEvery  = 30 * 24 * time.Hour
+	DefaultPublishAhead = time.Hour
+	DefaultLeeway       = 5 * time.Minute
+	DefaultResync       = 30 * time.Second
+	DefaultReload       = 5 * time.Second
+)
+
+// Config is the whole file.
+type Config struct {
+	// Cluster is the cluster name put in the cluster claim and in sub.
+	Cluster string `json:"cluster"`
+	// JWKSMaxAge is the Cache-Control max-age of discovery and JWKS documents.
+	JWKSMaxAge metav1.Duration `json:"jwksMaxAge,omitempty"`
+	// Endpoints are the STS endpoints served by this process.
+	Endpoints []Endpoint `json:"endpoints"`
+}
+
+// Endpoint is one issuer: its own iss, audience, keys and rules.
+type Endpoint struct {
+	// Name identifies the endpoint in logs and metrics.
+	Name string `json:"name"`
+	// Issuer is the iss claim and the base of the discovery URLs: an https URL,
+	// or a bare host or host/path (https:// is assumed).
+	Issuer string `json:"issuer"`
+	// Audience is the aud of minted tokens (for Vault: a role's bound_audiences).
+	Audience string `json:"audience"`
+	// SubjectAudience is the audience the presented ServiceAccount token must
+	// carry; defaults to the issuer URL.
+	SubjectAudience string `json:"subjectAudience,omitempty"`
+	// TTL of minted tokens, 1m to 24h, default 15m.
+	TTL metav1.Duration `json:"ttl,omitempty"`
+	// Algorithm is RS256 (default), ES256 or EdDSA.
+	Algorithm string `json:"algorithm,omitempty"`
+	// Keys says where the signing keys come from.
+	Keys Keys `json:"keys"`
+	// Allow and Deny rules; deny wins, and with no allow rule nothing is allowed.
+	Allow []Rule `json:"allow"`
+	Deny  []Rule `json:"deny,omitempty"`
+	// Claims adds optional claims.
+	Claims ExtraClaims `json:"claims,omitempty"`
+}
+
+// Keys is exactly one key source.
+type Keys struct {
+	// Files are PEM private keys (PKCS#1, PKCS#8 or SEC 1), for example the
+	// tls.key of Secrets made by cert-manager. All are published; reloaded on change.
+	Files []string `json:"files,omitempty"`
+	// SigningFile is the one of Files that signs; defaults to the first.
+	SigningFile string `json:"signingFile,omitempty"`
+	// ReloadInterval is how often Files are checked for changes (default 5s).
+	ReloadInterval metav1.Duration `json:"reloadInterval,omitempty"`
+	// Managed keys are created, stored and rotated by the issuer itself.
+	Managed *Managed `json:"managed,omitempty"`
+}
+
+// Managed keys live in a Secret the issuer owns; replicas agree through it.
+type Managed struct {
+	// Secret is the name of the Secret holding the keys.
+	Secret string `json:"secret"`
+	// Namespace of the Secret; default: the issuer's own ($POD_NAMESPACE), else kube-sts.
+	Namespace string `json:"namespace,omitempty"`
+	// RotateEvery is how long a key signs before its successor takes over (default 30 days).
+	RotateEvery metav1.Duration `json:"rotateEvery,omitempty"`
+	// PublishAhead is how long a new key is published before it signs (default 1h);
+	// it must exceed the JWKS cache lifetime plus Resync.
+	PublishAhead metav1.Duration `json:"publishAhead,omitempty"`
+	// Leeway is added to the TTL before a retired key leaves the JWKS (default 5m).
+	Leeway metav1.Duration `json:"leeway,omitempty"`
+	// Resync is how often each replica re-reads the Secret (default 30s).
+	Resync metav1.Duration `json:"resync,omitempty"`
+}
+
+// Rule matches ServiceAccounts by namespace and name globs (path.Match
+// syntax: *, ?, [a-z]); an empty field matches everything.
+type Rule struct {
+	Namespace      string `json:"namespace,omitempty"`
+	ServiceAccount string `json:"serviceAccount,omitempty"`
+}
+
+// ExtraClaims are optional claims about the Pod.
+type ExtraClaims struct {
+	// Pod adds the Pod's name as the pod claim.
+	Pod bool `json:"pod,omitempty"`
+	// PodUID adds the Pod's UID as the pod_uid claim.
+	PodUID bool `json:"podUID,omitempty"`
+}
+
+// Load reads, defaults and validates a configuration file.
+func Load(file string) (*Config, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data)
+}
+
+// Parse decodes YAML strictly (unknown fields are errors), applies defaults
+// and validates the result.
+func Parse(data []byte) (*Config, error) {
+	var c Config
+	if err := yaml.UnmarshalStrict(data, &c); err != nil {
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	c.Default()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Default fills in defaults.
+func (c *Config) Default() {
+	if c.JWKSMaxAge.Duration == 0 {
+		c.JWKSMaxAge.Duration = DefaultJWKSMaxAge
+	}
+	ns := os.Getenv("POD_NAMESPACE")
+	if ns == "" {
+		ns = "kube-sts"
+	}
+	for i := range c.Endpoints {
+		e := &c.Endpoints[i]
+		if e.Issuer != "" && !strings.Contains(e.Issuer, "://") {
+			e.Issuer = "https://" + e.Issuer
+		}
+		if e.SubjectAudience == "" {
+			e.SubjectAudience = e.Issuer
+		}
+		if e.TTL.Duration == 0 {
+			e.TTL.Duration = DefaultTTL
+		}
+		if e.Algorithm == "" {
+			e.Algorithm = DefaultAlgorithm
+		}
+		if len(e.Keys.Files) > 0 && e.Keys.SigningFile == "" {
+			e.Keys.SigningFile = e.Keys.Files[0]
+		}
+		if e.Keys.ReloadInterval.Duration == 0 {
+			e.Keys.ReloadInterval.Duration = DefaultReload
+		}
+		if m := e.Keys.Managed; m != nil {
+			if m.Namespace == "" {
+				m.Namespace = ns
+			}
+			if m.RotateEvery.Duration == 0 {
+				m.RotateEvery.Duration = DefaultRotateEvery
+			}
+			if m.PublishAhead.Duration == 0 {
+				m.PublishAhead.Duration = DefaultPublishAhead
+			}
+			if m.Leeway.Duration == 0 {
+				m.Leeway.Duration = DefaultLeeway
+			}
+			if m.Resync.Duration == 0 {
+				m.Resync.Duration = DefaultResync
+			}
+		}
+	}
+}
+
+// Validate checks the whole configuration and reports every problem, each
+// prefixed with the field it is about.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if c.Cluster == "" {
+		bad("cluster", "is required: the cluster name used in the cluster claim and in sub")
+	} else if strings.Contains(c.Cluster, ":") {
+		bad("cluster", "%q must not contain ':' (sub is <cluster>:<namespace>:<serviceaccount>)", c.Cluster)
+	}
+	if c.JWKSMaxAge.Duration < 0 || c.JWKSMaxAge.Duration > 24*time.Hour {
+		bad("jwksMaxAge", "%v must be between 0 and 24h", c.JWKSMaxAge.Duration)
+	}
+	if len(c.Endpoints) == 0 {
+		bad("endpoints", "at least one endpoint is required")
+	}
+	names := map[string]int{}
+	routes := map[string]int{}
+	for i := range c.Endpoints {
+		e := &c.Endpoints[i]
+		f := fmt.Sprintf("endpoints[%d]", i)
+		if err := contract.ValidateSTSName(e.Name); err != nil {
+			bad(f+".name", "%v", err)
+		} else if j, dup := names[e.Name]; dup {
+			bad(f+".name", "%q is also the name of endpoints[%d]", e.Name, j)
+		} else {
+			names[e.Name] = i
+		}
+		if u, err := ParseIssuer(e.Issuer); err != nil {
+			bad(f+".issuer", "%v", err)
+		} else {
+			r := u.Host + u.Path
+			if j, dup := routes[r]; dup {
+				bad(f+".issuer", "%q is also the issuer of endpoints[%d]; issuers must differ in host or path", e.Issuer, j)
+			}
+			routes[r] = i
+		}
+		if e.Audience == "" {
+			bad(f+".audience", "is required: the aud of minted tokens (for Vault, the role's bound_audiences)")
+		}
+		if e.TTL.Duration < MinTTL || e.TTL.Duration > MaxTTL {
+			bad(f+".ttl", "%v is outside the allowed %v to %v", e.TTL.Duration, MinTTL, MaxTTL)
+		}
+		switch e.Algorithm {
+		case RS256, ES256, EdDSA:
+		default:
+			bad(f+".algorithm", "%q is not supported: use RS256, ES256 or EdDSA", e.Algorithm)
+		}
+		c.validateKeys(e, f+".keys", bad)
+		if len(e.Allow) == 0 {
+			bad(f+".allow", "has no rule, so nothing would be allowed; add for example {namespace: \"*\", serviceAccount: \"*\"} to allow every ServiceAccount")
+		}
+		for j, r := range e.Allow {
+			validateRule(r, fmt.Sprintf("%s.allow[%d]", f, j), bad)
+		}
+		for j, r := range e.Deny {
+			validateRule(r, fmt.Sprintf("%s.deny[%d]", f, j), bad)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) validateKeys(e *Endpoint, f string, bad func(string, string, ...any)) {
+	k := e.Keys
+	switch {
+	case len(k.Files) > 0 && k.Managed != nil:
+		bad(f, "set either files or managed, not both")
+	case len(k.Files) == 0 && k.Managed == nil:
+		bad(f, "no key source: set files (PEM private keys) or managed (keys kept in a Secret)")
+	case len(k.Files) > 0:
+		found := false
+		for _, p := range k.Files {
+			found = found || p == k.SigningFile
+		}
+		if !found {
+			bad(f+".signingFile", "%q is not one of files", k.SigningFile)
+		}
+		if k.ReloadInterval.Duration < 100*time.Millisecond {
+			bad(f+".reloadInterval", "%v is too short (at least 100ms)", k.ReloadInterval.Duration)
+		}
+	default:
+		m := k.Managed
+		if m.Secret == "" {
+			bad(f+".managed.secret", "is required: the name of the Secret that keeps the keys")
+		}
+		if m.Resync.Duration < 100*time.Millisecond {
+			bad(f+".managed.resync", "%v is too short (at least 100ms)", m.Resync.Duration)
+		}
+		if min := c.JWKSMaxAge.Duration + m.Resync.Duration; m.PublishAhead.Duration <= min {
+			bad(f+".managed.publishAhead", "%v must exceed jwksMaxAge + resync (%v), or verifiers could meet a key they have not fetched yet", m.PublishAhead.Duration, min)
+		}
+		if m.RotateEvery.Duration <= m.PublishAhead.Duration {
+			bad(f+".managed.rotateEvery", "%v must exceed publishAhead (%v)", m.RotateEvery.Duration, m.PublishAhead.Duration)
+		}
+		if m.Leeway.Duration < 0 {
+			bad(f+".managed.leeway", "must not be negative")
+		}
+	}
+}
+
+func validateRule(r Rule, f string, bad func(string, string, ...any)) {
+	for field, glob := range map[string]string{"namespace": r.Namespace, "serviceAccount": r.ServiceAccount} {
+		if _, err := path.Match(glob, ""); err != nil {
+			bad(f+"."+field, "%q is not a valid glob: %v", glob, err)
+		}
+	}
+}
+
+// ParseIssuer checks an issuer URL: https, a host, no query, fragment, user
+// info or trailing slash (OIDC clients compare it byte for byte).
+func ParseIssuer(s string) (*url.URL, error) {
+	if s == "" {
+		return nil, errors.New("is required: an https URL such as https://sts.example.com/vault")
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a URL: %v", s, err)
+	}
+	switch {
+	case u.Scheme != "https":
+		return nil, fmt.Errorf("%q must use https (OIDC discovery requires it)", s)
+	case u.Host == "":
+		return nil, fmt.Errorf("%q has no host", s)
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(s, "?") || strings.HasSuffix(s, "#"):
+		return nil, fmt.Errorf("%q must not carry user info, a query or a fragment", s)
+	case strings.HasSuffix(u.Path, "/"):
+		return nil, fmt.Errorf("%q must not end with '/'; OIDC clients compare the issuer exactly", s)
+	}
+	return u, nil
+}

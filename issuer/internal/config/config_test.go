@@ -1,0 +1,89 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+const reference = `
+cluster: openunison-cp
+endpoints:
+- name: vault
+  issuer: vault-sts.apps.192-168-2-115.nip.io
+  audience: https://vault.apps.192-168-2-115.nip.io/
+  keys:
+    managed: {secret: vault-sts-keys}
+  allow:
+  - namespace: "*"
+`
+
+func TestParseDefaults(t *testing.T) {
+	c, err := Parse([]byte(reference))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := c.Endpoints[0]
+	if e.Issuer != "https://vault-sts.apps.192-168-2-115.nip.io" || e.SubjectAudience != e.Issuer {
+		t.Errorf("issuer %q subjectAudience %q", e.Issuer, e.SubjectAudience)
+	}
+	if e.TTL.Duration != 15*time.Minute || e.Algorithm != RS256 || c.JWKSMaxAge.Duration != 5*time.Minute {
+		t.Errorf("defaults: ttl %v alg %s maxAge %v", e.TTL.Duration, e.Algorithm, c.JWKSMaxAge.Duration)
+	}
+	m := e.Keys.Managed
+	if m.Namespace != "kube-sts" || m.RotateEvery.Duration != 30*24*time.Hour || m.PublishAhead.Duration != time.Hour || m.Resync.Duration != 30*time.Second {
+		t.Errorf("managed defaults: %+v", m)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := map[string]struct {
+		yaml   string
+		wantIn []string
+	}{
+		"empty": {yaml: `{}`, wantIn: []string{"cluster: is required", "endpoints: at least one"}},
+		"unknown field": {yaml: `cluster: c
+endpoint: []`, wantIn: []string{`unknown field "endpoint"`}},
+		"no allow rule": {yaml: `cluster: c
+endpoints: [{name: v, issuer: h, audience: a, keys: {files: [/k]}}]`, wantIn: []string{"endpoints[0].allow: has no rule, so nothing would be allowed"}},
+		"bad everything": {yaml: `cluster: "a:b"
+endpoints:
+- {name: Vault, issuer: "http://h/", audience: "", ttl: 30s, algorithm: HS256, keys: {}, allow: [{namespace: "[a"}]}`,
+			wantIn: []string{"cluster: \"a:b\" must not contain ':'", "endpoints[0].name:", "endpoints[0].issuer: \"http://h/\" must use https",
+				"endpoints[0].audience: is required", "endpoints[0].ttl: 30s is outside", "endpoints[0].algorithm: \"HS256\"",
+				"endpoints[0].keys: no key source", "endpoints[0].allow[0].namespace: \"[a\" is not a valid glob"}},
+		"ttl too long": {yaml: `cluster: c
+endpoints: [{name: v, issuer: h, audience: a, ttl: 25h, keys: {files: [/k]}, allow: [{}]}]`, wantIn: []string{"endpoints[0].ttl: 25h0m0s is outside the allowed 1m0s to 24h0m0s"}},
+		"trailing slash": {yaml: `cluster: c
+endpoints: [{name: v, issuer: "https://h/vault/", audience: a, keys: {files: [/k]}, allow: [{}]}]`, wantIn: []string{"must not end with '/'"}},
+		"query": {yaml: `cluster: c
+endpoints: [{name: v, issuer: "https://h/v?x=1", audience: a, keys: {files: [/k]}, allow: [{}]}]`, wantIn: []string{"query"}},
+		"duplicates": {yaml: `cluster: c
+endpoints:
+- {name: v, issuer: h/p, audience: a, keys: {files: [/k]}, allow: [{}]}
+- {name: v, issuer: https://h/p, audience: a, keys: {files: [/k]}, allow: [{}]}`, wantIn: []string{"endpoints[1].name: \"v\" is also the name of endpoints[0]", "endpoints[1].issuer: \"https://h/p\" is also the issuer of endpoints[0]"}},
+		"both key sources": {yaml: `cluster: c
+endpoints: [{name: v, issuer: h, audience: a, keys: {files: [/k], managed: {secret: s}}, allow: [{}]}]`, wantIn: []string{"set either files or managed"}},
+		"signing file not listed": {yaml: `cluster: c
+endpoints: [{name: v, issuer: h, audience: a, keys: {files: [/k], signingFile: /other}, allow: [{}]}]`, wantIn: []string{"endpoints[0].keys.signingFile: \"/other\" is not one of files"}},
+		"publish ahead too short": {yaml: `cluster: c
+endpoints: [{name: v, issuer: h, audience: a, keys: {managed: {secret: s, publishAhead: 1m}}, allow: [{}]}]`, wantIn: []string{"endpoints[0].keys.managed.publishAhead: 1m0s must exceed jwksMaxAge + resync (5m30s)"}},
+		"rotate before publish": {yaml: `cluster: c
+endpoints: [{name: v, issuer: h, audience: a, keys: {managed: {secret: s, rotateEvery: 30m}}, allow: [{}]}]`, wantIn: []string{"rotateEvery: 30m0s must exceed publishAhead"}},
+		"managed without secret": {yaml: `cluster: c
+endpoints: [{name: v, issuer: h, audience: a, keys: {managed: {}}, allow: [{}]}]`, wantIn: []string{"keys.managed.secret: is required"}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml))
+			if err == nil {
+				t.Fatal("Parse accepted it")
+			}
+			for _, w := range tc.wantIn {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not contain %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,252 @@
+package keys
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"go.uber.org/zap"
+)
+
+func TestGenerateSignVerify(t *testing.T) {
+	for _, alg := range []string{RS256, ES256, EdDSA} {
+		t.Run(alg, func(t *testing.T) {
+			k, err := Generate(alg, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			jws, err := k.Sign([]byte(`{"sub":"x"}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			parsed, err := jose.ParseSignedCompact(jws, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h := parsed.Signatures[0].Header; h.KeyID != k.ID || h.ExtraHeaders["typ"] != "JWT" || h.Algorithm != alg {
+				t.Fatalf("header %+v", h)
+			}
+			pub := k.Public()
+			if _, err := parsed.Verify(&pub); err != nil {
+				t.Fatalf("verify: %v", err)
+			}
+			// The kid is the thumbprint, so the PEM round trip keeps it.
+			pemBytes, err := k.MarshalPEM()
+			if err != nil {
+				t.Fatal(err)
+			}
+			priv, err := ParsePEM(pemBytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			again, err := New(priv, alg, time.Now())
+			if err != nil || again.ID != k.ID {
+				t.Fatalf("kid after round trip %q, want %q (%v)", again.ID, k.ID, err)
+			}
+		})
+	}
+}
+
+func TestJWKSHasNoPrivateMaterial(t *testing.T) {
+	var all []*Key
+	for _, alg := range []string{RS256, ES256, EdDSA} {
+		k, err := Generate(alg, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, k)
+	}
+	set, err := NewSet(all[1], all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := set.JWKS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw struct {
+		Keys []map[string]any `json:"keys"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil || len(raw.Keys) != 3 {
+		t.Fatalf("JWKS %s: %v", data, err)
+	}
+	for _, k := range raw.Keys {
+		for _, private := range []string{"d", "p", "q", "dp", "dq", "qi"} {
+			if _, ok := k[private]; ok {
+				t.Fatalf("JWK %v holds private member %q", k["kid"], private)
+			}
+		}
+		if k["use"] != "sig" || k["kid"] == "" || k["alg"] == "" {
+			t.Fatalf("JWK %v lacks use/kid/alg", k)
+		}
+	}
+	if got := strings.Join(set.Algorithms(), ","); got != "RS256,ES256,EdDSA" {
+		t.Fatalf("algorithms %s", got)
+	}
+}
+
+func TestKeyTypeMustFit(t *testing.T) {
+	small, _ := rsa.GenerateKey(rand.Reader, 1024)
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for name, tc := range map[string]struct {
+		err error
+	}{
+		"1024-bit RSA": {err: func() error { _, err := New(small, RS256, time.Now()); return err }()},
+		"P-384":        {err: func() error { _, err := New(p384, ES256, time.Now()); return err }()},
+		"EC for RS256": {err: func() error { _, err := New(ec, RS256, time.Now()); return err }()},
+	} {
+		if tc.err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func writeKey(t *testing.T, path string, pemType string, der []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: pemType, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFileSourceReload(t *testing.T) {
+	dir := t.TempDir()
+	cur, prev := filepath.Join(dir, "current.key"), filepath.Join(dir, "previous.key")
+	k1, _ := rsa.GenerateKey(rand.Reader, 2048)
+	k2, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	writeKey(t, cur, "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(k1))
+	der2, _ := x509.MarshalECPrivateKey(k2)
+	writeKey(t, prev, "EC PRIVATE KEY", der2)
+
+	var sets []*Set
+	src := NewFileSource([]string{cur, prev}, cur, RS256, time.Second, zap.NewNop(), func(s *Set) { sets = append(sets, s) })
+	if err := src.Load(); err != nil {
+		t.Fatal(err)
+	}
+	if len(sets) != 1 || len(sets[0].Keys) != 2 || sets[0].Signing.Algorithm != RS256 {
+		t.Fatalf("first load: %+v", sets)
+	}
+	first := sets[0].Signing.ID
+
+	// Unchanged files: no new set.
+	if err := src.Load(); err != nil || len(sets) != 1 {
+		t.Fatalf("reload of unchanged files made a new set (%v)", err)
+	}
+	// A broken file: the error is reported and the old set stays.
+	if err := os.WriteFile(cur, []byte("-----BEGIN RSA PRIVATE KEY-----\nnope\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Load(); err == nil || len(sets) != 1 {
+		t.Fatalf("broken file: err %v, sets %d", err, len(sets))
+	}
+	// A renewed key: a new set signing with it, the other still published.
+	k3, _ := rsa.GenerateKey(rand.Reader, 2048)
+	der3, _ := x509.MarshalPKCS8PrivateKey(k3)
+	writeKey(t, cur, "PRIVATE KEY", der3)
+	if err := src.Load(); err != nil {
+		t.Fatal(err)
+	}
+	if len(sets) != 2 || sets[1].Signing.ID == first || len(sets[1].Keys) != 2 {
+		t.Fatalf("after renewal: %d sets", len(sets))
+	}
+	// The signing file must hold the endpoint's algorithm.
+	bad := NewFileSource([]string{prev}, prev, RS256, time.Second, zap.NewNop(), func(*Set) {})
+	if err := bad.Load(); err == nil || !strings.Contains(err.Error(), "holds a ES256 key, but the endpoint signs RS256") {
+		t.Fatalf("mismatched algorithm: %v", err)
+	}
+}
+
+// TestPlanThroughTime walks a managed key set through several rotations and
+// checks the promises at every step: the JWKS is never empty, a key is
+// published for PublishAhead before it signs, and a superseded key stays
+// published until every token it signed has expired.
+func TestPlanThroughTime(t *testing.T) {
+	s := Schedule{Algorithm: ES256, RotateEvery: 10 * time.Hour, PublishAhead: time.Hour, RetireAfter: 20 * time.Minute}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	gen := func(now time.Time) func(time.Time) (Record, error) {
+		return func(activeAt time.Time) (Record, error) { return NewRecord(ES256, now, activeAt) }
+	}
+	var recs []Record
+	firstSeen := map[string]time.Time{}
+	lastSigned := map[string]time.Time{}
+	var prevSigning string
+	creations := 0
+	for now := t0; now.Before(t0.Add(50 * time.Hour)); now = now.Add(5 * time.Minute) {
+		next, changed, err := Plan(recs, now, s, gen(now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if changed {
+			for _, r := range next {
+				if _, ok := firstSeen[r.ID]; !ok {
+					firstSeen[r.ID] = now
+					creations++
+				}
+			}
+		}
+		recs = next
+		set, err := SetOf(recs, now)
+		if err != nil {
+			t.Fatalf("%v: %v", now.Sub(t0), err)
+		}
+		if len(set.Keys) == 0 {
+			t.Fatal("empty key set")
+		}
+		sid := set.Signing.ID
+		lastSigned[sid] = now
+		if sid != prevSigning && prevSigning != "" {
+			if published := now.Sub(firstSeen[sid]); published < s.PublishAhead {
+				t.Fatalf("%v: key %s signs after being published for only %v", now.Sub(t0), sid[:8], published)
+			}
+		}
+		prevSigning = sid
+		// Every key that signed within RetireAfter must still be published.
+		for id, last := range lastSigned {
+			if now.Sub(last) < s.RetireAfter && !has(set, id) {
+				t.Fatalf("%v: key %s was retired %v after it last signed", now.Sub(t0), id[:8], now.Sub(last))
+			}
+		}
+		if len(set.Keys) > 3 {
+			t.Fatalf("%v: %d keys published; old keys are not retired", now.Sub(t0), len(set.Keys))
+		}
+	}
+	if creations < 5 {
+		t.Fatalf("only %d keys in 50h with a 10h rotation", creations)
+	}
+}
+
+func has(s *Set, id string) bool {
+	for _, k := range s.Keys {
+		if k.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func TestPlanAlgorithmChange(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	r, err := NewRecord(RS256, t0, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Schedule{Algorithm: ES256, RotateEvery: 10 * time.Hour, PublishAhead: time.Hour, RetireAfter: 20 * time.Minute}
+	next, changed, err := Plan([]Record{r}, t0.Add(time.Minute), s, func(at time.Time) (Record, error) { return NewRecord(ES256, t0, at) })
+	if err != nil || !changed || len(next) != 2 || next[1].Algorithm != ES256 || !next[1].ActiveAt.Equal(t0.Add(time.Minute+time.Hour)) {
+		t.Fatalf("algorithm change: %v %v %+v", err, changed, next)
+	}
+}

@@ -1,0 +1,317 @@
+package keys
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// SecretKey is the data key of the managed Secret that holds the key records.
+const SecretKey = "keys.json"
+
+// Record is one managed key as stored in the Secret.
+type Record struct {
+	ID        string    `json:"kid"`
+	Algorithm string    `json:"alg"`
+	Created   time.Time `json:"created"`
+	// ActiveAt is when the key starts to sign. Before that it is only published.
+	ActiveAt time.Time `json:"activeAt"`
+	// PrivateKey is PKCS#8 PEM.
+	PrivateKey []byte `json:"privateKey"`
+}
+
+type stored struct {
+	Keys []Record `json:"keys"`
+}
+
+// Schedule is the rotation policy of managed keys.
+type Schedule struct {
+	Algorithm string
+	// RotateEvery is how long a key signs before its successor takes over.
+	RotateEvery time.Duration
+	// PublishAhead is how long a successor is published before it signs.
+	PublishAhead time.Duration
+	// RetireAfter is how long a superseded key stays published: the token TTL
+	// plus leeway, so every token it signed expires first.
+	RetireAfter time.Duration
+}
+
+// Plan computes the next key records from the current ones at now. It is pure
+// (gen makes new keys) so every replica computes the same plan from the same
+// Secret, and tests can walk it through time. It returns the records and
+// whether they changed.
+func Plan(records []Record, now time.Time, s Schedule, gen func(activeAt time.Time) (Record, error)) ([]Record, bool, error) {
+	recs := slices.Clone(records)
+	slices.SortFunc(recs, func(a, b Record) int { return a.ActiveAt.Compare(b.ActiveAt) })
+	changed := false
+
+	if len(recs) == 0 {
+		// Bootstrap: nobody can have cached an older JWKS of ours, so the first key signs at once.
+		r, err := gen(now)
+		if err != nil {
+			return nil, false, err
+		}
+		return []Record{r}, true, nil
+	}
+
+	signing := signingIndex(recs, now)
+	pending := signing < len(recs)-1
+	switch {
+	case signing < 0:
+		// Only future keys (clock skew between replicas); wait for them.
+	case !pending && (recs[signing].Algorithm != s.Algorithm || !now.Before(recs[signing].ActiveAt.Add(s.RotateEvery-s.PublishAhead))):
+		r, err := gen(now.Add(s.PublishAhead))
+		if err != nil {
+			return nil, false, err
+		}
+		recs = append(recs, r)
+		changed = true
+	}
+
+	// A key superseded at time T signed its last token before T; it stays
+	// published until those tokens expired.
+	var kept []Record
+	for i, r := range recs {
+		if i+1 < len(recs) && i < signing && !now.Before(recs[i+1].ActiveAt.Add(s.RetireAfter)) {
+			changed = true
+			continue
+		}
+		kept = append(kept, r)
+	}
+	return kept, changed, nil
+}
+
+// signingIndex is the index of the newest record active at now, or -1.
+func signingIndex(recs []Record, now time.Time) int {
+	idx := -1
+	for i, r := range recs {
+		if !r.ActiveAt.After(now) {
+			idx = i
+		}
+	}
+	return idx
+}
+
+// NewRecord generates a key for alg, active from activeAt.
+func NewRecord(alg string, now, activeAt time.Time) (Record, error) {
+	k, err := Generate(alg, now)
+	if err != nil {
+		return Record{}, err
+	}
+	pemBytes, err := k.MarshalPEM()
+	if err != nil {
+		return Record{}, err
+	}
+	return Record{ID: k.ID, Algorithm: alg, Created: now, ActiveAt: activeAt, PrivateKey: pemBytes}, nil
+}
+
+// SetOf builds the key set of records at now: all published, the newest
+// active one signs.
+func SetOf(records []Record, now time.Time) (*Set, error) {
+	recs := slices.Clone(records)
+	slices.SortFunc(recs, func(a, b Record) int { return a.ActiveAt.Compare(b.ActiveAt) })
+	var all []*Key
+	var signing *Key
+	for _, r := range recs {
+		priv, err := ParsePEM(r.PrivateKey)
+		if err != nil {
+			return nil, fmt.Errorf("key %s: %w", r.ID, err)
+		}
+		k, err := New(priv, r.Algorithm, r.Created)
+		if err != nil {
+			return nil, fmt.Errorf("key %s: %w", r.ID, err)
+		}
+		if k.ID != r.ID {
+			return nil, fmt.Errorf("key %s: stored kid does not match the key (%s)", r.ID, k.ID)
+		}
+		all = append(all, k)
+		if !r.ActiveAt.After(now) {
+			signing = k
+		}
+	}
+	if signing == nil {
+		return nil, errors.New("no key is active yet")
+	}
+	return NewSet(signing, all)
+}
+
+// ManagedSource keeps an endpoint's keys in a Secret it owns. Every replica
+// runs one; they agree through the Secret's resourceVersion (optimistic
+// concurrency): a replica writes a plan only on top of the version it read,
+// and re-reads on conflict. A replica signs only with keys from the Secret,
+// and a new key is published for PublishAhead before it signs, which exceeds
+// every replica's resync plus every verifier's JWKS cache lifetime.
+type ManagedSource struct {
+	client    kubernetes.Interface
+	namespace string
+	name      string
+	endpoint  string
+	schedule  Schedule
+	resync    time.Duration
+	log       *zap.Logger
+	onChange  func(*Set)
+	onWrite   func(kind string)
+	now       func() time.Time
+
+	current *Set
+}
+
+// ManagedOptions configure a ManagedSource.
+type ManagedOptions struct {
+	Client    kubernetes.Interface
+	Namespace string
+	Secret    string
+	Endpoint  string
+	Schedule  Schedule
+	Resync    time.Duration
+	Log       *zap.Logger
+	OnChange  func(*Set)
+	// OnWrite is told of each change this replica writes ("created", "retired").
+	OnWrite func(kind string)
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// NewManagedSource returns a source; call Sync once, then Run.
+func NewManagedSource(o ManagedOptions) *ManagedSource {
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	onWrite := o.OnWrite
+	if onWrite == nil {
+		onWrite = func(string) {}
+	}
+	return &ManagedSource{client: o.Client, namespace: o.Namespace, name: o.Secret, endpoint: o.Endpoint,
+		schedule: o.Schedule, resync: o.Resync, log: o.Log, onChange: o.OnChange, onWrite: onWrite, now: now}
+}
+
+// Run syncs every resync until ctx is done. Failures are logged; the last
+// good set keeps serving.
+func (m *ManagedSource) Run(ctx context.Context) error {
+	t := time.NewTicker(m.resync)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := m.Sync(ctx); err != nil && ctx.Err() == nil {
+				m.log.Error("syncing managed keys failed; keeping the current keys", zap.String("sts", m.endpoint), zap.Error(err))
+			}
+		}
+	}
+}
+
+// Sync reads the Secret, writes the plan if it changed, and reports the set.
+func (m *ManagedSource) Sync(ctx context.Context) error {
+	for attempt := 0; attempt < 5; attempt++ {
+		err := m.syncOnce(ctx)
+		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+			continue // another replica wrote first: read its version and plan again
+		}
+		return err
+	}
+	return errors.New("the key Secret kept changing under this replica; will retry")
+}
+
+func (m *ManagedSource) syncOnce(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	secrets := m.client.CoreV1().Secrets(m.namespace)
+	sec, err := secrets.Get(ctx, m.name, metav1.GetOptions{})
+	exists := true
+	if apierrors.IsNotFound(err) {
+		exists, err = false, nil
+		sec = &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: m.name, Namespace: m.namespace, Labels: map[string]string{
+				"app.kubernetes.io/managed-by": "sts-issuer",
+				"app.kubernetes.io/part-of":    "kube-sts",
+			}},
+			Type: corev1.SecretTypeOpaque,
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("get secret %s/%s: %w", m.namespace, m.name, err)
+	}
+	var st stored
+	if raw := sec.Data[SecretKey]; len(raw) > 0 {
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return fmt.Errorf("secret %s/%s: %s is not valid: %w", m.namespace, m.name, SecretKey, err)
+		}
+	}
+	now := m.now()
+	planned, changed, err := Plan(st.Keys, now, m.schedule, func(activeAt time.Time) (Record, error) {
+		return NewRecord(m.schedule.Algorithm, now, activeAt)
+	})
+	if err != nil {
+		return err
+	}
+	if changed {
+		created, retired := diff(st.Keys, planned)
+		data, err := json.Marshal(stored{Keys: planned})
+		if err != nil {
+			return err
+		}
+		if sec.Data == nil {
+			sec.Data = map[string][]byte{}
+		}
+		sec.Data[SecretKey] = data
+		if exists {
+			_, err = secrets.Update(ctx, sec, metav1.UpdateOptions{})
+		} else {
+			_, err = secrets.Create(ctx, sec, metav1.CreateOptions{})
+		}
+		if err != nil {
+			return err
+		}
+		for _, r := range created {
+			m.onWrite("created")
+			m.log.Info("created signing key", zap.String("sts", m.endpoint), zap.String("kid", r.ID),
+				zap.String("alg", r.Algorithm), zap.Time("signs_from", r.ActiveAt))
+		}
+		for _, r := range retired {
+			m.onWrite("retired")
+			m.log.Info("retired signing key", zap.String("sts", m.endpoint), zap.String("kid", r.ID))
+		}
+	}
+	set, err := SetOf(planned, now)
+	if err != nil {
+		return fmt.Errorf("secret %s/%s: %w", m.namespace, m.name, err)
+	}
+	if !set.Same(m.current) {
+		prev := m.current
+		m.current = set
+		if prev != nil && prev.Signing.ID != set.Signing.ID {
+			m.log.Info("signing key changed", zap.String("sts", m.endpoint), zap.String("kid", set.Signing.ID), zap.String("previous_kid", prev.Signing.ID))
+		}
+		m.onChange(set)
+	}
+	return nil
+}
+
+func diff(before, after []Record) (created, retired []Record) {
+	has := func(rs []Record, id string) bool {
+		return slices.ContainsFunc(rs, func(r Record) bool { return r.ID == id })
+	}
+	for _, r := range after {
+		if !has(before, r.ID) {
+			created = append(created, r)
+		}
+	}
+	for _, r := range before {
+		if !has(after, r.ID) {
+			retired = append(retired, r)
+		}
+	}
+	return created, retired
+}

@@ -1,0 +1,94 @@
+// Package metrics holds sts-issuer's Prometheus metrics. All methods are safe
+// on a nil *Metrics, so packages can be used without metrics in tests.
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the issuer's collectors, registered on their own registry.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	exchanges        *prometheus.CounterVec
+	exchangeDuration *prometheus.HistogramVec
+	apiDuration      *prometheus.HistogramVec
+	keyAge           *prometheus.GaugeVec
+	keysPublished    *prometheus.GaugeVec
+	rotations        *prometheus.CounterVec
+}
+
+// New registers the collectors (and the Go and process collectors) on a new registry.
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sts_issuer_exchanges_total",
+			Help: "Token exchanges by endpoint and result (issued, or the refusal reason).",
+		}, []string{"endpoint", "result"}),
+		exchangeDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sts_issuer_exchange_duration_seconds",
+			Help:    "Time to answer a token exchange, by endpoint.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"endpoint"}),
+		apiDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sts_issuer_apiserver_request_duration_seconds",
+			Help:    "Latency of the issuer's calls to the API server (tokenreview, pod), by call and result.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"call", "result"}),
+		keyAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sts_issuer_signing_key_age_seconds",
+			Help: "Age of the key that signs, by endpoint.",
+		}, []string{"endpoint"}),
+		keysPublished: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sts_issuer_keys_published",
+			Help: "Keys in the JWKS, by endpoint.",
+		}, []string{"endpoint"}),
+		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sts_issuer_key_changes_total",
+			Help: "Changes of the managed key set written by this replica, by endpoint and kind (created, retired).",
+		}, []string{"endpoint", "kind"}),
+	}
+	m.Registry.MustRegister(m.exchanges, m.exchangeDuration, m.apiDuration, m.keyAge, m.keysPublished, m.rotations,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Exchange records one answered exchange.
+func (m *Metrics) Exchange(endpoint, result string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.exchanges.WithLabelValues(endpoint, result).Inc()
+	m.exchangeDuration.WithLabelValues(endpoint).Observe(d.Seconds())
+}
+
+// APICall records one call to the API server.
+func (m *Metrics) APICall(call, result string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.apiDuration.WithLabelValues(call, result).Observe(d.Seconds())
+}
+
+// Keys records the state of an endpoint's key set.
+func (m *Metrics) Keys(endpoint string, signingCreated time.Time, published int) {
+	if m == nil {
+		return
+	}
+	if !signingCreated.IsZero() {
+		m.keyAge.WithLabelValues(endpoint).Set(time.Since(signingCreated).Seconds())
+	}
+	m.keysPublished.WithLabelValues(endpoint).Set(float64(published))
+}
+
+// KeyChange records a change this replica wrote to a managed key set.
+func (m *Metrics) KeyChange(endpoint, kind string) {
+	if m == nil {
+		return
+	}
+	m.rotations.WithLabelValues(endpoint, kind).Inc()
+}

@@ -1,0 +1,97 @@
+// Package mint builds and signs the STS token. The claim set is fixed:
+// iss aud exp nbf iat jti sub cluster namespace saname (+ pod, pod_uid when
+// configured), all strings or numbers, as Vault's claim_mappings need.
+package mint
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"time"
+
+	"github.com/kube-sts/kube-sts/issuer/internal/keys"
+)
+
+// NotBeforeSkew backdates nbf, so a relying party whose clock is a little
+// behind accepts a fresh token.
+const NotBeforeSkew = time.Minute
+
+// Claims is the token's payload.
+type Claims struct {
+	Issuer    string `json:"iss"`
+	Audience  string `json:"aud"`
+	Expiry    int64  `json:"exp"`
+	NotBefore int64  `json:"nbf"`
+	IssuedAt  int64  `json:"iat"`
+	ID        string `json:"jti"`
+	Subject   string `json:"sub"`
+	Cluster   string `json:"cluster"`
+	Namespace string `json:"namespace"`
+	SAName    string `json:"saname"`
+	Pod       string `json:"pod,omitempty"`
+	PodUID    string `json:"pod_uid,omitempty"`
+}
+
+// Subject is <cluster>:<namespace>:<serviceaccount>.
+func Subject(cluster, namespace, serviceAccount string) string {
+	return cluster + ":" + namespace + ":" + serviceAccount
+}
+
+// Request is what a token is minted for.
+type Request struct {
+	Issuer, Audience, Cluster string
+	Namespace, ServiceAccount string
+	Pod, PodUID               string // empty unless the endpoint adds them
+	TTL                       time.Duration
+	Now                       time.Time
+}
+
+// Token is a signed token and its facts for the audit log.
+type Token struct {
+	JWT    string
+	ID     string
+	Expiry time.Time
+	KeyID  string
+}
+
+// Mint signs a new token with key.
+func Mint(key *keys.Key, r Request) (Token, error) {
+	jti, err := newID()
+	if err != nil {
+		return Token{}, err
+	}
+	now := r.Now.Truncate(time.Second)
+	exp := now.Add(r.TTL)
+	c := Claims{
+		Issuer:    r.Issuer,
+		Audience:  r.Audience,
+		Expiry:    exp.Unix(),
+		NotBefore: now.Add(-NotBeforeSkew).Unix(),
+		IssuedAt:  now.Unix(),
+		ID:        jti,
+		Subject:   Subject(r.Cluster, r.Namespace, r.ServiceAccount),
+		Cluster:   r.Cluster,
+		Namespace: r.Namespace,
+		SAName:    r.ServiceAccount,
+		Pod:       r.Pod,
+		PodUID:    r.PodUID,
+	}
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return Token{}, err
+	}
+	jwt, err := key.Sign(payload)
+	if err != nil {
+		return Token{}, err
+	}
+	return Token{JWT: jwt, ID: jti, Expiry: exp, KeyID: key.ID}, nil
+}
+
+// newID returns 128 random bits, base64url.
+func newID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:]), nil
+}

@@ -1,0 +1,53 @@
+package server
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/kube-sts/kube-sts/shared/exchange"
+)
+
+// Precheck rejects subject tokens that cannot be ServiceAccount tokens before
+// the API server is bothered with them: a compact JWS of three base64url
+// segments whose header is a JSON object naming a real signature algorithm.
+// It does not verify anything; the TokenReview does.
+func Precheck(tok string) error {
+	if len(tok) > exchange.MaxSubjectTokenBytes {
+		return fmt.Errorf("longer than %d bytes", exchange.MaxSubjectTokenBytes)
+	}
+	if strings.Count(tok, ".") != 2 {
+		return errors.New("a JWT has three dot-separated segments")
+	}
+	segs := strings.SplitN(tok, ".", 3)
+	for i, seg := range segs {
+		if seg == "" {
+			return fmt.Errorf("segment %d is empty", i+1)
+		}
+		for j := 0; j < len(seg); j++ {
+			if !isB64URL(seg[j]) {
+				return fmt.Errorf("segment %d is not base64url", i+1)
+			}
+		}
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(segs[0])
+	if err != nil {
+		return errors.New("header is not base64url")
+	}
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return errors.New("header is not a JSON object")
+	}
+	if h.Alg == "" || strings.EqualFold(h.Alg, "none") {
+		return errors.New("header names no signature algorithm")
+	}
+	return nil
+}
+
+func isB64URL(c byte) bool {
+	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+}

@@ -1,0 +1,389 @@
+// Package server is sts-issuer's HTTP side: routing requests to endpoints by
+// host and path, the token exchange, and the discovery and JWKS documents,
+// which are rendered once per key change and served as bytes.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/kube-sts/kube-sts/issuer/internal/config"
+	"github.com/kube-sts/kube-sts/issuer/internal/keys"
+	"github.com/kube-sts/kube-sts/issuer/internal/metrics"
+	"github.com/kube-sts/kube-sts/issuer/internal/mint"
+	"github.com/kube-sts/kube-sts/issuer/internal/policy"
+	"github.com/kube-sts/kube-sts/issuer/internal/review"
+	"github.com/kube-sts/kube-sts/shared/exchange"
+)
+
+// Paths below an issuer URL.
+const (
+	PathDiscovery = "/.well-known/openid-configuration"
+	PathJWKS      = "/jwks"
+	PathToken     = "/token"
+)
+
+// Reviewer confirms subject tokens; *review.Reviewer is one.
+type Reviewer interface {
+	Review(ctx context.Context, token, audience string) (review.Identity, error)
+}
+
+// Endpoint is one configured issuer and its current keys and documents.
+type Endpoint struct {
+	cfg     config.Endpoint
+	cluster string
+	url     *url.URL
+	policy  policy.Policy
+	docs    atomic.Pointer[documents]
+}
+
+type documents struct {
+	keys      *keys.Set
+	discovery []byte
+	jwks      []byte
+}
+
+// Name is the endpoint's name.
+func (e *Endpoint) Name() string { return e.cfg.Name }
+
+// Ready reports whether the endpoint has keys.
+func (e *Endpoint) Ready() bool { return e.docs.Load() != nil }
+
+// SetKeys installs a new key set and renders the documents for it.
+func (e *Endpoint) SetKeys(set *keys.Set) error {
+	jwks, err := set.JWKS()
+	if err != nil {
+		return err
+	}
+	iss := e.cfg.Issuer
+	disc, err := json.Marshal(map[string]any{
+		"issuer":                                iss,
+		"jwks_uri":                              iss + PathJWKS,
+		"token_endpoint":                        iss + PathToken,
+		"response_types_supported":              []string{"id_token"},
+		"subject_types_supported":               []string{"public"},
+		"id_token_signing_alg_values_supported": set.Algorithms(),
+		"claims_supported":                      claimsSupported(e.cfg.Claims),
+		"grant_types_supported":                 []string{exchange.GrantTypeTokenExchange},
+	})
+	if err != nil {
+		return err
+	}
+	e.docs.Store(&documents{keys: set, discovery: disc, jwks: jwks})
+	return nil
+}
+
+// Keys returns the current key set, nil before the first.
+func (e *Endpoint) Keys() *keys.Set {
+	if d := e.docs.Load(); d != nil {
+		return d.keys
+	}
+	return nil
+}
+
+func claimsSupported(x config.ExtraClaims) []string {
+	c := []string{"iss", "aud", "exp", "nbf", "iat", "jti", "sub", "cluster", "namespace", "saname"}
+	if x.Pod {
+		c = append(c, "pod")
+	}
+	if x.PodUID {
+		c = append(c, "pod_uid")
+	}
+	return c
+}
+
+// Server serves all endpoints.
+type Server struct {
+	endpoints []*Endpoint
+	reviewer  Reviewer
+	log       *zap.Logger
+	audit     *zap.Logger
+	metrics   *metrics.Metrics
+	maxAge    string
+	now       func() time.Time
+	ready     func() bool
+}
+
+// Options configure a Server.
+type Options struct {
+	Config   *config.Config
+	Reviewer Reviewer
+	Log      *zap.Logger
+	Metrics  *metrics.Metrics
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+	// APIReady reports whether the API server has answered; nil means yes.
+	APIReady func() bool
+}
+
+// New builds the server and its endpoints; keys arrive through Endpoint.SetKeys.
+func New(o Options) (*Server, error) {
+	s := &Server{
+		reviewer: o.Reviewer,
+		log:      o.Log,
+		audit:    o.Log.Named("audit"),
+		metrics:  o.Metrics,
+		maxAge:   "public, max-age=" + strconv.Itoa(int(o.Config.JWKSMaxAge.Seconds())),
+		now:      o.Now,
+		ready:    o.APIReady,
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.ready == nil {
+		s.ready = func() bool { return true }
+	}
+	for _, ec := range o.Config.Endpoints {
+		u, err := config.ParseIssuer(ec.Issuer)
+		if err != nil {
+			return nil, err
+		}
+		s.endpoints = append(s.endpoints, &Endpoint{cfg: ec, cluster: o.Config.Cluster, url: u, policy: policy.New(ec.Allow, ec.Deny)})
+	}
+	// Longest paths first, so /vault/prod wins over /vault.
+	sort.SliceStable(s.endpoints, func(i, j int) bool { return len(s.endpoints[i].url.Path) > len(s.endpoints[j].url.Path) })
+	return s, nil
+}
+
+// Endpoints returns the endpoints.
+func (s *Server) Endpoints() []*Endpoint { return s.endpoints }
+
+// Endpoint returns the endpoint called name, or nil.
+func (s *Server) Endpoint(name string) *Endpoint {
+	for _, e := range s.endpoints {
+		if e.cfg.Name == name {
+			return e
+		}
+	}
+	return nil
+}
+
+// Ready reports whether every endpoint has keys and the API server answered.
+func (s *Server) Ready() bool {
+	for _, e := range s.endpoints {
+		if !e.Ready() {
+			return false
+		}
+	}
+	return s.ready()
+}
+
+// ServeHTTP routes /healthz, /readyz and each endpoint's paths.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/healthz":
+		_, _ = io.WriteString(w, "ok\n")
+		return
+	case "/readyz":
+		if !s.Ready() {
+			http.Error(w, "not ready: keys not loaded or API server not reached yet", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+		return
+	}
+	e, rest := s.route(r)
+	if e == nil {
+		http.NotFound(w, r)
+		return
+	}
+	switch rest {
+	case PathToken:
+		s.serveToken(w, r, e)
+	case PathDiscovery:
+		s.serveDoc(w, r, e, "application/json", func(d *documents) []byte { return d.discovery })
+	case PathJWKS:
+		s.serveDoc(w, r, e, "application/jwk-set+json", func(d *documents) []byte { return d.jwks })
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// route finds the endpoint for a request: by path prefix, and among
+// endpoints with the same path by Host.
+func (s *Server) route(r *http.Request) (*Endpoint, string) {
+	var candidates []*Endpoint
+	var rest string
+	for _, e := range s.endpoints {
+		p := e.url.Path
+		if r.URL.Path == p || !strings.HasPrefix(r.URL.Path, p+"/") {
+			continue
+		}
+		if len(candidates) > 0 && len(p) < len(candidates[0].url.Path) {
+			break // a longer path already matched
+		}
+		candidates = append(candidates, e)
+		rest = strings.TrimPrefix(r.URL.Path, p)
+	}
+	switch len(candidates) {
+	case 0:
+		return nil, ""
+	case 1:
+		return candidates[0], rest
+	}
+	host := strings.ToLower(r.Host)
+	for _, e := range candidates {
+		if strings.ToLower(e.url.Host) == host || strings.ToLower(e.url.Hostname()) == stripPort(host) {
+			return e, rest
+		}
+	}
+	return nil, ""
+}
+
+func stripPort(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return hostport
+}
+
+func (s *Server) serveDoc(w http.ResponseWriter, r *http.Request, e *Endpoint, contentType string, pick func(*documents) []byte) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	d := e.docs.Load()
+	if d == nil {
+		http.Error(w, "keys are not loaded yet", http.StatusServiceUnavailable)
+		return
+	}
+	body := pick(d)
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Cache-Control", s.maxAge)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	if r.Method == http.MethodHead {
+		return
+	}
+	_, _ = w.Write(body)
+}
+
+func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, e *Endpoint) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		_ = json.NewEncoder(w).Encode(exchange.Errorf(exchange.InvalidRequest, "use POST with an RFC 8693 form"))
+		return
+	}
+	start := s.now()
+	tok, fail := s.exchange(r, e)
+	result := "issued"
+	if fail != nil {
+		result = fail.Reason
+		writeError(w, fail.OAuth)
+	} else {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Pragma", "no-cache")
+		_ = json.NewEncoder(w).Encode(exchange.NewResponse(tok.JWT, int64(tok.Expiry.Sub(start).Round(time.Second).Seconds())))
+	}
+	s.metrics.Exchange(e.cfg.Name, result, s.now().Sub(start))
+}
+
+// exchange runs the checks in order and mints; every outcome is audited once.
+func (s *Server) exchange(r *http.Request, e *Endpoint) (mint.Token, *review.Failure) {
+	id, tok, fail := s.decide(r, e)
+	fields := []zap.Field{
+		zap.String("sts", e.cfg.Name),
+		zap.String("namespace", id.Namespace),
+		zap.String("serviceaccount", id.ServiceAccount),
+		zap.String("pod", id.PodName),
+	}
+	if fail != nil {
+		fields = append(fields, zap.String("result", resultOf(fail)), zap.String("reason", fail.Reason), zap.String("description", fail.OAuth.Description))
+		s.audit.Info("exchange refused", fields...)
+		return mint.Token{}, fail
+	}
+	fields = append(fields, zap.String("result", "issued"), zap.String("jti", tok.ID), zap.Int64("exp", tok.Expiry.Unix()), zap.String("kid", tok.KeyID))
+	s.audit.Info("token issued", fields...)
+	return tok, nil
+}
+
+func resultOf(f *review.Failure) string {
+	if f.OAuth.Retryable() {
+		return "unavailable"
+	}
+	return "refused"
+}
+
+func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Token, *review.Failure) {
+	var none review.Identity
+	bad := func(reason, format string, args ...any) *review.Failure {
+		return &review.Failure{Reason: reason, OAuth: exchange.Errorf(exchange.InvalidRequest, format, args...)}
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != exchange.ContentTypeForm {
+		return none, mint.Token{}, bad("bad_content_type", "send the request as %s", exchange.ContentTypeForm)
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, exchange.MaxRequestBytes+1))
+	if err != nil {
+		return none, mint.Token{}, bad("bad_body", "could not read the request body")
+	}
+	req, err := exchange.ParseRequest(body)
+	if err != nil {
+		var oe *exchange.Error
+		if !errors.As(err, &oe) {
+			oe = exchange.Errorf(exchange.InvalidRequest, "bad request")
+		}
+		return none, mint.Token{}, &review.Failure{Reason: "bad_request", OAuth: oe}
+	}
+	if err := Precheck(req.SubjectToken); err != nil {
+		return none, mint.Token{}, bad("not_a_jwt", "subject_token is not a JWT: %v", err)
+	}
+	d := e.docs.Load()
+	if d == nil {
+		return none, mint.Token{}, &review.Failure{Reason: "keys_not_loaded", OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "the issuer has no signing key yet; retry")}
+	}
+	id, err := s.reviewer.Review(r.Context(), req.SubjectToken, e.cfg.SubjectAudience)
+	if err != nil {
+		var f *review.Failure
+		if !errors.As(err, &f) {
+			f = &review.Failure{Reason: "review_failed", OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "the review failed; retry")}
+		}
+		return f.Identity, mint.Token{}, f
+	}
+	if ok, why := e.policy.Decide(id.Namespace, id.ServiceAccount); !ok {
+		return id, mint.Token{}, &review.Failure{Reason: "denied", Identity: id,
+			OAuth: exchange.Errorf(exchange.InvalidRequest, "ServiceAccount %s/%s may not use endpoint %s: %s", id.Namespace, id.ServiceAccount, e.cfg.Name, why)}
+	}
+	mr := mint.Request{
+		Issuer: e.cfg.Issuer, Audience: e.cfg.Audience, Cluster: e.cluster,
+		Namespace: id.Namespace, ServiceAccount: id.ServiceAccount,
+		TTL: e.cfg.TTL.Duration, Now: s.now(),
+	}
+	if e.cfg.Claims.Pod {
+		mr.Pod = id.PodName
+	}
+	if e.cfg.Claims.PodUID {
+		mr.PodUID = id.PodUID
+	}
+	tok, err := mint.Mint(d.keys.Signing, mr)
+	if err != nil {
+		s.log.Error("signing failed", zap.String("sts", e.cfg.Name), zap.Error(err))
+		return id, mint.Token{}, &review.Failure{Reason: "signing_failed", Identity: id, OAuth: exchange.Errorf(exchange.ServerError, "signing failed")}
+	}
+	return id, tok, nil
+}
+
+func writeError(w http.ResponseWriter, e *exchange.Error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if e.Code == exchange.TemporarilyUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	w.WriteHeader(e.HTTPStatus())
+	_ = json.NewEncoder(w).Encode(e)
+}
