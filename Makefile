@@ -76,6 +76,12 @@ fuzz: ## Fuzz the network-facing parsers for FUZZTIME each (default 30s).
 	cd shared && go test -run '^$$' -fuzz FuzzParseID -fuzztime $${FUZZTIME:-30s} ./contract
 	cd sidecar && go test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./internal/jwtinfo
 
+.PHONY: bench
+bench: toolchain ## Run every benchmark (issuer in-process and on the real API server, sidecar resources); numbers go into the README.
+	cd issuer && go test -run '^$$' -bench . -benchtime $${BENCHTIME:-2s} ./internal/server/
+	cd e2e && KUBEBUILDER_ASSETS="$$(bash hack/toolchain.sh --print-dir all)" go test -run '^$$' -bench . -benchtime $${BENCHTIME:-5s} ./issuer/
+	bash sidecar/hack/bench-sidecar.sh $${IDLE:-30}
+
 .PHONY: bench-sidecar
 bench-sidecar: ## Measure the sidecar: binary size, RSS while looping, wake-ups while idle (IDLE=30 seconds).
 	bash sidecar/hack/bench-sidecar.sh $${IDLE:-30}

@@ -210,6 +210,23 @@ func Start(ctx context.Context, extraArgs map[string][]string) (*Env, error) {
 	return &Env{Config: cfg, Client: c, Clientset: cs, LogDir: logDir, env: te}, nil
 }
 
+// AddUser provisions a client certificate user (authenticated as name, in
+// groups; no permissions until RBAC grants them) and returns its kubeconfig.
+// Tests run our binaries as such users, so their RBAC is tested too.
+func (e *Env) AddUser(name string, groups ...string) ([]byte, error) {
+	u, err := e.env.ControlPlane.AddUser(envtest.User{Name: name, Groups: groups}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return u.KubeConfig()
+}
+
+// StopAPIServer stops only the API server (etcd keeps running), to test what
+// clients do when it is gone. The package's later tests cannot use it.
+func (e *Env) StopAPIServer() error {
+	return e.env.ControlPlane.APIServer.Stop()
+}
+
 // Stop stops the API server and etcd and removes their data.
 func (e *Env) Stop() error {
 	err := e.env.Stop()

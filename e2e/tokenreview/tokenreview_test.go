@@ -13,13 +13,11 @@ import (
 	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 
 	"github.com/kube-sts/kube-sts/e2e/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/internal/kube"
 )
 
 var cp = controlplane.New()
@@ -39,27 +37,9 @@ func TestBoundTokenReviewFollowsPodLifetime(t *testing.T) {
 	defer cancel()
 
 	ns, sa := "test-vault", "for-vault"
-	mustCreate(t, func() error {
-		_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-		return err
-	})
-	mustCreate(t, func() error {
-		_, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{})
-		return err
-	})
-	pod, err := cs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "watch-vault-volume"},
-		Spec: corev1.PodSpec{
-			ServiceAccountName:           sa,
-			AutomountServiceAccountToken: ptr.To(false),
-			Containers:                   []corev1.Container{{Name: "test", Image: "local/app:test"}},
-		},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("create pod: %v", err)
-	}
+	pod := kube.Workload(ctx, t, cs, ns, sa, "watch-vault-volume")
 
-	token := podToken(ctx, t, cs, ns, sa, pod, stsAudience)
+	token := kube.PodToken(ctx, t, cs, pod, stsAudience)
 
 	t.Run("accepted with its audience", func(t *testing.T) {
 		st := review(ctx, t, cs, token, stsAudience)
@@ -88,7 +68,7 @@ func TestBoundTokenReviewFollowsPodLifetime(t *testing.T) {
 	})
 
 	t.Run("token of another audience refused for ours", func(t *testing.T) {
-		other := podToken(ctx, t, cs, ns, sa, pod, "https://vault.kube-sts.test")
+		other := kube.PodToken(ctx, t, cs, pod, "https://vault.kube-sts.test")
 		if st := review(ctx, t, cs, other, stsAudience); st.Authenticated {
 			t.Fatalf("token minted for another audience was accepted for %s", stsAudience)
 		}
@@ -100,9 +80,7 @@ func TestBoundTokenReviewFollowsPodLifetime(t *testing.T) {
 			t.Fatalf("review before delete: not authenticated: %q", st.Error)
 		}
 		deleted := time.Now()
-		if err := cs.CoreV1().Pods(ns).Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil {
-			t.Fatalf("delete pod: %v", err)
-		}
+		kube.DeletePod(ctx, t, cs, pod)
 		var last authnv1.TokenReviewStatus
 		for time.Since(deleted) < 60*time.Second {
 			last = review(ctx, t, cs, token, stsAudience)
@@ -118,31 +96,6 @@ func TestBoundTokenReviewFollowsPodLifetime(t *testing.T) {
 		// This is the window kube-sts closes with its own live Pod check.
 		t.Logf("API server kept accepting the deleted pod's token for %v (review error: %q)", took.Round(time.Millisecond), last.Error)
 	})
-}
-
-func mustCreate(t *testing.T, create func() error) {
-	t.Helper()
-	if err := create(); err != nil {
-		t.Fatalf("create: %v", err)
-	}
-}
-
-func podToken(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, sa string, pod *corev1.Pod, audience string) string {
-	t.Helper()
-	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authnv1.TokenRequest{
-		Spec: authnv1.TokenRequestSpec{
-			Audiences:         []string{audience},
-			ExpirationSeconds: ptr.To[int64](600),
-			BoundObjectRef:    &authnv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: types.UID(pod.UID)},
-		},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("TokenRequest for %s: %v", audience, err)
-	}
-	if tr.Status.Token == "" {
-		t.Fatal("TokenRequest returned an empty token")
-	}
-	return tr.Status.Token
 }
 
 func review(ctx context.Context, t *testing.T, cs kubernetes.Interface, token, audience string) authnv1.TokenReviewStatus {

@@ -1,0 +1,168 @@
+// Package procs builds kube-sts's binaries and runs them as black boxes in
+// tests: on loopback, with output captured to a file (which tests read to
+// check that no token is ever logged), stopped by SIGTERM at cleanup.
+package procs
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildMu sync.Mutex
+	built   = map[string]string{}
+	binDir  string
+)
+
+// RepoRoot is the repository's top folder.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
+}
+
+// Build compiles a binary of the workspace once per test process, e.g.
+// Build(t, "issuer", "./cmd/sts-issuer").
+func Build(t testing.TB, module, pkg string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	key := module + "/" + pkg
+	if p, ok := built[key]; ok {
+		return p
+	}
+	if binDir == "" {
+		d, err := os.MkdirTemp("", "kube-sts-bin-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		binDir = d
+	}
+	out := filepath.Join(binDir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = filepath.Join(RepoRoot(), module)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", key, err, b)
+	}
+	built[key] = out
+	return out
+}
+
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Proc is a running binary.
+type Proc struct {
+	Name    string
+	LogFile string
+	cmd     *exec.Cmd
+	done    chan error
+}
+
+// Start runs bin with args; its output goes to a log file in dir. The process
+// is stopped at test cleanup.
+func Start(t testing.TB, name, dir, bin string, args ...string) *Proc {
+	t.Helper()
+	logFile := filepath.Join(dir, name+".log")
+	f, err := os.Create(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	p := &Proc{Name: name, LogFile: logFile, cmd: cmd, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait(); f.Close() }()
+	t.Cleanup(func() { p.Stop() })
+	return p
+}
+
+// Stop sends SIGTERM and waits (SIGKILL after 10s). It returns how long the
+// process took to exit.
+func (p *Proc) Stop() time.Duration {
+	start := time.Now()
+	select {
+	case <-p.done:
+		p.done <- nil
+		return 0
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+	p.done <- nil
+	return time.Since(start)
+}
+
+// Log returns the output so far.
+func (p *Proc) Log() []byte {
+	b, _ := os.ReadFile(p.LogFile)
+	return b
+}
+
+// WaitHTTP polls url until it answers 200, the process dies, or timeout.
+func (p *Proc) WaitHTTP(ctx context.Context, client *http.Client, url string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-p.done:
+			p.done <- err
+			return fmt.Errorf("%s exited (%v):\n%s", p.Name, err, tail(p.Log()))
+		default:
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s: %s not ready after %v (last: %s):\n%s", p.Name, url, timeout, last, tail(p.Log()))
+}
+
+func tail(b []byte) []byte {
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return bytes.TrimSpace(b)
+}
+
+// TLSClient trusts only roots.
+func TLSClient(roots *x509.CertPool) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}}
+}

@@ -1,0 +1,232 @@
+// Package issuer tests sts-issuer as a black box on the real API server: a
+// live Pod gets a token that verifies through OIDC discovery with go-oidc and
+// with hashicorp/cap (what Vault's JWT auth uses); a deleted Pod's token is
+// refused within a second; wrong audiences and disallowed namespaces are refused.
+package issuer
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	capjwt "github.com/hashicorp/cap/jwt"
+
+	"github.com/kube-sts/kube-sts/e2e/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/internal/kube"
+	"github.com/kube-sts/kube-sts/e2e/internal/stsissuer"
+	"github.com/kube-sts/kube-sts/e2e/internal/testca"
+)
+
+var cp = controlplane.New()
+
+func TestMain(m *testing.M) { os.Exit(cp.Main(m)) }
+
+const vaultAudience = "https://vault.kube-sts.test/"
+
+type fixture struct {
+	env   *controlplane.Env
+	iss   *stsissuer.Issuer
+	vault string // the managed-keys RS256 endpoint
+	files string // the file-keys ES256 endpoint
+}
+
+// setup starts one issuer with two endpoints; it stops with t.
+func setup(t testing.TB, extraArgs ...string) *fixture {
+	t.Helper()
+	env := cp.Require(t)
+	ca, err := testca.New("kube-sts e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDir, err := os.MkdirTemp("", "kube-sts-keys-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(keyDir, "tls.key")
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalECPrivateKey(ec)
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	iss := stsissuer.Start(t, env, ca, func(base string) string {
+		return fmt.Sprintf(`
+cluster: kube-sts-e2e
+endpoints:
+- name: vault
+  issuer: %[1]s/vault
+  audience: %[2]s
+  keys:
+    managed: {secret: vault-keys, namespace: kube-sts}
+  allow:
+  - namespace: "test-*"
+  deny:
+  - namespace: test-denied
+- name: files
+  issuer: %[1]s/files
+  audience: %[2]s
+  algorithm: ES256
+  ttl: 5m
+  keys:
+    files: [%[3]s]
+  allow:
+  - {namespace: "*", serviceAccount: "for-vault"}
+  claims: {pod: true, podUID: true}
+`, base, vaultAudience, keyFile)
+	}, extraArgs...)
+	return &fixture{env: env, iss: iss, vault: iss.Base + "/vault", files: iss.Base + "/files"}
+}
+
+func TestIssuer(t *testing.T) {
+	f := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cs := f.env.Clientset
+	pod := kube.Workload(ctx, t, cs, "test-vault", "for-vault", "watch-vault-volume")
+	var minted []string
+
+	t.Run("live pod gets a token that verifies with go-oidc and cap/jwt", func(t *testing.T) {
+		for _, issuer := range []string{f.vault, f.files} {
+			subject := kube.PodToken(ctx, t, cs, pod, issuer)
+			res, err := f.iss.Exchange(ctx, issuer, subject)
+			if err != nil || res.Status != 200 {
+				t.Fatalf("%s: exchange: %v %+v", issuer, err, res)
+			}
+			tok := res.Response.AccessToken
+			minted = append(minted, tok, subject)
+
+			octx := oidc.ClientContext(ctx, f.iss.Client)
+			provider, err := oidc.NewProvider(octx, issuer)
+			if err != nil {
+				t.Fatalf("%s: go-oidc discovery: %v", issuer, err)
+			}
+			idt, err := provider.Verifier(&oidc.Config{ClientID: vaultAudience}).Verify(octx, tok)
+			if err != nil {
+				t.Fatalf("%s: go-oidc verify: %v", issuer, err)
+			}
+			if idt.Subject != "kube-sts-e2e:test-vault:for-vault" {
+				t.Errorf("sub = %q", idt.Subject)
+			}
+			var claims map[string]any
+			if err := idt.Claims(&claims); err != nil {
+				t.Fatal(err)
+			}
+			if claims["cluster"] != "kube-sts-e2e" || claims["namespace"] != "test-vault" || claims["saname"] != "for-vault" {
+				t.Errorf("claims %v", claims)
+			}
+			if issuer == f.files && (claims["pod"] != pod.Name || claims["pod_uid"] != string(pod.UID)) {
+				t.Errorf("pod claims %v / %v", claims["pod"], claims["pod_uid"])
+			}
+
+			ks, err := capjwt.NewOIDCDiscoveryKeySet(ctx, issuer, string(f.iss.CA.CertPEM))
+			if err != nil {
+				t.Fatalf("%s: cap discovery: %v", issuer, err)
+			}
+			v, err := capjwt.NewValidator(ks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			alg := capjwt.RS256
+			if issuer == f.files {
+				alg = capjwt.ES256
+			}
+			got, err := v.Validate(ctx, tok, capjwt.Expected{Issuer: issuer, Audiences: []string{vaultAudience}, SigningAlgorithms: []capjwt.Alg{alg}})
+			if err != nil {
+				t.Fatalf("%s: cap validate: %v", issuer, err)
+			}
+			if got["sub"] != "kube-sts-e2e:test-vault:for-vault" {
+				t.Errorf("cap sub = %v", got["sub"])
+			}
+			// A bound audience that is not ours is refused by the relying party.
+			if _, err := v.Validate(ctx, tok, capjwt.Expected{Issuer: issuer, Audiences: []string{"https://other/"}, SigningAlgorithms: []capjwt.Alg{alg}}); err == nil {
+				t.Errorf("%s: cap accepted the token for another audience", issuer)
+			}
+		}
+	})
+
+	t.Run("wrong subject audience refused", func(t *testing.T) {
+		subject := kube.PodToken(ctx, t, cs, pod, "https://someone-else.test")
+		minted = append(minted, subject)
+		res, err := f.iss.Exchange(ctx, f.vault, subject)
+		if err != nil || res.Status != 400 || res.Error.Code != "invalid_request" {
+			t.Fatalf("exchange = %v %+v, want 400 invalid_request", err, res)
+		}
+	})
+
+	t.Run("API server audience token refused", func(t *testing.T) {
+		subject := kube.PodToken(ctx, t, cs, pod, "")
+		minted = append(minted, subject)
+		res, err := f.iss.Exchange(ctx, f.vault, subject)
+		if err != nil || res.Status != 400 || !strings.Contains(res.Error.Description, "audience") {
+			t.Fatalf("exchange = %v %+v, want 400 naming the audience", err, res)
+		}
+	})
+
+	t.Run("disallowed namespace refused", func(t *testing.T) {
+		for _, ns := range []string{"test-denied", "prod"} {
+			p := kube.Workload(ctx, t, cs, ns, "for-vault", "app")
+			subject := kube.PodToken(ctx, t, cs, p, f.vault)
+			minted = append(minted, subject)
+			res, err := f.iss.Exchange(ctx, f.vault, subject)
+			if err != nil || res.Status != 400 || !strings.Contains(res.Error.Description, "may not use endpoint vault") {
+				t.Fatalf("%s: exchange = %v %+v, want a policy refusal", ns, err, res)
+			}
+		}
+	})
+
+	t.Run("deleted pod refused within 1s", func(t *testing.T) {
+		p := kube.Workload(ctx, t, cs, "test-vault", "for-vault", "short-lived")
+		subject := kube.PodToken(ctx, t, cs, p, f.vault)
+		minted = append(minted, subject)
+		if res, err := f.iss.Exchange(ctx, f.vault, subject); err != nil || res.Status != 200 {
+			t.Fatalf("exchange before delete: %v %+v", err, res)
+		} else {
+			minted = append(minted, res.Response.AccessToken)
+		}
+		kube.DeletePod(ctx, t, cs, p)
+		deleted := time.Now()
+		for time.Since(deleted) < 15*time.Second {
+			res, err := f.iss.Exchange(ctx, f.vault, subject)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Status != 200 {
+				break
+			}
+			minted = append(minted, res.Response.AccessToken)
+			time.Sleep(10 * time.Millisecond)
+		}
+		took := time.Since(deleted)
+		res, _ := f.iss.Exchange(ctx, f.vault, subject)
+		if res.Status != 400 || !strings.Contains(res.Error.Description, "no longer exists") {
+			t.Fatalf("after delete: %+v", res)
+		}
+		if took > time.Second {
+			t.Fatalf("the deleted pod's token was refused only after %v; want within 1s", took)
+		}
+		t.Logf("deleted pod's token refused %v after the delete (the API server alone accepts it for ~10s)", took.Round(time.Millisecond))
+	})
+
+	t.Run("no token in the issuer's log", func(t *testing.T) {
+		log := string(f.iss.Log())
+		if !strings.Contains(log, `"token issued"`) || !strings.Contains(log, `"exchange refused"`) {
+			t.Fatalf("the audit lines are missing from the log:\n%s", log)
+		}
+		for _, tok := range minted {
+			for _, part := range strings.Split(tok, ".") {
+				if len(part) > 20 && strings.Contains(log, part) {
+					t.Fatal("a token (or a segment of one) appears in the issuer's log")
+				}
+			}
+		}
+	})
+}
