@@ -75,6 +75,8 @@ fuzz: ## Fuzz the network-facing parsers for FUZZTIME each (default 30s).
 	cd shared && go test -run '^$$' -fuzz FuzzParseRequest -fuzztime $${FUZZTIME:-30s} ./exchange
 	cd shared && go test -run '^$$' -fuzz FuzzParseID -fuzztime $${FUZZTIME:-30s} ./contract
 	cd sidecar && go test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./internal/jwtinfo
+	cd issuer && go test -run '^$$' -fuzz FuzzPrecheck -fuzztime $${FUZZTIME:-30s} ./internal/server
+	cd issuer && go test -run '^$$' -fuzz FuzzExchangeForm -fuzztime $${FUZZTIME:-30s} ./internal/server
 
 .PHONY: bench
 bench: toolchain ## Run every benchmark (issuer in-process and on the real API server, sidecar resources); numbers go into the README.

@@ -12,6 +12,8 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,10 +36,11 @@ func TestMain(m *testing.M) { os.Exit(cp.Main(m)) }
 const vaultAudience = "https://vault.kube-sts.test/"
 
 type fixture struct {
-	env   *controlplane.Env
-	iss   *stsissuer.Issuer
-	vault string // the managed-keys RS256 endpoint
-	files string // the file-keys ES256 endpoint
+	env     *controlplane.Env
+	iss     *stsissuer.Issuer
+	vault   string // the managed-keys RS256 endpoint
+	files   string // the file-keys ES256 endpoint
+	keyFile string // the files endpoint's key
 }
 
 // setup starts one issuer with two endpoints; it stops with t.
@@ -78,12 +81,13 @@ endpoints:
   ttl: 5m
   keys:
     files: [%[3]s]
+    reloadInterval: 200ms
   allow:
   - {namespace: "*", serviceAccount: "for-vault"}
   claims: {pod: true, podUID: true}
 `, base, vaultAudience, keyFile)
 	}, extraArgs...)
-	return &fixture{env: env, iss: iss, vault: iss.Base + "/vault", files: iss.Base + "/files"}
+	return &fixture{env: env, iss: iss, vault: iss.Base + "/vault", files: iss.Base + "/files", keyFile: keyFile}
 }
 
 func TestIssuer(t *testing.T) {
@@ -214,6 +218,68 @@ func TestIssuer(t *testing.T) {
 			t.Fatalf("the deleted pod's token was refused only after %v; want within 1s", took)
 		}
 		t.Logf("deleted pod's token refused %v after the delete (the API server alone accepts it for ~10s)", took.Round(time.Millisecond))
+	})
+
+	t.Run("key file replaced under load: no failed request", func(t *testing.T) {
+		subject := kube.PodToken(ctx, t, cs, pod, f.files)
+		before, err := f.iss.JWKS(ctx, f.files)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		der, _ := x509.MarshalPKCS8PrivateKey(ec)
+		swapped := false
+		deadline := time.Now().Add(5 * time.Second)
+		for n := 0; time.Now().Before(deadline); n++ {
+			if n == 20 {
+				// What a Secret volume update looks like: a new file renamed into place.
+				tmp := f.keyFile + ".new"
+				if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Rename(tmp, f.keyFile); err != nil {
+					t.Fatal(err)
+				}
+			}
+			res, err := f.iss.Exchange(ctx, f.files, subject)
+			if err != nil || res.Status != 200 {
+				t.Fatalf("exchange %d during the key swap: %v %+v", n, err, res)
+			}
+			minted = append(minted, res.Response.AccessToken)
+			after, err := f.iss.JWKS(ctx, f.files)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n > 20 && string(after) != string(before) {
+				swapped = true
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !swapped {
+			t.Fatal("the JWKS did not change after the key file was replaced")
+		}
+	})
+
+	t.Run("metrics count exchanges", func(t *testing.T) {
+		resp, err := http.Get(f.iss.MetricsURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for _, want := range []string{
+			`sts_issuer_exchanges_total{endpoint="vault",result="issued"}`,
+			`sts_issuer_exchanges_total{endpoint="vault",result="pod_gone"}`,
+			`sts_issuer_exchanges_total{endpoint="vault",result="denied"}`,
+			`sts_issuer_apiserver_request_duration_seconds_count{call="tokenreview",result="ok"}`,
+			`sts_issuer_signing_key_age_seconds{endpoint="files"}`,
+			`sts_issuer_keys_published{endpoint="vault"} 1`,
+		} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("metrics lack %s", want)
+			}
+		}
 	})
 
 	t.Run("no token in the issuer's log", func(t *testing.T) {
