@@ -77,11 +77,14 @@ fuzz: ## Fuzz the network-facing parsers for FUZZTIME each (default 30s).
 	cd sidecar && go test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./internal/jwtinfo
 	cd issuer && go test -run '^$$' -fuzz FuzzPrecheck -fuzztime $${FUZZTIME:-30s} ./internal/server
 	cd issuer && go test -run '^$$' -fuzz FuzzExchangeForm -fuzztime $${FUZZTIME:-30s} ./internal/server
+	cd webhook && go test -run '^$$' -fuzz FuzzAnnotations -fuzztime $${FUZZTIME:-30s} ./internal/inject
 
 .PHONY: bench
 bench: toolchain ## Run every benchmark (issuer in-process and on the real API server, sidecar resources); numbers go into the README.
 	cd issuer && go test -run '^$$' -bench . -benchtime $${BENCHTIME:-2s} ./internal/server/
+	cd webhook && go test -run '^$$' -bench . -benchtime $${BENCHTIME:-2s} ./internal/inject/ ./internal/admit/
 	cd e2e && KUBEBUILDER_ASSETS="$$(bash hack/toolchain.sh --print-dir all)" go test -run '^$$' -bench . -benchtime $${BENCHTIME:-5s} ./issuer/
+	cd e2e && KUBEBUILDER_ASSETS="$$(bash hack/toolchain.sh --print-dir all)" go test -run '^$$' -bench . -benchtime 1000x ./webhook/
 	bash sidecar/hack/bench-sidecar.sh $${IDLE:-30}
 
 .PHONY: bench-sidecar

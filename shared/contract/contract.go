@@ -123,6 +123,24 @@ const (
 	DefaultValueEnv = "STS_TOKEN_ENABLED"
 )
 
+// SidecarBinary is the sidecar's path in its image; the webhook's probes run it.
+const SidecarBinary = "/sts-creds-sidecar"
+
+// InitContainerName is the init container that runs `once` where native
+// sidecars are not available.
+const InitContainerName = ContainerName + "-init"
+
+// CAVolumeName holds the CA bundle from a ConfigMap (the reference's "ouca"),
+// mounted in the sidecar at CAMountPath.
+const (
+	CAVolumeName = "sts-ca"
+	CAMountPath  = "/etc/kube-sts/ca"
+)
+
+// InjectedAnnotation marks a Pod the webhook has mutated, with the injector's
+// name, so that re-invocations reconcile instead of refusing our own names.
+const InjectedAnnotation = "kube-sts.io/injected"
+
 // The sidecar's modes, its first argument.
 const (
 	ModeRun   = "run"

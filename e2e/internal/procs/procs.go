@@ -155,9 +155,10 @@ func (p *Proc) WaitHTTP(ctx context.Context, client *http.Client, url string, ti
 	return fmt.Errorf("%s: %s not ready after %v (last: %s):\n%s", p.Name, url, timeout, last, tail(p.Log()))
 }
 
+// tail keeps the start (configuration, first errors) and the end of a log.
 func tail(b []byte) []byte {
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
+	if len(b) > 8000 {
+		b = append(append(b[:3000:3000], []byte("\n[...]\n")...), b[len(b)-5000:]...)
 	}
 	return bytes.TrimSpace(b)
 }

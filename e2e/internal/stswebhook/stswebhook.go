@@ -1,0 +1,192 @@
+// Package stswebhook runs sts-webhook as a black box against the test control
+// plane and registers it with the manifest kube-sts ships
+// (manifests/base/webhook/mutatingwebhookconfiguration.yaml), pointed at the
+// loopback process.
+package stswebhook
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	admissionregv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kube-sts/kube-sts/e2e/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/internal/procs"
+	"github.com/kube-sts/kube-sts/e2e/internal/testca"
+)
+
+// User is the webhook's identity; Namespace its own namespace.
+const (
+	User      = "kube-sts:sts-webhook"
+	Namespace = "kube-sts"
+)
+
+// Webhook is a running sts-webhook.
+type Webhook struct {
+	*procs.Proc
+	URL        string // https://<host>:<port>/mutate
+	ProbeURL   string
+	MetricsURL string
+	Dir        string
+}
+
+// Options of Start.
+type Options struct {
+	// Config is the webhook's configuration file content.
+	Config string
+	// CA signs the serving certificate in certdir mode; nil selects self mode.
+	CA *testca.CA
+	// Host the API server calls: 127.0.0.1 in certdir mode, localhost in self
+	// mode (the self-managed certificate has DNS names only).
+	Host string
+	// ConfigName of the MutatingWebhookConfiguration (self mode patches it).
+	ConfigName string
+}
+
+// Manifest loads the shipped MutatingWebhookConfiguration.
+func Manifest(t testing.TB) *admissionregv1.MutatingWebhookConfiguration {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(procs.RepoRoot(), "manifests", "base", "webhook", "mutatingwebhookconfiguration.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg admissionregv1.MutatingWebhookConfiguration
+	if err := yaml.UnmarshalStrict(data, &cfg); err != nil {
+		t.Fatalf("the shipped webhook manifest does not parse: %v", err)
+	}
+	return &cfg
+}
+
+// Register creates the shipped configuration under name, with every entry
+// calling url and trusting caBundle (nil: left for self mode to fill).
+func Register(ctx context.Context, t testing.TB, env *controlplane.Env, name, url string, caBundle []byte) {
+	t.Helper()
+	cfg := Manifest(t)
+	cfg.Name = name
+	for i := range cfg.Webhooks {
+		cfg.Webhooks[i].ClientConfig = admissionregv1.WebhookClientConfig{URL: ptr.To(url), CABundle: caBundle}
+	}
+	if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, cfg, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("register webhook: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+}
+
+// Start runs sts-webhook and waits until /readyz is 200.
+func Start(t testing.TB, env *controlplane.Env, o Options) *Webhook {
+	t.Helper()
+	ctx := context.Background()
+	if err := setupRBAC(ctx, env, o.ConfigName); err != nil {
+		t.Fatalf("webhook RBAC: %v", err)
+	}
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "webhook.yaml")
+	if err := os.WriteFile(cfgFile, []byte(o.Config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig, err := env.AddUser(User)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kcFile := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kcFile, kubeconfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port, pport, mport := procs.FreePort(t), procs.FreePort(t), procs.FreePort(t)
+	args := []string{
+		"--config", cfgFile,
+		"--listen", fmt.Sprintf("127.0.0.1:%d", port),
+		"--probe-listen", fmt.Sprintf("127.0.0.1:%d", pport),
+		"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", mport),
+		"--kubeconfig", kcFile,
+		"--namespace", Namespace,
+		"--log-level", "debug",
+	}
+	if o.CA != nil {
+		certDir := filepath.Join(dir, "certs")
+		if err := os.Mkdir(certDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := o.CA.Serving(certDir); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--tls-mode", "certdir", "--cert-dir", certDir)
+	} else {
+		args = append(args, "--tls-mode", "self", "--dns-name", o.Host, "--webhook-config", o.ConfigName, "--self-secret", "sts-webhook-tls")
+	}
+	bin := procs.Build(t, "webhook", "./cmd/sts-webhook")
+	p := procs.Start(t, fmt.Sprintf("sts-webhook-%d", port), dir, bin, args...)
+	w := &Webhook{
+		Proc:       p,
+		URL:        fmt.Sprintf("https://%s:%d/mutate", o.Host, port),
+		ProbeURL:   fmt.Sprintf("http://127.0.0.1:%d", pport),
+		MetricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", mport),
+		Dir:        dir,
+	}
+	if err := p.WaitHTTP(ctx, &http.Client{Timeout: 5 * time.Second}, w.ProbeURL+"/readyz", 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// setupRBAC grants what self mode needs: its Secret in its namespace and its
+// webhook configuration. certdir mode needs nothing beyond discovery.
+func setupRBAC(ctx context.Context, env *controlplane.Env, configName string) error {
+	c := env.Clientset
+	ignoreExists := func(err error) error {
+		if apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+		return err
+	}
+	if _, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}, metav1.CreateOptions{}); ignoreExists(err) != nil {
+		return err
+	}
+	if _, err := c.RbacV1().Roles(Namespace).Create(ctx, &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-sts-webhook"},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "watch", "create", "update"}}},
+	}, metav1.CreateOptions{}); ignoreExists(err) != nil {
+		return err
+	}
+	if _, err := c.RbacV1().RoleBindings(Namespace).Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-sts-webhook"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "kube-sts-webhook"},
+		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: User}},
+	}, metav1.CreateOptions{}); ignoreExists(err) != nil {
+		return err
+	}
+	if configName == "" {
+		return nil
+	}
+	// list/watch cannot be limited by name; get/update are, to this configuration only.
+	if _, err := c.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-sts-webhook-" + configName},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, Verbs: []string{"list", "watch"}},
+			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{configName}, Verbs: []string{"get", "update", "patch"}},
+		},
+	}, metav1.CreateOptions{}); ignoreExists(err) != nil {
+		return err
+	}
+	if _, err := c.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-sts-webhook-" + configName},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "kube-sts-webhook-" + configName},
+		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: User}},
+	}, metav1.CreateOptions{}); ignoreExists(err) != nil {
+		return err
+	}
+	return nil
+}

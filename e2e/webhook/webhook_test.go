@@ -1,0 +1,338 @@
+// Package webhook tests sts-webhook as a black box on the real API server,
+// registered with the shipped manifest: labeled Pods are stored mutated and
+// valid, others untouched, bad annotations refused with the message, and a
+// second webhook's containers (Vault's injector, simulated) end up mounting
+// /tokens behind our sidecar.
+package webhook
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	admissionregv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/kube-sts/kube-sts/e2e/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/internal/stswebhook"
+	"github.com/kube-sts/kube-sts/e2e/internal/testca"
+	"github.com/kube-sts/kube-sts/shared/contract"
+)
+
+var cp = controlplane.New()
+
+func TestMain(m *testing.M) { os.Exit(cp.Main(m)) }
+
+const webhookConfig = `
+injectors:
+- name: vault-sts
+  exchangeURL: https://127.0.0.1:8443/vault/token
+  image: local/sts-creds-sidecar:test
+  tokenPathEnv: VAULT_TOKEN_FILE
+  valueEnv: VAULT_TOKEN_ENABLED
+`
+
+func labeledPod(ns, name string, annotations map[string]string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"tremolo.io/vault-sts": "true"}, Annotations: annotations},
+		Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "test", Image: "local/app:test"}},
+		},
+	}
+}
+
+func ensureNamespace(ctx context.Context, t *testing.T, env *controlplane.Env, ns string) {
+	t.Helper()
+	_, err := env.Clientset.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	if err != nil && !strings.Contains(err.Error(), "already exists") {
+		t.Fatal(err)
+	}
+	// Pods need their ServiceAccount; no controller-manager makes "default" here.
+	_, err = env.Clientset.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})
+	if err != nil && !strings.Contains(err.Error(), "already exists") {
+		t.Fatal(err)
+	}
+}
+
+func TestWebhook(t *testing.T) {
+	env := cp.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	ca, err := testca.New("webhook")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wh := stswebhook.Start(t, env, stswebhook.Options{Config: webhookConfig, CA: ca, Host: "127.0.0.1"})
+	stswebhook.Register(ctx, t, env, "kube-sts", wh.URL, ca.CertPEM)
+	for _, ns := range []string{"test-vault", "kube-system"} {
+		ensureNamespace(ctx, t, env, ns)
+	}
+	pods := env.Clientset.CoreV1()
+
+	t.Run("labeled pod stored mutated, native sidecar first", func(t *testing.T) {
+		p, err := pods.Pods("test-vault").Create(ctx, labeledPod("test-vault", "labeled", map[string]string{"tremolo.io/vault-sts": "auth_jwt_a8470dce"}), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		if len(p.Spec.InitContainers) == 0 || p.Spec.InitContainers[0].Name != contract.ContainerName {
+			t.Fatalf("initContainers = %v, want %s first", names(p.Spec.InitContainers), contract.ContainerName)
+		}
+		// v1.37 supports native sidecars, so auto mode picked them.
+		if rp := p.Spec.InitContainers[0].RestartPolicy; rp == nil || *rp != corev1.ContainerRestartPolicyAlways {
+			t.Fatal("the sidecar is not a native sidecar on a 1.37 API server")
+		}
+		if p.Annotations[contract.InjectedAnnotation] != "vault-sts" {
+			t.Errorf("annotations %v", p.Annotations)
+		}
+		if !mounts(p.Spec.Containers[0]) || env0(p.Spec.Containers[0], "VAULT_TOKEN_ENABLED") != "auth_jwt_a8470dce" {
+			t.Errorf("app container: mounts %v env %v", p.Spec.Containers[0].VolumeMounts, p.Spec.Containers[0].Env)
+		}
+	})
+
+	t.Run("unlabeled pod untouched", func(t *testing.T) {
+		in := labeledPod("test-vault", "unlabeled", nil)
+		in.Labels = nil
+		p, err := pods.Pods("test-vault").Create(ctx, in, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Spec.InitContainers) != 0 || len(p.Spec.Volumes) != 0 && p.Spec.Volumes[0].Name == contract.VolumeName {
+			t.Fatalf("unlabeled pod was mutated: %v", names(p.Spec.InitContainers))
+		}
+	})
+
+	t.Run("labeled pod in kube-system untouched", func(t *testing.T) {
+		p, err := pods.Pods("kube-system").Create(ctx, labeledPod("kube-system", "system", nil), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Spec.InitContainers) != 0 {
+			t.Fatalf("kube-system pod was mutated: %v", names(p.Spec.InitContainers))
+		}
+	})
+
+	t.Run("bad annotations refused with the message", func(t *testing.T) {
+		for value, want := range map[string]string{"vault": `annotation tremolo.io/user="vault" is not a number`, "-1": "is negative"} {
+			_, err := pods.Pods("test-vault").Create(ctx, labeledPod("test-vault", "bad-"+strings.Trim(value, "-"), map[string]string{"tremolo.io/user": value}), metav1.CreateOptions{})
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("create with tremolo.io/user=%q: %v, want a refusal containing %q", value, err, want)
+			}
+		}
+	})
+
+	t.Run("vault-style webhook: its containers mount /tokens, our sidecar first", func(t *testing.T) {
+		vault := startFakeVaultInjector(t, ca)
+		cfg := &admissionregv1.MutatingWebhookConfiguration{
+			// Sorted after "kube-sts", like vault-agent-injector-cfg: it runs after us,
+			// and the API server re-invokes us because of it.
+			ObjectMeta: metav1.ObjectMeta{Name: "vault-agent-injector-cfg"},
+			Webhooks: []admissionregv1.MutatingWebhook{{
+				Name:                    "vault.hashicorp.com",
+				AdmissionReviewVersions: []string{"v1"},
+				ClientConfig:            admissionregv1.WebhookClientConfig{URL: ptr.To(vault), CABundle: ca.CertPEM},
+				Rules: []admissionregv1.RuleWithOperations{{Operations: []admissionregv1.OperationType{admissionregv1.Create},
+					Rule: admissionregv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+				ObjectSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"fake-vault": "true"}},
+				SideEffects:    ptr.To(admissionregv1.SideEffectClassNone),
+				FailurePolicy:  ptr.To(admissionregv1.Fail),
+			}},
+		}
+		if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, cfg, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		defer env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), cfg.Name, metav1.DeleteOptions{})
+		in := labeledPod("test-vault", "with-vault", nil)
+		in.Labels["fake-vault"] = "true"
+		var p *corev1.Pod
+		// The new configuration takes a moment to reach the admission chain.
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			p, err = pods.Pods("test-vault").Create(ctx, in, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(names(p.Spec.InitContainers)) > 1 || time.Now().After(deadline) {
+				break
+			}
+			_ = pods.Pods("test-vault").Delete(ctx, in.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+			time.Sleep(200 * time.Millisecond)
+		}
+		if got := names(p.Spec.InitContainers); len(got) != 2 || got[0] != contract.ContainerName || got[1] != "vault-agent-init" {
+			t.Fatalf("initContainers = %v, want [%s vault-agent-init]", got, contract.ContainerName)
+		}
+		for _, c := range append(p.Spec.InitContainers[1:], p.Spec.Containers...) {
+			if !mounts(c) {
+				t.Errorf("container %s does not mount /tokens: %v", c.Name, c.VolumeMounts)
+			}
+		}
+		if got := names(p.Spec.Containers); len(got) != 2 || got[1] != "vault-agent" {
+			t.Fatalf("containers = %v", got)
+		}
+	})
+
+	t.Run("metrics count admissions", func(t *testing.T) {
+		resp, err := http.Get(wh.MetricsURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for _, want := range []string{`sts_webhook_admissions_total{injector="vault-sts",result="injected"}`, `sts_webhook_admissions_total{injector="vault-sts",result="denied"}`} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("metrics lack %s", want)
+			}
+		}
+	})
+}
+
+// TestSelfManagedTLS: the webhook makes its own CA and certificate, keeps
+// them in a Secret and writes the caBundle into its configuration; the API
+// server then trusts it.
+func TestSelfManagedTLS(t *testing.T) {
+	env := cp.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ensureNamespace(ctx, t, env, "test-self")
+	name := "kube-sts-self"
+	// Registered first with no caBundle (and the port not known yet): the
+	// webhook fills in the caBundle; the test points the URL at the process.
+	stswebhook.Register(ctx, t, env, name, "https://localhost:1/mutate", nil)
+	wh := stswebhook.Start(t, env, stswebhook.Options{Config: webhookConfig, Host: "localhost", ConfigName: name})
+	if err := retryUpdate(ctx, env, name, func(cfg *admissionregv1.MutatingWebhookConfiguration) {
+		for i := range cfg.Webhooks {
+			cfg.Webhooks[i].ClientConfig.URL = ptr.To(wh.URL)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cfg, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cfg.Webhooks[0].ClientConfig.CABundle) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("caBundle not injected:\n%s", wh.Log())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := env.Clientset.CoreV1().Secrets(stswebhook.Namespace).Get(ctx, "sts-webhook-tls", metav1.GetOptions{}); err != nil {
+		t.Fatalf("the self-managed Secret: %v", err)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		p, err := env.Clientset.CoreV1().Pods("test-self").Create(ctx, labeledPod("test-self", "self", nil), metav1.CreateOptions{})
+		if err == nil && len(p.Spec.InitContainers) > 0 && p.Spec.InitContainers[0].Name == contract.ContainerName {
+			return
+		}
+		if err == nil {
+			_ = env.Clientset.CoreV1().Pods("test-self").Delete(ctx, "self", metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a labeled Pod was not mutated through the self-managed certificate: %v\n%s", err, wh.Log())
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// retryUpdate updates a webhook configuration, retrying on conflicts with
+// the webhook, which patches the same object.
+func retryUpdate(ctx context.Context, env *controlplane.Env, name string, change func(*admissionregv1.MutatingWebhookConfiguration)) error {
+	api := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	var err error
+	for range 20 {
+		var cfg *admissionregv1.MutatingWebhookConfiguration
+		if cfg, err = api.Get(ctx, name, metav1.GetOptions{}); err != nil {
+			return err
+		}
+		change(cfg)
+		if _, err = api.Update(ctx, cfg, metav1.UpdateOptions{}); err == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return err
+}
+
+func names(cs []corev1.Container) []string {
+	var n []string
+	for _, c := range cs {
+		n = append(n, c.Name)
+	}
+	return n
+}
+
+func mounts(c corev1.Container) bool {
+	for _, m := range c.VolumeMounts {
+		if m.Name == contract.VolumeName && m.MountPath == contract.MountPath && m.ReadOnly {
+			return true
+		}
+	}
+	return false
+}
+
+func env0(c corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
+}
+
+// startFakeVaultInjector serves a webhook that does what Vault's injector
+// does to a Pod's shape: prepend vault-agent-init, append vault-agent.
+func startFakeVaultInjector(t *testing.T, ca *testca.CA) string {
+	t.Helper()
+	dir := t.TempDir()
+	certFile, keyFile, err := ca.Serving(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var review admissionv1.AdmissionReview
+		if err := json.NewDecoder(r.Body).Decode(&review); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		var pod corev1.Pod
+		_ = json.Unmarshal(review.Request.Object.Raw, &pod)
+		var patch []map[string]any
+		if !strings.Contains(strings.Join(names(pod.Spec.InitContainers), ","), "vault-agent-init") {
+			initC := map[string]any{"name": "vault-agent-init", "image": "local/vault:test"}
+			if len(pod.Spec.InitContainers) == 0 {
+				patch = append(patch, map[string]any{"op": "add", "path": "/spec/initContainers", "value": []any{initC}})
+			} else {
+				patch = append(patch, map[string]any{"op": "add", "path": "/spec/initContainers/0", "value": initC})
+			}
+			patch = append(patch, map[string]any{"op": "add", "path": "/spec/containers/-", "value": map[string]any{"name": "vault-agent", "image": "local/vault:test"}})
+		}
+		pt := admissionv1.PatchTypeJSONPatch
+		raw, _ := json.Marshal(patch)
+		resp := admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: &admissionv1.AdmissionResponse{UID: review.Request.UID, Allowed: true, Patch: raw, PatchType: &pt}}
+		_ = json.NewEncoder(w).Encode(resp)
+	})}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return "https://" + l.Addr().String() + "/mutate"
+}

@@ -1,0 +1,96 @@
+// Package admit is the admission handler: it decodes the Pod, asks inject
+// what to do, and answers with the JSON patch controller-runtime computes
+// from the Pod before and after.
+package admit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/kube-sts/kube-sts/webhook/internal/config"
+	"github.com/kube-sts/kube-sts/webhook/internal/inject"
+)
+
+// Metrics of the handler, registered on controller-runtime's registry by main.
+var (
+	Admissions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sts_webhook_admissions_total",
+		Help: "Pod admissions by injector and result (injected, skipped, denied, error).",
+	}, []string{"injector", "result"})
+	Duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "sts_webhook_admission_duration_seconds",
+		Help:    "Time to decide one admission, by injector.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
+	}, []string{"injector"})
+)
+
+// Handler mutates labeled Pods.
+type Handler struct {
+	Injectors []config.Injector
+	// Native says, per injector name, whether to inject a native sidecar.
+	Native  map[string]bool
+	Decoder admission.Decoder
+	Log     logr.Logger
+}
+
+// Handle implements admission.Handler.
+func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.Response {
+	start := time.Now()
+	injector, result := "", "skipped"
+	defer func() {
+		Admissions.WithLabelValues(injector, result).Inc()
+		Duration.WithLabelValues(injector).Observe(time.Since(start).Seconds())
+	}()
+	if req.Operation != admissionv1.Create || req.Kind.Kind != "Pod" {
+		return admission.Allowed("kube-sts only mutates Pods on create")
+	}
+	pod := &corev1.Pod{}
+	if err := h.Decoder.Decode(req, pod); err != nil {
+		result = "error"
+		return admission.Errored(http.StatusBadRequest, err)
+	}
+	name := pod.Name
+	if name == "" {
+		name = pod.GenerateName + "*"
+	}
+	log := h.Log.WithValues("pod", name, "namespace", req.Namespace)
+	inj, err := inject.Select(pod, h.Injectors)
+	if err != nil {
+		result = "denied"
+		log.Info("denied", "reason", err.Error())
+		return admission.Denied(err.Error())
+	}
+	if inj == nil {
+		return admission.Allowed("no kube-sts label")
+	}
+	injector = inj.Name
+	log = log.WithValues("injector", inj.Name)
+	mutated := pod.DeepCopy()
+	if err := inject.Mutate(mutated, inj, h.Native[inj.Name]); err != nil {
+		var d *inject.Denied
+		if errors.As(err, &d) {
+			result = "denied"
+			log.Info("denied", "reason", d.Msg)
+			return admission.Denied(d.Msg)
+		}
+		result = "error"
+		return admission.Errored(http.StatusInternalServerError, err)
+	}
+	raw, err := json.Marshal(mutated)
+	if err != nil {
+		result = "error"
+		return admission.Errored(http.StatusInternalServerError, err)
+	}
+	result = "injected"
+	log.V(1).Info("injected", "native", h.Native[inj.Name])
+	return admission.PatchResponseFromRaw(req.Object.Raw, raw)
+}

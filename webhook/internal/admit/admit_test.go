@@ -1,0 +1,93 @@
+package admit
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/go-logr/logr"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/kube-sts/kube-sts/webhook/internal/config"
+)
+
+func handler(t testing.TB) *Handler {
+	cfg, err := config.Parse([]byte(`injectors: [{name: vault-sts, exchangeURL: "https://sts.test/vault/token", image: sidecar:1}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	return &Handler{Injectors: cfg.Injectors, Native: map[string]bool{"vault-sts": true}, Decoder: admission.NewDecoder(s), Log: logr.Discard()}
+}
+
+func request(t testing.TB, op admissionv1.Operation, pod *corev1.Pod) admission.Request {
+	raw, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
+		Operation: op, Namespace: "test-vault",
+		Kind:   metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+		Object: runtime.RawExtension{Raw: raw},
+	}}
+}
+
+func TestHandle(t *testing.T) {
+	h := handler(t)
+	labeled := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{"tremolo.io/vault-sts": "true"}},
+		Spec: corev1.PodSpec{ServiceAccountName: "sa", Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+	bad := labeled.DeepCopy()
+	bad.Annotations = map[string]string{"tremolo.io/group": "staff"}
+	plain := labeled.DeepCopy()
+	plain.Labels = nil
+
+	resp := h.Handle(context.Background(), request(t, admissionv1.Create, labeled))
+	if !resp.Allowed || len(resp.Patches) == 0 {
+		t.Fatalf("labeled pod: allowed=%v patches=%d", resp.Allowed, len(resp.Patches))
+	}
+	for _, p := range resp.Patches {
+		// Our sidecar goes in whole; nothing replaces the user's containers array.
+		if p.Path == "/spec/containers" && p.Operation == "replace" {
+			t.Fatalf("patch replaces the containers array: %+v", p)
+		}
+	}
+	resp = h.Handle(context.Background(), request(t, admissionv1.Create, bad))
+	if resp.Allowed || !strings.Contains(resp.Result.Message, `annotation tremolo.io/group="staff" is not a number`) {
+		t.Fatalf("bad annotation: allowed=%v message=%q", resp.Allowed, resp.Result.Message)
+	}
+	resp = h.Handle(context.Background(), request(t, admissionv1.Create, plain))
+	if !resp.Allowed || len(resp.Patches) != 0 {
+		t.Fatalf("unlabeled pod: allowed=%v patches=%d", resp.Allowed, len(resp.Patches))
+	}
+	resp = h.Handle(context.Background(), request(t, admissionv1.Update, labeled))
+	if !resp.Allowed || len(resp.Patches) != 0 {
+		t.Fatalf("update: allowed=%v patches=%d", resp.Allowed, len(resp.Patches))
+	}
+	req := request(t, admissionv1.Create, labeled)
+	req.Object.Raw = []byte("{not json")
+	if resp := h.Handle(context.Background(), req); resp.Allowed {
+		t.Fatal("an undecodable Pod was allowed")
+	}
+}
+
+// BenchmarkHandle is a whole admission in process: decode, select, mutate,
+// marshal and compute the JSON patch.
+func BenchmarkHandle(b *testing.B) {
+	h := handler(b)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{"tremolo.io/vault-sts": "true"}},
+		Spec: corev1.PodSpec{ServiceAccountName: "sa", Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+	req := request(b, admissionv1.Create, pod)
+	b.ReportAllocs()
+	for b.Loop() {
+		if resp := h.Handle(context.Background(), req); !resp.Allowed {
+			b.Fatal(resp.Result.Message)
+		}
+	}
+}

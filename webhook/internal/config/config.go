@@ -1,0 +1,207 @@
+// Package config is sts-webhook's configuration file: one entry per injector,
+// each selected by the Pod label tremolo.io/<name>: "true".
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kube-sts/kube-sts/shared/contract"
+)
+
+// Native sidecar modes.
+const (
+	NativeAuto   = "auto"
+	NativeAlways = "always"
+	NativeNever  = "never"
+)
+
+// Config is the whole file.
+type Config struct {
+	Injectors []Injector `json:"injectors"`
+}
+
+// Injector is what one selection label injects.
+type Injector struct {
+	// Name selects Pods labeled tremolo.io/<name>: "true".
+	Name string `json:"name"`
+	// ExchangeURL is the issuer's token endpoint the sidecar calls.
+	ExchangeURL string `json:"exchangeURL"`
+	// SubjectAudience of the projected ServiceAccount token; default: the
+	// exchange URL without /token (the issuer URL, the issuer's default).
+	SubjectAudience string `json:"subjectAudience,omitempty"`
+	// ExpirationSeconds of the projected token (default 600, the API server's minimum).
+	ExpirationSeconds int64 `json:"expirationSeconds,omitempty"`
+	// Image and ImagePullPolicy of the sidecar.
+	Image           string            `json:"image"`
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+	// Resources of the sidecar (default requests 5m CPU / 16Mi, limit 32Mi).
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+	// User and Group the sidecar runs as when the Pod does not say
+	// (default 100/1000, Vault agent's).
+	User  *int64 `json:"user,omitempty"`
+	Group *int64 `json:"group,omitempty"`
+	// TokenPathEnv is set to the token's path in the chosen containers.
+	TokenPathEnv string `json:"tokenPathEnv,omitempty"`
+	// ValueEnv carries the value of the tremolo.io/<name> annotation.
+	ValueEnv string `json:"valueEnv,omitempty"`
+	// CAPEM is the CA bundle of the issuer, handed to the sidecar inline.
+	CAPEM string `json:"caPEM,omitempty"`
+	// CAConfigMap names a ConfigMap in the Pod's namespace with the CA bundle
+	// (compatibility with the reference's "ouca").
+	CAConfigMap *ConfigMapRef `json:"caConfigMap,omitempty"`
+	// Containers that get the /tokens mount and env, by name; empty: all
+	// containers and init containers except the sidecar.
+	Containers []string `json:"containers,omitempty"`
+	// NativeSidecar is auto (detect from the API server), always or never.
+	NativeSidecar string `json:"nativeSidecar,omitempty"`
+	// TokenVolumeSizeLimit bounds the in-memory token volume (default 1Mi).
+	TokenVolumeSizeLimit *resource.Quantity `json:"tokenVolumeSizeLimit,omitempty"`
+}
+
+// ConfigMapRef is a key of a ConfigMap in the Pod's namespace.
+type ConfigMapRef struct {
+	Name string `json:"name"`
+	// Key holding the PEM bundle (default ca.crt).
+	Key string `json:"key,omitempty"`
+}
+
+// Load reads, defaults and validates a configuration file.
+func Load(file string) (*Config, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data)
+}
+
+// Parse decodes strictly, defaults and validates.
+func Parse(data []byte) (*Config, error) {
+	var c Config
+	if err := yaml.UnmarshalStrict(data, &c); err != nil {
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	c.Default()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Default fills in defaults.
+func (c *Config) Default() {
+	for i := range c.Injectors {
+		in := &c.Injectors[i]
+		if in.SubjectAudience == "" {
+			in.SubjectAudience = strings.TrimSuffix(in.ExchangeURL, "/token")
+		}
+		if in.ExpirationSeconds == 0 {
+			in.ExpirationSeconds = 600
+		}
+		if in.ImagePullPolicy == "" {
+			in.ImagePullPolicy = corev1.PullIfNotPresent
+		}
+		if in.Resources == nil {
+			in.Resources = &corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("5m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
+				Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("32Mi")},
+			}
+		}
+		if in.User == nil {
+			u := contract.DefaultUser
+			in.User = &u
+		}
+		if in.Group == nil {
+			g := contract.DefaultGroup
+			in.Group = &g
+		}
+		if in.TokenPathEnv == "" {
+			in.TokenPathEnv = contract.DefaultTokenPathEnv
+		}
+		if in.ValueEnv == "" {
+			in.ValueEnv = contract.DefaultValueEnv
+		}
+		if in.CAConfigMap != nil && in.CAConfigMap.Key == "" {
+			in.CAConfigMap.Key = "ca.crt"
+		}
+		if in.NativeSidecar == "" {
+			in.NativeSidecar = NativeAuto
+		}
+		if in.TokenVolumeSizeLimit == nil {
+			q := resource.MustParse("1Mi")
+			in.TokenVolumeSizeLimit = &q
+		}
+	}
+}
+
+// Validate reports every problem, each prefixed with its field.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if len(c.Injectors) == 0 {
+		bad("injectors", "at least one injector is required")
+	}
+	seen := map[string]int{}
+	for i, in := range c.Injectors {
+		f := fmt.Sprintf("injectors[%d]", i)
+		if err := contract.ValidateSTSName(in.Name); err != nil {
+			bad(f+".name", "%v", err)
+		} else if j, dup := seen[in.Name]; dup {
+			bad(f+".name", "%q is also the name of injectors[%d]", in.Name, j)
+		}
+		seen[in.Name] = i
+		if u, err := url.Parse(in.ExchangeURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad(f+".exchangeURL", "%q is not an http(s) URL of the issuer's token endpoint", in.ExchangeURL)
+		}
+		if in.SubjectAudience == "" {
+			bad(f+".subjectAudience", "is required")
+		}
+		if in.ExpirationSeconds < 600 || in.ExpirationSeconds > 86400 {
+			bad(f+".expirationSeconds", "%d must be between 600 (the API server's minimum) and 86400", in.ExpirationSeconds)
+		}
+		if in.Image == "" {
+			bad(f+".image", "is required: the sts-creds-sidecar image")
+		}
+		switch in.ImagePullPolicy {
+		case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+		default:
+			bad(f+".imagePullPolicy", "%q: use Always, IfNotPresent or Never", in.ImagePullPolicy)
+		}
+		if *in.User <= 0 || *in.User > contract.MaxID {
+			bad(f+".user", "%d must be a non-root uid (1 to %d)", *in.User, int64(contract.MaxID))
+		}
+		if *in.Group < 0 || *in.Group > contract.MaxID {
+			bad(f+".group", "%d must be a gid (0 to %d)", *in.Group, int64(contract.MaxID))
+		}
+		if in.CAPEM != "" && in.CAConfigMap != nil {
+			bad(f, "set caPEM or caConfigMap, not both")
+		}
+		if in.CAConfigMap != nil && in.CAConfigMap.Name == "" {
+			bad(f+".caConfigMap.name", "is required")
+		}
+		switch in.NativeSidecar {
+		case NativeAuto, NativeAlways, NativeNever:
+		default:
+			bad(f+".nativeSidecar", "%q: use auto, always or never", in.NativeSidecar)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Names lists the injector names.
+func (c *Config) Names() []string {
+	var n []string
+	for _, in := range c.Injectors {
+		n = append(n, in.Name)
+	}
+	return n
+}

@@ -1,0 +1,47 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse([]byte(`injectors: [{name: vault-sts, exchangeURL: "https://sts.example/vault/token", image: sidecar:1}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := c.Injectors[0]
+	if in.SubjectAudience != "https://sts.example/vault" || in.ExpirationSeconds != 600 || *in.User != 100 || *in.Group != 1000 ||
+		in.TokenPathEnv != "STS_TOKEN_FILE" || in.ValueEnv != "STS_TOKEN_ENABLED" || in.NativeSidecar != NativeAuto || in.ImagePullPolicy != "IfNotPresent" {
+		t.Fatalf("defaults %+v", in)
+	}
+	if in.Resources.Requests.Cpu().String() != "5m" || in.Resources.Requests.Memory().String() != "16Mi" || in.Resources.Limits.Memory().String() != "32Mi" {
+		t.Fatalf("resources %+v", in.Resources)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for name, tc := range map[string]struct {
+		yaml   string
+		wantIn []string
+	}{
+		"empty":       {yaml: `{}`, wantIn: []string{"injectors: at least one"}},
+		"unknown key": {yaml: `injector: []`, wantIn: []string{`unknown field "injector"`}},
+		"everything wrong": {yaml: `injectors: [{name: "Vault STS", exchangeURL: "ftp://x", expirationSeconds: 60, user: 0, group: -1, imagePullPolicy: Sometimes, nativeSidecar: maybe, caPEM: x, caConfigMap: {name: ouca}}]`,
+			wantIn: []string{"injectors[0].name:", "injectors[0].exchangeURL:", "injectors[0].expirationSeconds: 60", "injectors[0].image: is required",
+				"injectors[0].imagePullPolicy:", "injectors[0].user: 0 must be a non-root uid", "injectors[0].group: -1", "set caPEM or caConfigMap, not both", "injectors[0].nativeSidecar: \"maybe\""}},
+		"duplicate": {yaml: `injectors: [{name: a, exchangeURL: "https://s/t", image: i}, {name: a, exchangeURL: "https://s/t", image: i}]`, wantIn: []string{`injectors[1].name: "a" is also the name of injectors[0]`}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.wantIn {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}

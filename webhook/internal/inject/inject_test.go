@@ -1,0 +1,270 @@
+package inject
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kube-sts/kube-sts/shared/contract"
+	"github.com/kube-sts/kube-sts/webhook/internal/config"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+const testConfig = `
+injectors:
+- name: vault-sts
+  exchangeURL: https://sts.kube-sts.test/vault/token
+  image: local/sts-creds-sidecar:test
+  tokenPathEnv: VAULT_TOKEN_FILE
+  valueEnv: VAULT_TOKEN_ENABLED
+  caPEM: |
+    -----BEGIN CERTIFICATE-----
+    MIIBdzCCAR2gAwIBAgIBATAKBggqhkjOPQQDAjAUMRIwEAYDVQQDEwlrdWJlLXN0cw==
+    -----END CERTIFICATE-----
+- name: ouca-sts
+  exchangeURL: https://sts.kube-sts.test/other/token
+  image: local/sts-creds-sidecar:test
+  caConfigMap: {name: ouca}
+  containers: [app]
+`
+
+func injectors(t testing.TB) []config.Injector {
+	t.Helper()
+	c, err := config.Parse([]byte(testConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Injectors
+}
+
+func loadPod(t testing.TB, name string) *corev1.Pod {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", "pods", name+".yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p corev1.Pod
+	if err := yaml.UnmarshalStrict(data, &p); err != nil {
+		t.Fatal(err)
+	}
+	return &p
+}
+
+// mutate runs Select + Mutate as the admission handler does.
+func mutate(t testing.TB, pod *corev1.Pod, native bool) (*corev1.Pod, error) {
+	t.Helper()
+	p := pod.DeepCopy()
+	inj, err := Select(p, injectors(t))
+	if err != nil || inj == nil {
+		return p, err
+	}
+	return p, Mutate(p, inj, native)
+}
+
+func TestGolden(t *testing.T) {
+	for _, fixture := range []string{"reference-vault", "reference-sts", "init-containers", "vault-injected", "no-automount"} {
+		for _, native := range []bool{true, false} {
+			name := fixture + map[bool]string{true: "-native", false: "-classic"}[native]
+			t.Run(name, func(t *testing.T) {
+				in := loadPod(t, fixture)
+				out, err := mutate(t, in, native)
+				if err != nil {
+					t.Fatalf("mutate: %v", err)
+				}
+				got, err := yaml.Marshal(out)
+				if err != nil {
+					t.Fatal(err)
+				}
+				golden := filepath.Join("testdata", "golden", name+".yaml")
+				if *update {
+					if err := os.WriteFile(golden, got, 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				want, err := os.ReadFile(golden)
+				if err != nil {
+					t.Fatalf("%v (run go test -update)", err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("mutated %s differs from %s; run go test -update and review the diff", fixture, golden)
+				}
+				// mutate(mutate(p)) == mutate(p)
+				again, err := mutate(t, out, native)
+				if err != nil {
+					t.Fatalf("second mutate: %v", err)
+				}
+				if !equality.Semantic.DeepEqual(again, out) {
+					a, _ := yaml.Marshal(again)
+					t.Fatalf("not idempotent; second pass:\n%s", a)
+				}
+			})
+		}
+	}
+}
+
+func TestReferencePod(t *testing.T) {
+	out, err := mutate(t, loadPod(t, "reference-sts"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := out.Spec.InitContainers[0]
+	if first.Name != contract.ContainerName || first.RestartPolicy == nil || *first.RestartPolicy != corev1.ContainerRestartPolicyAlways || first.StartupProbe == nil {
+		t.Fatalf("initContainers[0] = %s, want the native sidecar with a startup probe", first.Name)
+	}
+	if sc := first.SecurityContext; *sc.RunAsUser != 100 || *sc.RunAsGroup != 1000 || !*sc.RunAsNonRoot || *sc.AllowPrivilegeEscalation || !*sc.ReadOnlyRootFilesystem {
+		t.Fatalf("security context %+v", sc)
+	}
+	app := out.Spec.Containers[0]
+	env := map[string]string{}
+	for _, e := range app.Env {
+		env[e.Name] = e.Value
+	}
+	if env["VAULT_TOKEN_FILE"] != "/tokens/token.jwt" || env["VAULT_TOKEN_ENABLED"] != "auth_jwt_a8470dce" {
+		t.Fatalf("app env %v", env)
+	}
+	var vol *corev1.Volume
+	for i := range out.Spec.Volumes {
+		if out.Spec.Volumes[i].Name == contract.SubjectVolumeName {
+			vol = &out.Spec.Volumes[i]
+		}
+	}
+	if vol == nil || vol.Projected.Sources[0].ServiceAccountToken.Audience != "https://sts.kube-sts.test/vault" || *vol.Projected.Sources[0].ServiceAccountToken.ExpirationSeconds != 600 {
+		t.Fatalf("projected token volume %+v", vol)
+	}
+}
+
+// TestReorderAfterForeignInitContainer simulates a webhook that prepends its
+// init container after ours ran (Vault's injector does): on reinvocation our
+// sidecar moves back to first place and the new containers get /tokens.
+func TestReorderAfterForeignInitContainer(t *testing.T) {
+	for _, native := range []bool{true, false} {
+		out, err := mutate(t, loadPod(t, "reference-sts"), native)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.Spec.InitContainers = append([]corev1.Container{{Name: "vault-agent-init", Image: "vault"}}, out.Spec.InitContainers...)
+		out.Spec.Containers = append(out.Spec.Containers, corev1.Container{Name: "vault-agent", Image: "vault"})
+		again, err := mutate(t, out, native)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := contract.ContainerName
+		if !native {
+			want = contract.InitContainerName
+		}
+		if got := again.Spec.InitContainers[0].Name; got != want {
+			t.Fatalf("native=%v: initContainers[0] = %s after reinvocation, want %s", native, got, want)
+		}
+		if again.Spec.InitContainers[1].Name != "vault-agent-init" {
+			t.Fatalf("native=%v: vault-agent-init not second: %s", native, again.Spec.InitContainers[1].Name)
+		}
+		for _, list := range [][]corev1.Container{again.Spec.InitContainers, again.Spec.Containers} {
+			for _, c := range list {
+				if strings.HasPrefix(c.Name, contract.ContainerName) {
+					continue
+				}
+				n := 0
+				for _, m := range c.VolumeMounts {
+					if m.Name == contract.VolumeName && m.MountPath == contract.MountPath && m.ReadOnly {
+						n++
+					}
+				}
+				if n != 1 {
+					t.Fatalf("native=%v: container %s has %d /tokens mounts, want 1", native, c.Name, n)
+				}
+			}
+		}
+		if n := len(again.Spec.InitContainers) + len(again.Spec.Containers); n != len(out.Spec.InitContainers)+len(out.Spec.Containers) {
+			t.Fatalf("native=%v: containers duplicated", native)
+		}
+		if third, _ := mutate(t, again, native); !equality.Semantic.DeepEqual(third, again) {
+			t.Fatalf("native=%v: not stable after reordering", native)
+		}
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	base := func(mutate func(*corev1.Pod)) *corev1.Pod {
+		p := loadPod(t, "no-automount")
+		mutate(p)
+		return p
+	}
+	tests := map[string]struct {
+		pod    *corev1.Pod
+		wantIn string
+	}{
+		"non-numeric user": {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"tremolo.io/user": "vault"} }), wantIn: `annotation tremolo.io/user="vault" is not a number`},
+		"negative group":   {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"tremolo.io/group": "-5"} }), wantIn: `annotation tremolo.io/group="-5" is negative`},
+		"root user":        {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"tremolo.io/user": "0"} }), wantIn: "does not run as root"},
+		"unknown injector": {pod: base(func(p *corev1.Pod) { p.Labels = map[string]string{"tremolo.io/aws-sts": "true"} }), wantIn: "names no kube-sts injector; the configured ones are: vault-sts, ouca-sts"},
+		"two injectors":    {pod: base(func(p *corev1.Pod) { p.Labels["tremolo.io/ouca-sts"] = "true" }), wantIn: "asks for 2 kube-sts injectors"},
+		"our volume name":  {pod: base(func(p *corev1.Pod) { p.Spec.Volumes = []corev1.Volume{{Name: "sts-tokens"}} }), wantIn: `already has a volume named "sts-tokens"`},
+		"our container name": {pod: base(func(p *corev1.Pod) {
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "sts-creds-sidecar"})
+		}), wantIn: `already has a container named "sts-creds-sidecar"`},
+		"something at /tokens": {pod: base(func(p *corev1.Pod) {
+			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "mine", MountPath: "/tokens"}}
+		}), wantIn: `container "app" already mounts volume "mine" at /tokens`},
+		"other injector's pod": {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{contract.InjectedAnnotation: "ouca-sts"} }), wantIn: `already injected by kube-sts injector "ouca-sts"`},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := mutate(t, tc.pod, true)
+			d, ok := err.(*Denied)
+			if !ok || !strings.Contains(d.Msg, tc.wantIn) {
+				t.Fatalf("mutate = %v, want a denial containing %q", err, tc.wantIn)
+			}
+		})
+	}
+}
+
+func TestUnlabeledUntouched(t *testing.T) {
+	for _, p := range []*corev1.Pod{loadPod(t, "reference-vault"), {}} {
+		out, err := mutate(t, p, true)
+		if err != nil || !equality.Semantic.DeepEqual(out, p) {
+			t.Fatalf("an unlabeled Pod changed (%v)", err)
+		}
+	}
+	// A label with another value does not select.
+	p := loadPod(t, "no-automount")
+	p.Labels["tremolo.io/vault-sts"] = "false"
+	if inj, err := Select(p, injectors(t)); inj != nil || err != nil {
+		t.Fatalf("Select = %v, %v", inj, err)
+	}
+}
+
+// FuzzAnnotations: any user/group/value annotations give a denial or a valid
+// Pod, never a panic, and the result is idempotent.
+func FuzzAnnotations(f *testing.F) {
+	f.Add("100", "1000", "auth_jwt_a8470dce")
+	f.Add("-1", "x", "")
+	f.Add("99999999999999999999", " 7 ", "\x00")
+	inj := injectors(f)
+	f.Fuzz(func(t *testing.T, user, group, value string) {
+		p := loadPod(t, "no-automount")
+		p.Annotations = map[string]string{"tremolo.io/user": user, "tremolo.io/group": group, "tremolo.io/vault-sts": value}
+		err := Mutate(p, &inj[0], true)
+		if err != nil {
+			if _, ok := err.(*Denied); !ok {
+				t.Fatalf("error is %T, want *Denied", err)
+			}
+			return
+		}
+		sc := p.Spec.InitContainers[0].SecurityContext
+		if *sc.RunAsUser <= 0 || *sc.RunAsGroup < 0 {
+			t.Fatalf("accepted uid %d gid %d", *sc.RunAsUser, *sc.RunAsGroup)
+		}
+		before := p.DeepCopy()
+		if err := Mutate(p, &inj[0], true); err != nil || !equality.Semantic.DeepEqual(before, p) {
+			t.Fatalf("not idempotent (%v)", err)
+		}
+	})
+}
