@@ -38,8 +38,12 @@ build-standalone: ## Check that every binary module builds on its own (GOWORK=of
 toolchain: ## Build the pinned kube-apiserver and etcd into $(KUBE_STS_CACHE) (cached).
 	bash $(TOOLCHAIN) all
 
+.PHONY: toolchain-node
+toolchain-node: ## Build the pinned kubelet, Vault and vault-k8s (cached) for the node suite.
+	bash $(TOOLCHAIN) node
+
 .PHONY: tools
-tools: toolchain $(STATICCHECK) ## Install everything the tests and linters need (cached).
+tools: toolchain toolchain-node $(STATICCHECK) ## Install everything the tests and linters need (cached).
 
 $(STATICCHECK):
 	@echo "installing staticcheck $(STATICCHECK_VERSION)"

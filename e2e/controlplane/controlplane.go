@@ -256,6 +256,19 @@ func Assets(ctx context.Context) (string, error) {
 	return strings.TrimSpace(out.String()), nil
 }
 
+// Binary returns the path of a pinned third-party binary (kubelet, vault,
+// vault-k8s, ...), building it with e2e/hack/toolchain.sh when not cached.
+func Binary(ctx context.Context, name string) (string, error) {
+	script := filepath.Join(moduleRoot(), "hack", "toolchain.sh")
+	var out, errb bytes.Buffer
+	cmd := exec.CommandContext(ctx, "bash", script, "--print-bin="+name)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("%s --print-bin=%s: %w: %s", script, name, err, strings.TrimSpace(errb.String()))
+	}
+	return strings.TrimSpace(out.String()), nil
+}
+
 // moduleRoot is the e2e module's folder, found from this file's path so tests
 // work from any package directory.
 func moduleRoot() string {

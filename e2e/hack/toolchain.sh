@@ -2,9 +2,10 @@
 # toolchain.sh builds the pinned third-party binaries the tests run for real
 # (kube-apiserver, etcd, Vault, ...) from the Go module proxy and caches them.
 #
-#   e2e/hack/toolchain.sh [--print-dir] TARGET...
+#   e2e/hack/toolchain.sh [--print-dir] [--print-bin=NAME] TARGET...
 #
-# Targets: kube-apiserver etcd vault all (= kube-apiserver etcd).
+# Targets: kube-apiserver etcd kubelet vault vault-k8s all (= kube-apiserver etcd)
+# node (= kubelet vault vault-k8s, what the end-to-end suite adds).
 # Each binary lands in $KUBE_STS_CACHE/bin/<name>-<version>/<name> (default cache:
 # $HOME/.cache/kube-sts). A target that is already there is not rebuilt.
 #
@@ -18,6 +19,7 @@ set -euo pipefail
 KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 VAULT_VERSION="${VAULT_VERSION:-v1.21.0}"
+VAULT_K8S_VERSION="${VAULT_K8S_VERSION:-v1.6.2}"
 
 CACHE="${KUBE_STS_CACHE:-$HOME/.cache/kube-sts}"
 BIN="$CACHE/bin"
@@ -127,11 +129,36 @@ vault() {
   install_bin vault "$v" "$dir/vault"
 }
 
+vault_k8s() {
+  local v="$VAULT_K8S_VERSION" dir
+  have vault-k8s "$v" && { log "vault-k8s $v cached"; return; }
+  dir="$SRC/vault-k8s-$v"
+  log "building vault-k8s $v (Vault's agent injector) from the Go module proxy"
+  wrapper "$dir" kube-sts.local/toolchain/vault-k8s
+  (cd "$dir" && go mod edit -require="github.com/hashicorp/vault-k8s@$v")
+  (cd "$dir" && GOFLAGS=-mod=mod go get "github.com/hashicorp/vault-k8s@$v" >/dev/null 2>&1 || true)
+  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$dir/vault-k8s" \
+    github.com/hashicorp/vault-k8s) || die "build of vault-k8s $v failed"
+  install_bin vault-k8s "$v" "$dir/vault-k8s"
+}
+
+version_of() {
+  case "$1" in
+    kube-apiserver|kubelet) echo "$KUBERNETES_VERSION" ;;
+    etcd) echo "$ETCD_VERSION" ;;
+    vault) echo "$VAULT_VERSION" ;;
+    vault-k8s) echo "$VAULT_K8S_VERSION" ;;
+    *) die "unknown binary '$1'" ;;
+  esac
+}
+
 print_dir=false
+print_bin=""
 targets=()
 for a in "$@"; do
   case "$a" in
     --print-dir) print_dir=true ;;
+    --print-bin=*) print_bin="${a#--print-bin=}"; targets+=("$print_bin") ;;
     -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) targets+=("$a") ;;
   esac
@@ -148,11 +175,19 @@ for t in "${targets[@]}"; do
     all) kube_component kube-apiserver; etcd ;;
     kube-apiserver) kube_component kube-apiserver ;;
     etcd) etcd ;;
+    kubelet) kube_component kubelet ;;
     vault) vault ;;
-    versions) echo "KUBERNETES_VERSION=$KUBERNETES_VERSION ETCD_VERSION=$ETCD_VERSION VAULT_VERSION=$VAULT_VERSION" ;;
-    *) die "unknown target '$t' (known: all kube-apiserver etcd vault versions)" ;;
+    vault-k8s) vault_k8s ;;
+    node) kube_component kubelet; vault; vault_k8s ;;
+    versions) echo "KUBERNETES_VERSION=$KUBERNETES_VERSION ETCD_VERSION=$ETCD_VERSION VAULT_VERSION=$VAULT_VERSION VAULT_K8S_VERSION=$VAULT_K8S_VERSION" ;;
+    *) die "unknown target '$t' (known: all node kube-apiserver etcd kubelet vault vault-k8s versions)" ;;
   esac
 done
+
+# --print-bin=NAME builds NAME when needed and prints its path.
+if [ -n "$print_bin" ]; then
+  echo "$(bindir "$print_bin" "$(version_of "$print_bin")")/$print_bin"
+fi
 
 # --print-dir prints the directory envtest reads (KUBEBUILDER_ASSETS): the
 # control-plane binaries side by side.

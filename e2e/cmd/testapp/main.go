@@ -1,0 +1,36 @@
+// Command testapp stands in for the reference Pod's application container:
+// every second it prints the file Vault's agent renders (or that it is not
+// there yet), like the write-up's `cat /etc/secrets/myenv` loop.
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	file := "/etc/secrets/myenv"
+	if len(os.Args) > 1 {
+		file = os.Args[1]
+	}
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			fmt.Printf("%s waiting for %s: %v\n", time.Now().UTC().Format(time.RFC3339), file, err)
+		} else {
+			fmt.Printf("%s %s\n----------\n", time.Now().UTC().Format(time.RFC3339), data)
+		}
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
+}
