@@ -53,7 +53,8 @@ type Env struct {
 // Harness starts a control plane once per test package and stops it when the
 // package's tests are done, however they ended.
 type Harness struct {
-	// ExtraAPIServerArgs are set on the API server in addition to envtest's own.
+	// ExtraAPIServerArgs are set on the API server in addition to envtest's
+	// own; a nil value removes one of envtest's flags.
 	ExtraAPIServerArgs map[string][]string
 
 	mu       sync.Mutex
@@ -184,6 +185,10 @@ func Start(ctx context.Context, extraArgs map[string][]string) (*Env, error) {
 	api.Out, api.Err = apiLog, apiLog
 	args := api.Configure()
 	for k, v := range extraArgs {
+		if v == nil {
+			args.Disable(k) // e.g. envtest's --disable-admission-plugins
+			continue
+		}
 		args.Set(k, v...)
 	}
 	te.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog}

@@ -191,15 +191,21 @@ resolvConf: ""
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		return err
 	}
-	cmd, err := startLogged(filepath.Join(n.Dir, "kubelet.log"), bin,
+	args := []string{
 		"--config", cfgFile,
 		"--kubeconfig", kcFile,
 		"--root-dir", n.KubeletDir,
 		"--cert-dir", filepath.Join(n.Dir, "kubelet-pki"),
 		"--hostname-override", Name,
-		"--node-ip", "127.0.0.1",
 		"--v", "2",
-	)
+	}
+	// The kubelet refuses a loopback node IP, and Pods that read
+	// status.hostIP (Vault's agent does) need one. The address is only a
+	// label here: the kubelet listens on 127.0.0.1 and nothing connects to it.
+	if ip := hostIP(); ip != "" {
+		args = append(args, "--node-ip", ip)
+	}
+	cmd, err := startLogged(filepath.Join(n.Dir, "kubelet.log"), bin, args...)
 	if err != nil {
 		return err
 	}
@@ -291,6 +297,13 @@ func (n *Node) Stop() {
 	killMatching(n.Dir)
 	unmountBelow(n.Dir)
 	removeCgroups()
+	if os.Getenv("KUBE_STS_KEEP_NODE_LOGS") != "" {
+		// Keep the logs (containerd, kubelet, pods) for a post-mortem.
+		fmt.Fprintf(os.Stderr, "node: logs kept in %s\n", n.Dir)
+		_ = os.RemoveAll(filepath.Join(n.Dir, "containerd"))
+		_ = os.RemoveAll(n.KubeletDir)
+		return
+	}
 	_ = os.RemoveAll(n.Dir)
 }
 
@@ -376,6 +389,20 @@ func removeCgroups() {
 			_ = os.Remove(d)
 		}
 	}
+}
+
+// hostIP is the machine's first global unicast IPv4 address, or "".
+func hostIP() string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return ""
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && ipn.IP.IsGlobalUnicast() {
+			return ipn.IP.String()
+		}
+	}
+	return ""
 }
 
 func freePort() int {

@@ -1,0 +1,340 @@
+// Package scenario is the reference scenario on a real node: our webhook and
+// issuer as host processes, our sidecar in the Pod from its image, a real
+// Vault dev server configured as the README says, and Vault's agent injector
+// registered as a second mutating webhook. The test suite and `make demo`
+// share it.
+package scenario
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	admissionregv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/kube-sts/kube-sts/e2e/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/internal/procs"
+	"github.com/kube-sts/kube-sts/e2e/internal/stsissuer"
+	"github.com/kube-sts/kube-sts/e2e/internal/stswebhook"
+	"github.com/kube-sts/kube-sts/e2e/internal/testca"
+	"github.com/kube-sts/kube-sts/e2e/node"
+)
+
+// Names of the scenario, after the reference write-up.
+const (
+	Cluster        = "openunison-cp"
+	Namespace      = "test-vault"
+	ServiceAccount = "for-vault"
+	Audience       = "https://vault.kube-sts.test/"
+	Role           = "extsecret"
+	Password       = "s3cr3t-from-vault"
+	VaultK8sImage  = "local/vault-k8s:e2e"
+)
+
+// Stack is everything running.
+type Stack struct {
+	Env       *controlplane.Env
+	Node      *node.Node
+	CA        *testca.CA
+	Issuer    *stsissuer.Issuer
+	IssuerURL string
+	Webhook   *stswebhook.Webhook
+	Vault     *procs.Proc
+	VaultAddr string
+	VaultBin  string
+	Accessor  string
+	Work      string
+	// Say narrates progress (the demo prints it, tests log it).
+	Say func(format string, args ...any)
+}
+
+// Up starts the whole stack; everything stops at t's cleanup.
+func Up(t testing.TB, env *controlplane.Env, say func(string, ...any)) *Stack {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	s := &Stack{Env: env, Work: t.TempDir(), Say: say}
+	var err error
+	if s.CA, err = testca.New("kube-sts demo CA"); err != nil {
+		t.Fatal(err)
+	}
+
+	say("building kubelet, Vault and Vault's injector (cached after the first run)")
+	kubelet := must(t)(controlplane.Binary(ctx, "kubelet"))
+	s.VaultBin = must(t)(controlplane.Binary(ctx, "vault"))
+	vaultK8s := must(t)(controlplane.Binary(ctx, "vault-k8s"))
+
+	say("starting containerd and the kubelet")
+	if s.Node, err = node.Start(ctx, env, node.Options{Kubelet: kubelet}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Node.Stop)
+
+	say("building and importing images: pause, sts-creds-sidecar, the test app, Vault's agent, Vault's injector")
+	s.importImages(ctx, t, vaultK8s)
+
+	say("starting a Vault dev server")
+	s.startVault(t)
+
+	say("starting sts-issuer")
+	s.Issuer = stsissuer.Start(t, env, s.CA, func(base string) string {
+		return fmt.Sprintf(`
+cluster: %s
+jwksMaxAge: 5s
+endpoints:
+- name: vault
+  issuer: %s/vault
+  audience: %s
+  ttl: 1m
+  keys:
+    managed: {secret: vault-sts-keys, rotateEvery: 2h, publishAhead: 30s, resync: 2s}
+  allow:
+  - {namespace: "*"}
+`, Cluster, base, Audience)
+	})
+	s.IssuerURL = s.Issuer.Base + "/vault"
+
+	say("configuring Vault's JWT auth to trust %s", s.IssuerURL)
+	s.configureVault(t)
+
+	say("starting sts-webhook and registering it")
+	caPEM := strings.ReplaceAll(strings.TrimSpace(string(s.CA.CertPEM)), "\n", "\n    ")
+	s.Webhook = stswebhook.Start(t, env, stswebhook.Options{CA: s.CA, Host: "127.0.0.1", Config: fmt.Sprintf(`
+injectors:
+- name: vault-sts
+  exchangeURL: %s/token
+  image: %s
+  imagePullPolicy: Never
+  tokenPathEnv: VAULT_TOKEN_FILE
+  valueEnv: VAULT_TOKEN_ENABLED
+  caPEM: |
+    %s
+`, s.IssuerURL, node.SidecarImage, caPEM)})
+	stswebhook.Register(ctx, t, env, "kube-sts", s.Webhook.URL, s.CA.CertPEM)
+
+	say("starting Vault's agent injector in the cluster and registering it")
+	s.startVaultInjector(ctx, t)
+
+	for _, ns := range []string{Namespace, "other-team"} {
+		if err := node.PrepareNamespace(ctx, env, ns); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := env.Clientset.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: ServiceAccount}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+func must(t testing.TB) func(string, error) string {
+	return func(s string, err error) string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+}
+
+func (s *Stack) importImages(ctx context.Context, t testing.TB, vaultK8s string) {
+	t.Helper()
+	bins := s.Work
+	pause := must(t)(node.GoBinary(ctx, bins, "e2e", "./cmd/pause"))
+	app := must(t)(node.GoBinary(ctx, bins, "e2e", "./cmd/testapp"))
+	sidecar := must(t)(node.GoBinary(ctx, bins, "sidecar", "./cmd/sts-creds-sidecar"))
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	images := []node.Image{
+		{Tag: node.PauseImage, Add: []string{pause + ":/pause"}, Entrypoint: "/pause"},
+		{Tag: node.AppImage, Add: []string{app + ":/testapp"}, Entrypoint: "/testapp", User: "65532"},
+		{Tag: node.SidecarImage, Add: []string{sidecar + ":/sts-creds-sidecar"}, Entrypoint: "/sts-creds-sidecar", User: "65532"},
+		// Vault's injector runs the agent with /bin/sh, base64 and vault from PATH.
+		{Tag: node.VaultImage, Add: []string{s.VaultBin + ":/bin/vault", busybox + ":/bin/busybox"},
+			Symlinks: []string{"/bin/sh:busybox", "/bin/base64:busybox", "/bin/sleep:busybox", "/bin/cat:busybox"}, Entrypoint: "/bin/vault", User: "100"},
+		{Tag: VaultK8sImage, Add: []string{vaultK8s + ":/vault-k8s"}, Entrypoint: "/vault-k8s"},
+	}
+	for _, img := range images {
+		tar, err := node.BuildImage(ctx, s.Work, img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Node.ImportImage(ctx, tar); err != nil {
+			t.Fatal(err)
+		}
+		_ = os.Remove(tar)
+	}
+}
+
+func (s *Stack) startVault(t testing.TB) {
+	t.Helper()
+	port := procs.FreePort(t)
+	s.VaultAddr = fmt.Sprintf("http://127.0.0.1:%d", port)
+	s.Vault = procs.Start(t, "vault", s.Work, s.VaultBin, "server", "-dev", "-dev-root-token-id=root",
+		fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port))
+	if err := s.Vault.WaitHTTP(context.Background(), &http.Client{Timeout: 5 * time.Second}, s.VaultAddr+"/v1/sys/health", 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// VaultCLI runs the vault CLI against the dev server, as the README tells users to.
+func (s *Stack) VaultCLI(t testing.TB, stdin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(s.VaultBin, args...)
+	cmd.Env = append(os.Environ(), "VAULT_ADDR="+s.VaultAddr, "VAULT_TOKEN=root", "HOME="+s.Work)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("vault %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func (s *Stack) configureVault(t testing.TB) {
+	t.Helper()
+	caFile := filepath.Join(s.Work, "sts-ca.pem")
+	if err := os.WriteFile(caFile, s.CA.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.VaultCLI(t, "", "auth", "enable", "jwt")
+	s.VaultCLI(t, "", "write", "auth/jwt/config",
+		"oidc_discovery_url="+s.IssuerURL, "oidc_discovery_ca_pem=@"+caFile, "bound_issuer="+s.IssuerURL)
+	role, _ := json.Marshal(map[string]any{
+		"role_type":       "jwt",
+		"bound_audiences": []string{Audience},
+		"user_claim":      "sub",
+		"claim_mappings":  map[string]string{"cluster": "cluster", "namespace": "namespace"},
+		"bound_issuer":    s.IssuerURL,
+		"policies":        []string{Role},
+		"ttl":             "1h",
+	})
+	s.VaultCLI(t, string(role), "write", "auth/jwt/role/"+Role, "-")
+	var mounts map[string]struct {
+		Accessor string `json:"accessor"`
+	}
+	if err := json.Unmarshal([]byte(s.VaultCLI(t, "", "auth", "list", "-format=json")), &mounts); err != nil {
+		t.Fatal(err)
+	}
+	s.Accessor = mounts["jwt/"].Accessor
+	policy := fmt.Sprintf(`path "secret/data/{{identity.entity.aliases.%[1]s.metadata.cluster}}/{{identity.entity.aliases.%[1]s.metadata.namespace}}/*" {
+  capabilities = ["read"]
+}
+`, s.Accessor)
+	s.VaultCLI(t, policy, "policy", "write", Role, "-")
+	s.VaultCLI(t, "", "kv", "put", fmt.Sprintf("secret/%s/%s/config", Cluster, Namespace), "some-password="+Password)
+}
+
+func (s *Stack) startVaultInjector(ctx context.Context, t testing.TB) {
+	t.Helper()
+	env := s.Env
+	const ns, sa = "vault", "vault-agent-injector"
+	if err := node.PrepareNamespace(ctx, env, ns); err != nil {
+		t.Fatal(err)
+	}
+	c := env.Clientset
+	if _, err := c.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: sa},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, Verbs: []string{"get", "list", "watch", "patch"}},
+			{APIGroups: []string{""}, Resources: []string{"namespaces", "pods"}, Verbs: []string{"get", "list", "watch"}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: sa},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: sa},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: ns}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tlsDir := filepath.Join(s.Work, "injector-tls")
+	if err := os.MkdirAll(tlsDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.CA.Serving(tlsDir); err != nil {
+		t.Fatal(err)
+	}
+	port := procs.FreePort(t)
+	apiHost, apiPort := hostPort(t, env.Config.Host)
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "vault-agent-injector", Namespace: ns},
+		Spec: corev1.PodSpec{
+			NodeName: node.Name, HostNetwork: true, ServiceAccountName: sa,
+			Containers: []corev1.Container{{
+				Name: "injector", Image: VaultK8sImage, ImagePullPolicy: corev1.PullNever,
+				Args: []string{"agent-inject",
+					fmt.Sprintf("-listen=127.0.0.1:%d", port),
+					"-tls-cert-file=/tls/tls.crt", "-tls-key-file=/tls/tls.key",
+					"-vault-address=" + s.VaultAddr, "-vault-image=" + node.VaultImage,
+					"-use-leader-elector=false", "-log-level=debug"},
+				Env: []corev1.EnvVar{{Name: "KUBERNETES_SERVICE_HOST", Value: apiHost}, {Name: "KUBERNETES_SERVICE_PORT", Value: apiPort}},
+				VolumeMounts: []corev1.VolumeMount{{Name: "tls", MountPath: "/tls", ReadOnly: true}},
+			}},
+			Volumes: []corev1.Volume{{Name: "tls", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: tlsDir}}}},
+		},
+	}
+	if _, err := c.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("https://127.0.0.1:%d/mutate", port)
+	client := procs.TLSClient(s.CA.Pool())
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		resp, err := client.Get(fmt.Sprintf("https://127.0.0.1:%d/health/ready", port))
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			p, _ := c.CoreV1().Pods(ns).Get(ctx, pod.Name, metav1.GetOptions{})
+			log, _ := s.Node.ContainerLog(p, "injector")
+			t.Fatalf("Vault's injector did not come up: %v\nstatus: %+v\nlog: %s", err, p.Status, log)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	// The name sorts after "kube-sts", as Vault's chart names it; the API
+	// server re-invokes our webhook after it (reinvocationPolicy: IfNeeded).
+	cfg := &admissionregv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "vault-agent-injector-cfg"},
+		Webhooks: []admissionregv1.MutatingWebhook{{
+			Name:                    "vault.hashicorp.com",
+			AdmissionReviewVersions: []string{"v1", "v1beta1"},
+			ClientConfig:            admissionregv1.WebhookClientConfig{URL: ptr.To(url), CABundle: s.CA.CertPEM},
+			Rules: []admissionregv1.RuleWithOperations{{Operations: []admissionregv1.OperationType{admissionregv1.Create},
+				Rule: admissionregv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+			NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+				Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"vault", "kube-system", "kube-sts"}}}},
+			SideEffects:   ptr.To(admissionregv1.SideEffectClassNone),
+			FailurePolicy: ptr.To(admissionregv1.Ignore),
+		}},
+	}
+	if _, err := c.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, cfg, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func hostPort(t testing.TB, hostURL string) (string, string) {
+	t.Helper()
+	h := strings.TrimPrefix(strings.TrimPrefix(hostURL, "https://"), "http://")
+	host, port, ok := strings.Cut(h, ":")
+	if !ok {
+		t.Fatalf("API server address %q has no port", hostURL)
+	}
+	return host, strings.TrimSuffix(port, "/")
+}
