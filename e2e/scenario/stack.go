@@ -283,7 +283,7 @@ func (s *Stack) startVaultInjector(ctx context.Context, t testing.TB) {
 					"-tls-cert-file=/tls/tls.crt", "-tls-key-file=/tls/tls.key",
 					"-vault-address=" + s.VaultAddr, "-vault-image=" + node.VaultImage,
 					"-use-leader-elector=false", "-log-level=debug"},
-				Env: []corev1.EnvVar{{Name: "KUBERNETES_SERVICE_HOST", Value: apiHost}, {Name: "KUBERNETES_SERVICE_PORT", Value: apiPort}},
+				Env:          []corev1.EnvVar{{Name: "KUBERNETES_SERVICE_HOST", Value: apiHost}, {Name: "KUBERNETES_SERVICE_PORT", Value: apiPort}},
 				VolumeMounts: []corev1.VolumeMount{{Name: "tls", MountPath: "/tls", ReadOnly: true}},
 			}},
 			Volumes: []corev1.Volume{{Name: "tls", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: tlsDir}}}},
