@@ -271,6 +271,26 @@ func (n *Node) ContainerLog(pod *corev1.Pod, container string) (string, error) {
 	return all.String(), nil
 }
 
+// ReadPodFile reads a file of a Pod's volume from the kubelet's directory,
+// e.g. ("kubernetes.io~projected", "sts-subject-token", "token").
+func (n *Node) ReadPodFile(pod *corev1.Pod, plugin, volume, file string) (string, error) {
+	data, err := os.ReadFile(filepath.Join(n.KubeletDir, "pods", string(pod.UID), "volumes", plugin, volume, file))
+	return strings.TrimSpace(string(data)), err
+}
+
+// PodFile is ReadPodFile that fails the test on error.
+func (n *Node) PodFile(t interface {
+	Helper()
+	Fatalf(string, ...any)
+}, pod *corev1.Pod, plugin, volume, file string) string {
+	t.Helper()
+	v, err := n.ReadPodFile(pod, plugin, volume, file)
+	if err != nil {
+		t.Fatalf("read %s/%s of pod %s: %v", volume, file, pod.Name, err)
+	}
+	return v
+}
+
 // Stop tears everything down. It is safe to call more than once.
 func (n *Node) Stop() {
 	if n == nil {

@@ -2,7 +2,10 @@ package scenario
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -69,6 +72,129 @@ func TestReferenceScenario(t *testing.T) {
 			t.Logf("%s: first STS token at %v, vault-agent-init started %v", tc.name, first.Format(time.RFC3339Nano), vaultInit.State.Terminated.StartedAt.Time.Format(time.RFC3339))
 		})
 	}
+
+	// Vault's agent re-authenticates with fresh STS tokens: its Vault token
+	// lives 20s at most, the STS token 1m, refreshed every 30s. Vault's
+	// default remove_jwt_after_reading deletes the file each time; the
+	// sidecar puts it back.
+	t.Run("agent logs in again across STS refreshes", func(t *testing.T) {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: "reference-as-written"}}
+		p, err := pods.Pods(Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(3 * time.Minute)
+		for {
+			agent, _ := s.Node.ContainerLog(p, "vault-agent")
+			sidecar, _ := s.Node.ContainerLog(p, contract.ContainerName)
+			logins := strings.Count(agent, "authentication successful")
+			refreshes := strings.Count(sidecar, `"token refreshed"`)
+			if logins >= 3 && refreshes >= 3 {
+				t.Logf("%d agent logins across %d STS tokens", logins, refreshes)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d agent logins across %d STS tokens after 3m; agent log:\n%s", logins, refreshes, tail(agent))
+			}
+			time.Sleep(2 * time.Second)
+		}
+		if log, _ := s.Node.ContainerLog(p, "test"); !strings.Contains(log, `MY_SECRET_PASSWORD="`+Password+`"`) {
+			t.Fatal("the app lost its secret")
+		}
+	})
+
+	t.Run("another namespace gets a token but not test-vault's secret", func(t *testing.T) {
+		p, err := pods.Pods("other-team").Create(ctx, s.ReferencePod("other-team", "intruder", false), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			sidecar, _ := s.Node.ContainerLog(p, contract.ContainerName)
+			agentInit, _ := s.Node.ContainerLog(p, "vault-agent-init")
+			if strings.Contains(sidecar, `"token refreshed"`) && strings.Contains(agentInit, "permission denied") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("want a token and a refusal from Vault; sidecar:\n%s\nagent-init:\n%s", tail(sidecar), tail(agentInit))
+			}
+			time.Sleep(time.Second)
+		}
+		if log, _ := s.Node.ContainerLog(p, "test"); strings.Contains(log, Password) {
+			t.Fatal("another namespace read test-vault's secret")
+		}
+	})
+
+	var leaked []string
+	t.Run("a deleted pod's credentials die with it", func(t *testing.T) {
+		p, err := pods.Pods(Namespace).Get(ctx, "without-json-patch", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// What an attacker copies out of the Pod: its projected ServiceAccount token and its STS token.
+		saToken := s.Node.PodFile(t, p, "kubernetes.io~projected", contract.SubjectVolumeName, contract.SubjectTokenFileName)
+		stsToken := s.waitPodFile(t, p, "kubernetes.io~empty-dir", contract.VolumeName, contract.TokenFileName)
+		leaked = append(leaked, saToken, stsToken)
+		if res, err := s.Issuer.Exchange(ctx, s.IssuerURL, saToken); err != nil || res.Status != 200 {
+			t.Fatalf("exchange before delete: %v %+v", err, res)
+		}
+		if err := pods.Pods(Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		deleted := time.Now()
+		for {
+			res, err := s.Issuer.Exchange(ctx, s.IssuerURL, saToken)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Status != 200 {
+				t.Logf("the copied ServiceAccount token is refused %v after the delete: %s", time.Since(deleted).Round(time.Millisecond), res.Error.Description)
+				break
+			}
+			if time.Since(deleted) > time.Second {
+				t.Fatalf("the deleted pod's ServiceAccount token is still exchanged %v after the delete", time.Since(deleted))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		// The STS token taken before works in Vault until it expires, then never again.
+		claims := decodeClaims(t, stsToken)
+		exp := time.Unix(int64(claims["exp"].(float64)), 0)
+		if time.Now().Before(exp) {
+			if out, err := s.vaultLogin(stsToken); err != nil {
+				t.Fatalf("the STS token should still work before it expires: %v\n%s", err, out)
+			}
+		}
+		// The role allows 5s of clock skew and no other leeway.
+		time.Sleep(time.Until(exp) + 7*time.Second)
+		if out, err := s.vaultLogin(stsToken); err == nil {
+			t.Fatalf("Vault accepted an expired STS token of a deleted pod:\n%s", out)
+		}
+	})
+
+	t.Run("no token in any log of ours", func(t *testing.T) {
+		logs := map[string]string{"sts-issuer": string(s.Issuer.Log()), "sts-webhook": string(s.Webhook.Log())}
+		for _, name := range []string{"reference-as-written", "intruder"} {
+			ns := Namespace
+			if name == "intruder" {
+				ns = "other-team"
+			}
+			if p, err := pods.Pods(ns).Get(ctx, name, metav1.GetOptions{}); err == nil {
+				logs[name+"/sidecar"], _ = s.Node.ContainerLog(p, contract.ContainerName)
+			}
+		}
+		for who, log := range logs {
+			if log == "" {
+				t.Errorf("no log from %s", who)
+			}
+			for _, tok := range leaked {
+				for _, part := range strings.Split(tok, ".") {
+					if len(part) > 20 && strings.Contains(log, part) {
+						t.Fatalf("a token appears in the log of %s", who)
+					}
+				}
+			}
+		}
+	})
 }
 
 func (s *Stack) waitForSecret(ctx context.Context, t *testing.T, pod *corev1.Pod) {
@@ -90,6 +216,45 @@ func (s *Stack) waitForSecret(ctx context.Context, t *testing.T, pod *corev1.Pod
 		}
 		time.Sleep(time.Second)
 	}
+}
+
+func (s *Stack) waitPodFile(t *testing.T, p *corev1.Pod, plugin, volume, file string) string {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if v, err := s.Node.ReadPodFile(p, plugin, volume, file); err == nil && v != "" {
+			return v
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s in volume %s", file, volume)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// vaultLogin logs in to Vault's JWT auth with an STS token, as the agent does.
+func (s *Stack) vaultLogin(jwt string) (string, error) {
+	cmd := exec.Command(s.VaultBin, "write", "-format=json", "auth/jwt/login", "role="+Role, "jwt="+jwt)
+	cmd.Env = append(os.Environ(), "VAULT_ADDR="+s.VaultAddr, "HOME="+s.Work)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func decodeClaims(t *testing.T, jwt string) map[string]any {
+	t.Helper()
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT")
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c map[string]any
+	if err := json.Unmarshal(raw, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func tail(s string) string {

@@ -220,7 +220,13 @@ func (s *Stack) configureVault(t testing.TB) {
 		"claim_mappings":  map[string]string{"cluster": "cluster", "namespace": "namespace"},
 		"bound_issuer":    s.IssuerURL,
 		"policies":        []string{Role},
-		"ttl":             "1h",
+		// Short, so the agent logs in again with fresh STS tokens during the run.
+		"token_ttl":     "10s",
+		"token_max_ttl": "20s",
+		// Vault adds 150s of leeway to exp by default (plus 60s of clock
+		// skew): a dead Pod's token would outlive its exp by minutes.
+		"expiration_leeway": -1,
+		"clock_skew_leeway": 5,
 	})
 	s.VaultCLI(t, string(role), "write", "auth/jwt/role/"+Role, "-")
 	var mounts map[string]struct {
