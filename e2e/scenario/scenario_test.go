@@ -171,6 +171,28 @@ func TestReferenceScenario(t *testing.T) {
 		}
 	})
 
+	t.Run("keys rotated during the run; Vault keeps accepting new tokens", func(t *testing.T) {
+		if n := strings.Count(string(s.Issuer.Log()), `"signing key changed"`); n < 2 {
+			t.Fatalf("the signing key changed %d times during the run; want at least 2", n)
+		}
+		p, err := pods.Pods(Namespace).Get(ctx, "reference-as-written", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		saToken := s.Node.PodFile(t, p, "kubernetes.io~projected", contract.SubjectVolumeName, contract.SubjectTokenFileName)
+		res, err := s.Issuer.Exchange(ctx, s.IssuerURL, saToken)
+		if err != nil || res.Status != 200 {
+			t.Fatalf("exchange: %v %+v", err, res)
+		}
+		leaked = append(leaked, saToken, res.Response.AccessToken)
+		if out, err := s.vaultLogin(res.Response.AccessToken); err != nil {
+			t.Fatalf("Vault refused a token signed with the rotated key: %v\n%s", err, out)
+		}
+		if log, _ := s.Node.ContainerLog(p, "test"); !strings.Contains(log, `MY_SECRET_PASSWORD="`+Password+`"`) {
+			t.Fatal("the app lost its secret")
+		}
+	})
+
 	t.Run("no token in any log of ours", func(t *testing.T) {
 		logs := map[string]string{"sts-issuer": string(s.Issuer.Log()), "sts-webhook": string(s.Webhook.Log())}
 		for _, name := range []string{"reference-as-written", "intruder"} {
