@@ -49,6 +49,11 @@ $(STATICCHECK):
 	@echo "installing staticcheck $(STATICCHECK_VERSION)"
 	GOBIN=$(dir $(STATICCHECK)) GOWORK=off go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
+.PHONY: demo
+demo: toolchain toolchain-node ## The reference scenario narrated on a local node with real Vault (first run builds kubelet and Vault).
+	cd e2e && KUBEBUILDER_ASSETS="$$(bash hack/toolchain.sh --print-dir all)" KUBE_STS_REQUIRE_CONTROLPLANE=1 \
+		go test -tags demo -run TestDemo -count=1 -v -timeout 30m ./demo/
+
 .PHONY: test
 test: tools build-standalone test-unit test-integration ## Run every test: toolchain, unit tests with -race, integration on a real API server.
 

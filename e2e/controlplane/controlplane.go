@@ -57,10 +57,20 @@ type Harness struct {
 	// own; a nil value removes one of envtest's flags.
 	ExtraAPIServerArgs map[string][]string
 
-	mu       sync.Mutex
-	env      *Env
-	startErr error
-	stopped  bool
+	mu          sync.Mutex
+	env         *Env
+	startErr    error
+	stopped     bool
+	onInterrupt []func()
+}
+
+// OnInterrupt registers f to run when the test binary gets SIGINT/SIGTERM,
+// before the control plane stops: test cleanups do not run then, and things
+// outside this process (a node's containers) must still go.
+func (h *Harness) OnInterrupt(f func()) {
+	h.mu.Lock()
+	h.onInterrupt = append(h.onInterrupt, f)
+	h.mu.Unlock()
 }
 
 // New returns a harness with envtest's defaults.
@@ -102,7 +112,13 @@ func (h *Harness) Main(m *testing.M) int {
 		if !ok {
 			return
 		}
-		fmt.Fprintf(os.Stderr, "controlplane: %v received, stopping the control plane\n", s)
+		fmt.Fprintf(os.Stderr, "controlplane: %v received, stopping everything\n", s)
+		h.mu.Lock()
+		fs := h.onInterrupt
+		h.mu.Unlock()
+		for i := len(fs) - 1; i >= 0; i-- {
+			fs[i]()
+		}
 		h.stop()
 		os.Exit(130)
 	}()

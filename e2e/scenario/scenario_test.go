@@ -2,10 +2,7 @@ package scenario
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +22,7 @@ func TestMain(m *testing.M) { os.Exit(cp.Main(m)) }
 
 func TestReferenceScenario(t *testing.T) {
 	env := cp.Require(t)
-	s := Up(t, env, t.Logf)
+	s := Up(t, cp, env, t.Logf)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	pods := env.Clientset.CoreV1()
@@ -157,16 +154,16 @@ func TestReferenceScenario(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		// The STS token taken before works in Vault until it expires, then never again.
-		claims := decodeClaims(t, stsToken)
+		claims := mustClaims(t, stsToken)
 		exp := time.Unix(int64(claims["exp"].(float64)), 0)
 		if time.Now().Before(exp) {
-			if out, err := s.vaultLogin(stsToken); err != nil {
+			if out, err := s.VaultLogin(stsToken); err != nil {
 				t.Fatalf("the STS token should still work before it expires: %v\n%s", err, out)
 			}
 		}
 		// The role allows 5s of clock skew and no other leeway.
 		time.Sleep(time.Until(exp) + 7*time.Second)
-		if out, err := s.vaultLogin(stsToken); err == nil {
+		if out, err := s.VaultLogin(stsToken); err == nil {
 			t.Fatalf("Vault accepted an expired STS token of a deleted pod:\n%s", out)
 		}
 	})
@@ -185,7 +182,7 @@ func TestReferenceScenario(t *testing.T) {
 			t.Fatalf("exchange: %v %+v", err, res)
 		}
 		leaked = append(leaked, saToken, res.Response.AccessToken)
-		if out, err := s.vaultLogin(res.Response.AccessToken); err != nil {
+		if out, err := s.VaultLogin(res.Response.AccessToken); err != nil {
 			t.Fatalf("Vault refused a token signed with the rotated key: %v\n%s", err, out)
 		}
 		if log, _ := s.Node.ContainerLog(p, "test"); !strings.Contains(log, `MY_SECRET_PASSWORD="`+Password+`"`) {
@@ -254,26 +251,10 @@ func (s *Stack) waitPodFile(t *testing.T, p *corev1.Pod, plugin, volume, file st
 	}
 }
 
-// vaultLogin logs in to Vault's JWT auth with an STS token, as the agent does.
-func (s *Stack) vaultLogin(jwt string) (string, error) {
-	cmd := exec.Command(s.VaultBin, "write", "-format=json", "auth/jwt/login", "role="+Role, "jwt="+jwt)
-	cmd.Env = append(os.Environ(), "VAULT_ADDR="+s.VaultAddr, "HOME="+s.Work)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
-func decodeClaims(t *testing.T, jwt string) map[string]any {
+func mustClaims(t *testing.T, jwt string) map[string]any {
 	t.Helper()
-	parts := strings.Split(jwt, ".")
-	if len(parts) != 3 {
-		t.Fatalf("not a JWT")
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	c, err := Claims(jwt)
 	if err != nil {
-		t.Fatal(err)
-	}
-	var c map[string]any
-	if err := json.Unmarshal(raw, &c); err != nil {
 		t.Fatal(err)
 	}
 	return c

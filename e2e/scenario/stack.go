@@ -7,6 +7,7 @@ package scenario
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -59,8 +60,9 @@ type Stack struct {
 	Say func(format string, args ...any)
 }
 
-// Up starts the whole stack; everything stops at t's cleanup.
-func Up(t testing.TB, env *controlplane.Env, say func(string, ...any)) *Stack {
+// Up starts the whole stack; everything stops at t's cleanup, or on Ctrl-C
+// through h.
+func Up(t testing.TB, h *controlplane.Harness, env *controlplane.Env, say func(string, ...any)) *Stack {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -80,6 +82,7 @@ func Up(t testing.TB, env *controlplane.Env, say func(string, ...any)) *Stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Node.Stop)
+	h.OnInterrupt(s.Node.Stop)
 
 	say("building and importing images: pause, sts-creds-sidecar, the test app, Vault's agent, Vault's injector")
 	s.importImages(ctx, t, vaultK8s)
@@ -344,4 +347,27 @@ func hostPort(t testing.TB, hostURL string) (string, string) {
 		t.Fatalf("API server address %q has no port", hostURL)
 	}
 	return host, strings.TrimSuffix(port, "/")
+}
+
+// VaultLogin logs in to Vault's JWT auth with an STS token, as the agent does.
+func (s *Stack) VaultLogin(jwt string) (string, error) {
+	cmd := exec.Command(s.VaultBin, "write", "-format=json", "auth/jwt/login", "role="+Role, "jwt="+jwt)
+	cmd.Env = append(os.Environ(), "VAULT_ADDR="+s.VaultAddr, "HOME="+s.Work)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// Claims decodes a JWT's payload (no verification: for display and checks).
+func Claims(jwt string) (map[string]any, error) {
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("not a JWT: %d segments", len(parts))
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return nil, err
+	}
+	var c map[string]any
+	err = json.Unmarshal(raw, &c)
+	return c, err
 }
