@@ -55,14 +55,14 @@ demo: toolchain toolchain-node ## The reference scenario narrated on a local nod
 		go test -tags demo -run TestDemo -count=1 -v -timeout 30m ./demo/
 
 .PHONY: test
-test: tools build-standalone test-unit test-integration ## Run every test: toolchain, unit tests with -race, integration on a real API server.
+test: tools build-standalone test-unit test-integration ## Run every test: unit (-race), the real API server, and the reference scenario on a real node (needs root).
 
 .PHONY: test-unit
 test-unit: ## Unit tests of every module, with -race.
 	@for m in $(UNIT_MODULES); do echo "== unit: $$m"; (cd $$m && go test -race -count=1 $(GO_TEST_FLAGS) ./...); done
 
 .PHONY: test-integration
-test-integration: toolchain ## Integration tests against the real kube-apiserver + etcd.
+test-integration: toolchain ## The e2e suites: real kube-apiserver + etcd, and a real node (containerd, kubelet) with Vault.
 	cd e2e && KUBEBUILDER_ASSETS="$$(bash hack/toolchain.sh --print-dir all)" KUBE_STS_REQUIRE_CONTROLPLANE=1 \
 		go test -race -count=1 -v -timeout 30m $(GO_TEST_FLAGS) ./...
 

@@ -92,55 +92,43 @@ kube_component() {
   install_bin "$name" "$v" "$dir/$name"
 }
 
+# module_build NAME VERSION MODULE [go mod edit args...] builds the main package
+# at the root of MODULE@VERSION through a wrapper module; the extra args repeat
+# the module's own replace directives (pinned to published versions).
+module_build() {
+  local name="$1" v="$2" module="$3" dir
+  shift 3
+  have "$name" "$v" && { log "$name $v cached"; return; }
+  dir="$SRC/$name-$v"
+  log "building $name $v from the Go module proxy"
+  wrapper "$dir" "kube-sts.local/toolchain/$name"
+  (cd "$dir" && go mod edit -require="$module@$v" "$@")
+  (cd "$dir" && GOFLAGS=-mod=mod go get "$module@$v" >/dev/null 2>&1 || true)
+  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$dir/$name" "$module") \
+    || die "build of $name $v failed"
+  install_bin "$name" "$v" "$dir/$name"
+}
+
 etcd() {
-  local v="$ETCD_VERSION" dir
-  have etcd "$v" && { log "etcd $v cached"; return; }
-  dir="$SRC/etcd-$v"
-  log "building etcd $v from the Go module proxy"
-  wrapper "$dir" kube-sts.local/toolchain/etcd
-  (cd "$dir" && go mod edit \
-    -require="go.etcd.io/etcd/server/v3@$v" \
+  local v="$ETCD_VERSION"
+  # The server module's main package is the etcd binary.
+  module_build etcd "$v" go.etcd.io/etcd/server/v3 \
     -replace="go.etcd.io/etcd/api/v3=go.etcd.io/etcd/api/v3@$v" \
     -replace="go.etcd.io/etcd/client/pkg/v3=go.etcd.io/etcd/client/pkg/v3@$v" \
     -replace="go.etcd.io/etcd/client/v3=go.etcd.io/etcd/client/v3@$v" \
-    -replace="go.etcd.io/etcd/pkg/v3=go.etcd.io/etcd/pkg/v3@$v")
-  (cd "$dir" && GOFLAGS=-mod=mod go get "go.etcd.io/etcd/server/v3@$v" >/dev/null 2>&1 || true)
-  # The server module's main package is the etcd binary.
-  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$dir/etcd" \
-    go.etcd.io/etcd/server/v3) || die "build of etcd $v failed"
-  install_bin etcd "$v" "$dir/etcd"
+    -replace="go.etcd.io/etcd/pkg/v3=go.etcd.io/etcd/pkg/v3@$v"
 }
 
 vault() {
-  local v="$VAULT_VERSION" dir
-  have vault "$v" && { log "vault $v cached"; return; }
-  dir="$SRC/vault-$v"
-  log "building vault $v from the Go module proxy (several minutes)"
-  wrapper "$dir" kube-sts.local/toolchain/vault
-  # Vault's own go.mod has two third-party replaces; without them its dependency
-  # graph does not resolve.
-  (cd "$dir" && go mod edit \
-    -require="github.com/hashicorp/vault@$v" \
+  # Vault's own go.mod has two third-party replaces; without them its
+  # dependency graph does not resolve.
+  module_build vault "$VAULT_VERSION" github.com/hashicorp/vault \
     -replace="github.com/99designs/keyring=github.com/Jeffail/keyring@v1.2.3" \
-    -replace="github.com/ma314smith/signedxml@v1.1.1=github.com/moov-io/signedxml@v1.1.1")
-  (cd "$dir" && GOFLAGS=-mod=mod go get "github.com/hashicorp/vault@$v" >/dev/null 2>&1 || true)
-  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$dir/vault" \
-    github.com/hashicorp/vault) || die "build of vault $v failed"
-  install_bin vault "$v" "$dir/vault"
+    -replace="github.com/ma314smith/signedxml@v1.1.1=github.com/moov-io/signedxml@v1.1.1"
 }
 
-vault_k8s() {
-  local v="$VAULT_K8S_VERSION" dir
-  have vault-k8s "$v" && { log "vault-k8s $v cached"; return; }
-  dir="$SRC/vault-k8s-$v"
-  log "building vault-k8s $v (Vault's agent injector) from the Go module proxy"
-  wrapper "$dir" kube-sts.local/toolchain/vault-k8s
-  (cd "$dir" && go mod edit -require="github.com/hashicorp/vault-k8s@$v")
-  (cd "$dir" && GOFLAGS=-mod=mod go get "github.com/hashicorp/vault-k8s@$v" >/dev/null 2>&1 || true)
-  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$dir/vault-k8s" \
-    github.com/hashicorp/vault-k8s) || die "build of vault-k8s $v failed"
-  install_bin vault-k8s "$v" "$dir/vault-k8s"
-}
+# vault-k8s is Vault's agent injector.
+vault_k8s() { module_build vault-k8s "$VAULT_K8S_VERSION" github.com/hashicorp/vault-k8s; }
 
 version_of() {
   case "$1" in
