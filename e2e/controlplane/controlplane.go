@@ -242,6 +242,17 @@ func (e *Env) AddUser(name string, groups ...string) ([]byte, error) {
 	return u.KubeConfig()
 }
 
+// KubeconfigFile provisions a user like AddUser and writes its kubeconfig
+// into dir, returning the file's path.
+func (e *Env) KubeconfigFile(dir, name string, groups ...string) (string, error) {
+	kc, err := e.AddUser(name, groups...)
+	if err != nil {
+		return "", err
+	}
+	file := filepath.Join(dir, "kubeconfig-"+strings.ReplaceAll(name, ":", "_"))
+	return file, os.WriteFile(file, kc, 0o600)
+}
+
 // StopAPIServer stops only the API server (etcd keeps running), to test what
 // clients do when it is gone. The package's later tests cannot use it.
 func (e *Env) StopAPIServer() error {

@@ -152,12 +152,8 @@ state = %[2]q
 }
 
 func (n *Node) startKubelet(ctx context.Context, bin string) error {
-	kubeconfig, err := n.env.AddUser("system:node:"+Name, "system:nodes", "system:masters")
+	kcFile, err := n.env.KubeconfigFile(n.Dir, "system:node:"+Name, "system:nodes", "system:masters")
 	if err != nil {
-		return err
-	}
-	kcFile := filepath.Join(n.Dir, "kubelet.kubeconfig")
-	if err := os.WriteFile(kcFile, kubeconfig, 0o600); err != nil {
 		return err
 	}
 	cfg := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1

@@ -101,12 +101,8 @@ func Start(t testing.TB, env *controlplane.Env, ca *testca.CA, config func(base 
 	if err != nil {
 		t.Fatal(err)
 	}
-	kubeconfig, err := env.AddUser(User)
+	kcFile, err := env.KubeconfigFile(dir, User)
 	if err != nil {
-		t.Fatal(err)
-	}
-	kcFile := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kcFile, kubeconfig, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	port, mport := procs.FreePort(t), procs.FreePort(t)

@@ -97,12 +97,8 @@ func Start(t testing.TB, env *controlplane.Env, o Options) *Webhook {
 	if err := os.WriteFile(cfgFile, []byte(o.Config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	kubeconfig, err := env.AddUser(User)
+	kcFile, err := env.KubeconfigFile(dir, User)
 	if err != nil {
-		t.Fatal(err)
-	}
-	kcFile := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kcFile, kubeconfig, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	port, pport, mport := procs.FreePort(t), procs.FreePort(t), procs.FreePort(t)

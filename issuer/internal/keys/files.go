@@ -91,16 +91,24 @@ func (s *FileSource) build(contents [][]byte) (*Set, error) {
 
 // Run reloads the files every interval until ctx is done.
 func (s *FileSource) Run(ctx context.Context) error {
-	t := time.NewTicker(s.interval)
+	every(ctx, s.interval, func() {
+		if err := s.Load(); err != nil {
+			s.log.Error("reloading key files failed; keeping the keys loaded before", zap.Error(err))
+		}
+	})
+	return nil
+}
+
+// every calls f every d until ctx is done.
+func every(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-t.C:
-			if err := s.Load(); err != nil {
-				s.log.Error("reloading key files failed; keeping the keys loaded before", zap.Error(err))
-			}
+			f()
 		}
 	}
 }

@@ -198,18 +198,12 @@ func NewManagedSource(o ManagedOptions) *ManagedSource {
 // Run syncs every resync until ctx is done. Failures are logged; the last
 // good set keeps serving.
 func (m *ManagedSource) Run(ctx context.Context) error {
-	t := time.NewTicker(m.resync)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if err := m.Sync(ctx); err != nil && ctx.Err() == nil {
-				m.log.Error("syncing managed keys failed; keeping the current keys", zap.String("sts", m.endpoint), zap.Error(err))
-			}
+	every(ctx, m.resync, func() {
+		if err := m.Sync(ctx); err != nil && ctx.Err() == nil {
+			m.log.Error("syncing managed keys failed; keeping the current keys", zap.String("sts", m.endpoint), zap.Error(err))
 		}
-	}
+	})
+	return nil
 }
 
 // Sync reads the Secret, writes the plan if it changed, and reports the set.
