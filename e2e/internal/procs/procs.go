@@ -44,18 +44,29 @@ func Build(t testing.TB, module, pkg string) string {
 		return p
 	}
 	if binDir == "" {
-		d, err := os.MkdirTemp("", "kube-sts-bin-")
-		if err != nil {
+		// One fixed place, overwritten by each run, so nothing piles up.
+		base := os.Getenv("KUBE_STS_CACHE")
+		if base == "" {
+			home, _ := os.UserHomeDir()
+			base = filepath.Join(home, ".cache", "kube-sts")
+		}
+		binDir = filepath.Join(base, "e2e-bin")
+		if err := os.MkdirAll(binDir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		binDir = d
 	}
 	out := filepath.Join(binDir, filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-o", out, pkg)
+	// Built beside and renamed into place: concurrent test binaries never
+	// run a half-written file.
+	tmp := fmt.Sprintf("%s.%d.tmp", out, os.Getpid())
+	cmd := exec.Command("go", "build", "-o", tmp, pkg)
 	cmd.Dir = filepath.Join(RepoRoot(), module)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build %s: %v\n%s", key, err, b)
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		t.Fatal(err)
 	}
 	built[key] = out
 	return out
