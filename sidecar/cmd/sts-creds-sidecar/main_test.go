@@ -35,21 +35,39 @@ func exitCode(err error) int {
 	return 0
 }
 
-func TestBinaryModes(t *testing.T) {
+// fixture is the built binary, a test issuer, and the env that points the
+// binary at them (subject token file written, output file in a temp dir).
+type fixture struct {
+	bin string
+	iss *testissuer.Issuer
+	env []string
+	out string
+}
+
+func newFixture(t *testing.T) fixture {
+	t.Helper()
 	bin := buildBinary(t)
 	iss := testissuer.New(time.Hour)
-	defer iss.Close()
+	t.Cleanup(iss.Close)
 	dir := t.TempDir()
 	subject := filepath.Join(dir, "sa")
 	out := filepath.Join(dir, "token.jwt")
 	if err := os.WriteFile(subject, []byte("subject"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := func(args ...string) *exec.Cmd {
-		c := exec.Command(bin, args...)
-		c.Env = []string{"STS_EXCHANGE_URL=" + iss.TokenURL(), "STS_SUBJECT_TOKEN_FILE=" + subject, "STS_OUTPUT_FILE=" + out}
-		return c
-	}
+	env := []string{"STS_EXCHANGE_URL=" + iss.TokenURL(), "STS_SUBJECT_TOKEN_FILE=" + subject, "STS_OUTPUT_FILE=" + out}
+	return fixture{bin: bin, iss: iss, env: env, out: out}
+}
+
+func (f fixture) cmd(args ...string) *exec.Cmd {
+	c := exec.Command(f.bin, args...)
+	c.Env = f.env
+	return c
+}
+
+func TestBinaryModes(t *testing.T) {
+	f := newFixture(t)
+	bin, iss, cmd := f.bin, f.iss, f.cmd
 
 	if b, err := cmd("probe").CombinedOutput(); exitCode(err) != 1 || !strings.Contains(string(b), "no token yet") {
 		t.Fatalf("probe before any token: exit %d, %q; want 1 and a reason", exitCode(err), b)
@@ -84,18 +102,10 @@ func TestBinaryModes(t *testing.T) {
 }
 
 func TestBinaryExitsOnSIGTERM(t *testing.T) {
-	bin := buildBinary(t)
-	iss := testissuer.New(time.Hour)
-	defer iss.Close()
-	dir := t.TempDir()
-	subject := filepath.Join(dir, "sa")
-	out := filepath.Join(dir, "token.jwt")
-	if err := os.WriteFile(subject, []byte("subject"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	f := newFixture(t)
+	out := f.out
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
-		c := exec.Command(bin, "run")
-		c.Env = []string{"STS_EXCHANGE_URL=" + iss.TokenURL(), "STS_SUBJECT_TOKEN_FILE=" + subject, "STS_OUTPUT_FILE=" + out}
+		c := f.cmd("run")
 		if err := c.Start(); err != nil {
 			t.Fatal(err)
 		}

@@ -32,6 +32,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -208,7 +209,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}},
 		}},
-		GracefulShutdownTimeout: ptrDuration(10 * time.Second),
+		GracefulShutdownTimeout: ptr.To(10 * time.Second),
 	})
 	if err != nil {
 		return fmt.Errorf("manager: %w", err)
@@ -389,5 +390,3 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	}
 	return os.Rename(tmp, path)
 }
-
-func ptrDuration(d time.Duration) *time.Duration { return &d }

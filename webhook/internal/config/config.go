@@ -196,12 +196,3 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
-
-// Names lists the injector names.
-func (c *Config) Names() []string {
-	var n []string
-	for _, in := range c.Injectors {
-		n = append(n, in.Name)
-	}
-	return n
-}
