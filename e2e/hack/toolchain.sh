@@ -4,8 +4,11 @@
 #
 #   e2e/hack/toolchain.sh [--print-dir] [--print-bin=NAME] TARGET...
 #
-# Targets: kube-apiserver etcd kubelet vault vault-k8s all (= kube-apiserver etcd)
-# node (= kubelet vault vault-k8s, what the end-to-end suite adds).
+# Targets: kube-apiserver etcd kubelet kube-scheduler kube-controller-manager
+# vault vault-k8s helm kustomize actionlint; all (= kube-apiserver etcd),
+# node (= kubelet vault vault-k8s, what the end-to-end suite adds),
+# deploy (= kube-scheduler kube-controller-manager helm kustomize actionlint,
+# what the manifest checks and the in-cluster install add).
 # Each binary lands in $KUBE_STS_CACHE/bin/<name>-<version>/<name> (default cache:
 # $HOME/.cache/kube-sts). A target that is already there is not rebuilt.
 #
@@ -20,7 +23,11 @@ KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 VAULT_VERSION="${VAULT_VERSION:-v1.21.0}"
 VAULT_K8S_VERSION="${VAULT_K8S_VERSION:-v1.6.2}"
+HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.8.1}"
+ACTIONLINT_VERSION="${ACTIONLINT_VERSION:-v1.7.12}"
 
+LDFLAGS_EXTRA=""
 CACHE="${KUBE_STS_CACHE:-$HOME/.cache/kube-sts}"
 BIN="$CACHE/bin"
 SRC="$CACHE/src"
@@ -92,11 +99,12 @@ kube_component() {
   install_bin "$name" "$v" "$dir/$name"
 }
 
-# module_build NAME VERSION MODULE [go mod edit args...] builds the main package
-# at the root of MODULE@VERSION through a wrapper module; the extra args repeat
-# the module's own replace directives (pinned to published versions).
+# module_build NAME VERSION MODULE[//SUBPKG] [go mod edit args...] builds the
+# main package at the root of MODULE@VERSION (or at SUBPKG inside it) through a
+# wrapper module; the extra args repeat the module's own replace directives
+# (pinned to published versions).
 module_build() {
-  local name="$1" v="$2" module="$3" dir
+  local name="$1" v="$2" module="${3%%//*}" pkg="${3/\/\//\/}" dir
   shift 3
   have "$name" "$v" && { log "$name $v cached"; return; }
   dir="$SRC/$name-$v"
@@ -104,7 +112,7 @@ module_build() {
   wrapper "$dir" "kube-sts.local/toolchain/$name"
   (cd "$dir" && go mod edit -require="$module@$v" "$@")
   (cd "$dir" && GOFLAGS=-mod=mod go get "$module@$v" >/dev/null 2>&1 || true)
-  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$dir/$name" "$module") \
+  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w $LDFLAGS_EXTRA" -o "$dir/$name" "$pkg") \
     || die "build of $name $v failed"
   install_bin "$name" "$v" "$dir/$name"
 }
@@ -130,12 +138,26 @@ vault() {
 # vault-k8s is Vault's agent injector.
 vault_k8s() { module_build vault-k8s "$VAULT_K8S_VERSION" github.com/hashicorp/vault-k8s; }
 
+# helm, kustomize and actionlint render and check what manifests/ ships.
+helm() {
+  LDFLAGS_EXTRA="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+    module_build helm "$HELM_VERSION" helm.sh/helm/v3//cmd/helm
+}
+kustomize() { module_build kustomize "$KUSTOMIZE_VERSION" sigs.k8s.io/kustomize/kustomize/v5; }
+actionlint() {
+  LDFLAGS_EXTRA="-X main.version=$ACTIONLINT_VERSION" \
+    module_build actionlint "$ACTIONLINT_VERSION" github.com/rhysd/actionlint//cmd/actionlint
+}
+
 version_of() {
   case "$1" in
-    kube-apiserver|kubelet) echo "$KUBERNETES_VERSION" ;;
+    kube-apiserver|kubelet|kube-scheduler|kube-controller-manager) echo "$KUBERNETES_VERSION" ;;
     etcd) echo "$ETCD_VERSION" ;;
     vault) echo "$VAULT_VERSION" ;;
     vault-k8s) echo "$VAULT_K8S_VERSION" ;;
+    helm) echo "$HELM_VERSION" ;;
+    kustomize) echo "$KUSTOMIZE_VERSION" ;;
+    actionlint) echo "$ACTIONLINT_VERSION" ;;
     *) die "unknown binary '$1'" ;;
   esac
 }
@@ -147,7 +169,7 @@ for a in "$@"; do
   case "$a" in
     --print-dir) print_dir=true ;;
     --print-bin=*) print_bin="${a#--print-bin=}"; targets+=("$print_bin") ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) targets+=("$a") ;;
   esac
 done
@@ -163,12 +185,16 @@ for t in "${targets[@]}"; do
     all) kube_component kube-apiserver; etcd ;;
     kube-apiserver) kube_component kube-apiserver ;;
     etcd) etcd ;;
-    kubelet) kube_component kubelet ;;
+    kubelet|kube-scheduler|kube-controller-manager) kube_component "$t" ;;
     vault) vault ;;
     vault-k8s) vault_k8s ;;
+    helm) helm ;;
+    kustomize) kustomize ;;
+    actionlint) actionlint ;;
     node) kube_component kubelet; vault; vault_k8s ;;
-    versions) echo "KUBERNETES_VERSION=$KUBERNETES_VERSION ETCD_VERSION=$ETCD_VERSION VAULT_VERSION=$VAULT_VERSION VAULT_K8S_VERSION=$VAULT_K8S_VERSION" ;;
-    *) die "unknown target '$t' (known: all node kube-apiserver etcd kubelet vault vault-k8s versions)" ;;
+    deploy) kube_component kube-scheduler; kube_component kube-controller-manager; helm; kustomize; actionlint ;;
+    versions) echo "KUBERNETES_VERSION=$KUBERNETES_VERSION ETCD_VERSION=$ETCD_VERSION VAULT_VERSION=$VAULT_VERSION VAULT_K8S_VERSION=$VAULT_K8S_VERSION HELM_VERSION=$HELM_VERSION KUSTOMIZE_VERSION=$KUSTOMIZE_VERSION ACTIONLINT_VERSION=$ACTIONLINT_VERSION" ;;
+    *) die "unknown target '$t' (known: all node deploy kube-apiserver etcd kubelet kube-scheduler kube-controller-manager vault vault-k8s helm kustomize actionlint versions)" ;;
   esac
 done
 

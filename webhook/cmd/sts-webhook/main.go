@@ -372,6 +372,14 @@ func syncSecretToDir(ctx context.Context, cs kubernetes.Interface, namespace, na
 				log.Error(err, "writing the serving certificate failed")
 				break
 			}
+			// The CA, for injectors whose caFile points here (the issuer
+			// can serve a certificate from the same Secret).
+			if ca := sec.Data["ca.crt"]; len(ca) > 0 {
+				if err := writeAtomic(filepath.Join(dir, "ca.crt"), ca, 0o644); err != nil {
+					log.Error(err, "writing the CA certificate failed")
+					break
+				}
+			}
 			last = sec.Data["tls.crt"]
 			log.Info("serving certificate written", "dir", dir)
 		}

@@ -40,6 +40,8 @@ type Handler struct {
 	Native  map[string]bool
 	Decoder admission.Decoder
 	Log     logr.Logger
+
+	cas caFiles
 }
 
 // Handle implements admission.Handler.
@@ -74,6 +76,18 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 	}
 	injector = inj.Name
 	log = log.WithValues("injector", inj.Name)
+	if inj.CAFile != "" {
+		// The mutation stays pure: the bundle is read here and handed in inline.
+		pem, err := h.cas.read(inj.CAFile)
+		if err != nil {
+			result = "error"
+			log.Error(err, "CA bundle unavailable")
+			return admission.Errored(http.StatusInternalServerError, err)
+		}
+		withCA := *inj
+		withCA.CAPEM, withCA.CAFile = pem, ""
+		inj = &withCA
+	}
 	mutated := pod.DeepCopy()
 	if err := inject.Mutate(mutated, inj, h.Native[inj.Name]); err != nil {
 		var d *inject.Denied

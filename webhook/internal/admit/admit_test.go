@@ -2,9 +2,19 @@ package admit
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -14,6 +24,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/kube-sts/kube-sts/shared/contract"
 	"github.com/kube-sts/kube-sts/webhook/internal/config"
 )
 
@@ -89,5 +100,76 @@ func BenchmarkHandle(b *testing.B) {
 		if resp := h.Handle(context.Background(), req); !resp.Allowed {
 			b.Fatal(resp.Result.Message)
 		}
+	}
+}
+
+func selfSignedPEM(t *testing.T, cn string) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// TestCAFile: the bundle in caFile reaches the sidecar inline, follows a
+// renewal of the file, and a missing or bogus file refuses the Pod with the
+// path in the message instead of starting a sidecar that cannot connect.
+func TestCAFile(t *testing.T) {
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.crt")
+	cfg, err := config.Parse([]byte(`injectors: [{name: vault-sts, exchangeURL: "https://sts.test/vault/token", image: sidecar:1, caFile: ` + caFile + `}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := handler(t)
+	h.Injectors = cfg.Injectors
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{"tremolo.io/vault-sts": "true"}},
+		Spec: corev1.PodSpec{ServiceAccountName: "sa", Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+	admit := func() (patches string, resp admission.Response) {
+		t.Helper()
+		resp = h.Handle(context.Background(), request(t, admissionv1.Create, pod))
+		raw, err := json.Marshal(resp.Patches)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(raw), resp
+	}
+	// has tells whether the patch hands the sidecar this bundle inline.
+	has := func(patches string, ca []byte) bool {
+		quoted, _ := json.Marshal(string(ca))
+		return strings.Contains(patches, contract.EnvCAPEM) && strings.Contains(patches, string(quoted))
+	}
+
+	if _, resp := admit(); resp.Allowed || !strings.Contains(resp.Result.Message, caFile) {
+		t.Fatalf("missing caFile: allowed=%v message=%q", resp.Allowed, resp.Result.Message)
+	}
+	if err := os.WriteFile(caFile, []byte("not a certificate"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, resp := admit(); resp.Allowed || !strings.Contains(resp.Result.Message, "no PEM certificate") {
+		t.Fatalf("bogus caFile: allowed=%v message=%q", resp.Allowed, resp.Result.Message)
+	}
+	first := selfSignedPEM(t, "first CA")
+	if err := os.WriteFile(caFile, first, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if patches, resp := admit(); !resp.Allowed || !has(patches, first) {
+		t.Fatalf("caFile not handed in: allowed=%v patches=%s", resp.Allowed, patches)
+	}
+	renewed := selfSignedPEM(t, "renewed CA with a longer name")
+	if err := os.WriteFile(caFile, renewed, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if patches, _ := admit(); !has(patches, renewed) || has(patches, first) {
+		t.Fatalf("renewed caFile not picked up: %s", patches)
+	}
+	if h.Injectors[0].CAFile != caFile || h.Injectors[0].CAPEM != "" {
+		t.Fatalf("the configured injector was changed: %+v", h.Injectors[0])
 	}
 }

@@ -57,6 +57,10 @@ type Injector struct {
 	// CAConfigMap names a ConfigMap in the Pod's namespace with the CA bundle
 	// (compatibility with the reference's "ouca").
 	CAConfigMap *ConfigMapRef `json:"caConfigMap,omitempty"`
+	// CAFile is a PEM bundle on the webhook's own disk (e.g. ca.crt of the
+	// serving Secret that cert-manager or --tls-mode=self keeps), re-read when
+	// it changes and handed to the sidecar inline like caPEM.
+	CAFile string `json:"caFile,omitempty"`
 	// Containers that get the /tokens mount and env, by name; empty: all
 	// containers and init containers except the sidecar.
 	Containers []string `json:"containers,omitempty"`
@@ -182,8 +186,11 @@ func (c *Config) Validate() error {
 		if *in.Group < 0 || *in.Group > contract.MaxID {
 			bad(f+".group", "%d must be a gid (0 to %d)", *in.Group, int64(contract.MaxID))
 		}
-		if in.CAPEM != "" && in.CAConfigMap != nil {
-			bad(f, "set caPEM or caConfigMap, not both")
+		if n := btoi(in.CAPEM != "") + btoi(in.CAConfigMap != nil) + btoi(in.CAFile != ""); n > 1 {
+			bad(f, "set one of caPEM, caFile or caConfigMap, not %d", n)
+		}
+		if in.CAFile != "" && !strings.HasPrefix(in.CAFile, "/") {
+			bad(f+".caFile", "%q must be an absolute path", in.CAFile)
 		}
 		if in.CAConfigMap != nil && in.CAConfigMap.Name == "" {
 			bad(f+".caConfigMap.name", "is required")
@@ -195,4 +202,11 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
