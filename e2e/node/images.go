@@ -6,7 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strings"
 
+	"github.com/kube-sts/kube-sts/e2e/internal/ociimage"
 	"github.com/kube-sts/kube-sts/e2e/internal/procs"
 )
 
@@ -26,26 +29,33 @@ type Image struct {
 	User       string
 }
 
-// BuildImage writes img as a docker-archive into dir with the mkimage tool.
-func BuildImage(ctx context.Context, dir string, img Image) (string, error) {
+// BuildImage writes img as a docker-archive into dir.
+func BuildImage(_ context.Context, dir string, img Image) (string, error) {
 	out := filepath.Join(dir, filepath.Base(img.Tag)+".tar")
-	args := []string{"run", "./cmd/mkimage", "--tag", img.Tag, "--out", out}
+	spec := ociimage.Spec{Arch: runtime.GOARCH, User: img.User}
+	if img.Entrypoint != "" {
+		spec.Entrypoint = []string{img.Entrypoint}
+	}
 	for _, a := range img.Add {
-		args = append(args, "--add", a)
+		f, err := ociimage.ParseFile(a)
+		if err != nil {
+			return "", fmt.Errorf("image %s: %w", img.Tag, err)
+		}
+		spec.Files = append(spec.Files, f)
 	}
 	for _, l := range img.Symlinks {
-		args = append(args, "--symlink", l)
+		dst, target, ok := strings.Cut(l, ":")
+		if !ok {
+			return "", fmt.Errorf("image %s: symlink %q: want DST:TARGET", img.Tag, l)
+		}
+		spec.Links = append(spec.Links, ociimage.Link{Dst: dst, Target: target})
 	}
-	if img.Entrypoint != "" {
-		args = append(args, "--entrypoint", img.Entrypoint)
+	built, err := ociimage.Build(spec)
+	if err != nil {
+		return "", fmt.Errorf("image %s: %w", img.Tag, err)
 	}
-	if img.User != "" {
-		args = append(args, "--user", img.User)
-	}
-	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Dir = filepath.Join(procs.RepoRoot(), "e2e")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("mkimage %s: %v\n%s", img.Tag, err, b)
+	if err := ociimage.WriteArchive(out, img.Tag, built); err != nil {
+		return "", fmt.Errorf("image %s: %w", img.Tag, err)
 	}
 	return out, nil
 }
