@@ -31,7 +31,7 @@ func TestValidate(t *testing.T) {
 			wantIn: []string{"injectors[0].name:", "injectors[0].exchangeURL:", "injectors[0].expirationSeconds: 60", "injectors[0].image: is required",
 				"injectors[0].imagePullPolicy:", "injectors[0].user: 0 must be a non-root uid", "injectors[0].group: -1", "set one of caPEM, caFile or caConfigMap, not 2", "injectors[0].nativeSidecar: \"maybe\""}},
 		"relative caFile": {yaml: `injectors: [{name: a, exchangeURL: "https://s/t", image: i, caFile: tls/ca.crt}]`, wantIn: []string{`injectors[0].caFile: "tls/ca.crt" must be an absolute path`}},
-		"duplicate": {yaml: `injectors: [{name: a, exchangeURL: "https://s/t", image: i}, {name: a, exchangeURL: "https://s/t", image: i}]`, wantIn: []string{`injectors[1].name: "a" is also the name of injectors[0]`}},
+		"duplicate":       {yaml: `injectors: [{name: a, exchangeURL: "https://s/t", image: i}, {name: a, exchangeURL: "https://s/t", image: i}]`, wantIn: []string{`injectors[1].name: "a" is also the name of injectors[0]`}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.yaml))
