@@ -6,12 +6,14 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -228,8 +230,25 @@ func TestSelfManagedTLS(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if _, err := env.Clientset.CoreV1().Secrets(stswebhook.Namespace).Get(ctx, "sts-webhook-tls", metav1.GetOptions{}); err != nil {
+	sec, err := env.Clientset.CoreV1().Secrets(stswebhook.Namespace).Get(ctx, "sts-webhook-tls", metav1.GetOptions{})
+	if err != nil {
 		t.Fatalf("the self-managed Secret: %v", err)
+	}
+	// Its CA lands next to the pair, for injectors whose caFile points there.
+	caFile := filepath.Join(wh.Dir, stswebhook.SelfCertDir, "ca.crt")
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		got, err := os.ReadFile(caFile)
+		if err == nil && len(sec.Data["ca.crt"]) > 0 && bytes.Equal(got, sec.Data["ca.crt"]) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not hold the Secret's ca.crt: %v", caFile, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+		if sec, err = env.Clientset.CoreV1().Secrets(stswebhook.Namespace).Get(ctx, "sts-webhook-tls", metav1.GetOptions{}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	deadline = time.Now().Add(30 * time.Second)
 	for {

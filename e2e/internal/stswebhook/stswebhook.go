@@ -33,6 +33,9 @@ const (
 )
 
 // Webhook is a running sts-webhook.
+// SelfCertDir is the folder (in Webhook.Dir) where self mode writes its pair.
+const SelfCertDir = "self-certs"
+
 type Webhook struct {
 	*procs.Proc
 	URL        string // https://<host>:<port>/mutate
@@ -121,7 +124,9 @@ func Start(t testing.TB, env *controlplane.Env, o Options) *Webhook {
 		}
 		args = append(args, "--tls-mode", "certdir", "--cert-dir", certDir)
 	} else {
-		args = append(args, "--tls-mode", "self", "--dns-name", o.Host, "--webhook-config", o.ConfigName, "--self-secret", "sts-webhook-tls")
+		// The webhook writes the pair and ca.crt from its Secret here.
+		args = append(args, "--tls-mode", "self", "--dns-name", o.Host, "--webhook-config", o.ConfigName, "--self-secret", "sts-webhook-tls",
+			"--cert-dir", filepath.Join(dir, SelfCertDir))
 	}
 	bin := procs.Build(t, "webhook", "./cmd/sts-webhook")
 	p := procs.Start(t, fmt.Sprintf("sts-webhook-%d", port), dir, bin, args...)

@@ -66,8 +66,9 @@ type options struct {
 	KubeQPS   float64
 	KubeBurst int
 	// LogLevel is debug, info, warn or error.
-	LogLevel string
-	Version  bool
+	LogLevel    string
+	Version     bool
+	CheckConfig bool
 }
 
 func parseOptions(args []string, out io.Writer) (options, error) {
@@ -86,6 +87,7 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	fs.IntVar(&o.KubeBurst, "kube-api-burst", 200, "client-side burst towards the API server")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
+	fs.BoolVar(&o.CheckConfig, "check-config", false, "load and validate --config, print what is wrong, and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -120,6 +122,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := config.Load(o.ConfigFile)
 	if err != nil {
 		return fmt.Errorf("load config %s: %w", o.ConfigFile, err)
+	}
+	if o.CheckConfig {
+		fmt.Fprintf(stdout, "%s: %s is valid\n", "sts-issuer", o.ConfigFile)
+		return nil
 	}
 	log := newLogger(o.LogLevel, stderr)
 	defer func() { _ = log.Sync() }()

@@ -89,6 +89,7 @@ type options struct {
 	Kubeconfig    string
 	LogLevel      string
 	Version       bool
+	CheckConfig   bool
 }
 
 type stringList []string
@@ -114,6 +115,7 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig; empty for in-cluster")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
+	fs.BoolVar(&o.CheckConfig, "check-config", false, "load and validate --config, print what is wrong, and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -161,6 +163,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("load config %s: %w", o.ConfigFile, err)
 	}
+	if o.CheckConfig {
+		fmt.Fprintf(stdout, "%s: %s is valid\n", "sts-webhook", o.ConfigFile)
+		return nil
+	}
 	lvl, _ := zapcore.ParseLevel(o.LogLevel)
 	ctrl.SetLogger(crzap.New(crzap.WriteTo(stderr), crzap.Level(lvl), crzap.UseDevMode(false)))
 	log := ctrl.Log.WithName("sts-webhook")
@@ -191,11 +197,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	certDir := o.CertDir
 	if o.TLSMode == "self" {
-		// The rotator writes the pair it keeps in the Secret here.
-		if certDir, err = os.MkdirTemp("", "sts-webhook-certs-"); err != nil {
+		// The pair kept in the Secret (and its ca.crt, for caFile) is
+		// written here: --cert-dir when writable (an emptyDir in the
+		// manifests), else a private temporary folder.
+		var cleanup func()
+		if certDir, cleanup, err = selfCertDir(o.CertDir); err != nil {
 			return err
 		}
-		defer os.RemoveAll(certDir)
+		defer cleanup()
 	}
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
@@ -389,6 +398,23 @@ func syncSecretToDir(ctx context.Context, cs kubernetes.Interface, namespace, na
 		case <-t.C:
 		}
 	}
+}
+
+// selfCertDir returns dir when it is (or can be made) a writable folder, else
+// a new temporary folder that cleanup removes.
+func selfCertDir(dir string) (string, func(), error) {
+	if err := os.MkdirAll(dir, 0o700); err == nil {
+		if f, err := os.CreateTemp(dir, ".probe-"); err == nil {
+			f.Close()
+			_ = os.Remove(f.Name())
+			return dir, func() {}, nil
+		}
+	}
+	tmp, err := os.MkdirTemp("", "sts-webhook-certs-")
+	if err != nil {
+		return "", nil, fmt.Errorf("no writable folder for the self-managed certificate (--cert-dir %s): %w", dir, err)
+	}
+	return tmp, func() { _ = os.RemoveAll(tmp) }, nil
 }
 
 func writeAtomic(path string, data []byte, mode os.FileMode) error {

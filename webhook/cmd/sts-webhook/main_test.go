@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io"
+	"os"
 	"strings"
 	"testing"
 
@@ -57,5 +59,55 @@ func TestParseOptions(t *testing.T) {
 				t.Fatalf("parseOptions = %v, want %q", err, tc.wantIn)
 			}
 		})
+	}
+}
+
+// TestCheckConfig: --check-config validates the file with the real parser and
+// exits without touching the API server.
+func TestCheckConfig(t *testing.T) {
+	dir := t.TempDir()
+	good, bad := dir+"/good.yaml", dir+"/bad.yaml"
+	if err := os.WriteFile(good, []byte("injectors: [{name: vault-sts, exchangeURL: https://sts/vault/token, image: i}]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, []byte("injectors: [{name: Vault, exchangeURL: ftp://x, image: i}]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := run(context.Background(), []string{"--check-config", "--config", good, "--kubeconfig", "/nonexistent"}, &out, io.Discard); err != nil || !strings.Contains(out.String(), "is valid") {
+		t.Fatalf("valid file: %v %q", err, out.String())
+	}
+	err := run(context.Background(), []string{"--check-config", "--config", bad}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "injectors[0].name") || !strings.Contains(err.Error(), "injectors[0].exchangeURL") {
+		t.Fatalf("invalid file: %v", err)
+	}
+}
+
+func TestSelfCertDir(t *testing.T) {
+	want := t.TempDir() + "/tls"
+	dir, cleanup, err := selfCertDir(want)
+	if err != nil || dir != want {
+		t.Fatalf("writable --cert-dir: %q %v", dir, err)
+	}
+	cleanup()
+	if _, err := os.Stat(want); err != nil {
+		t.Fatalf("cleanup removed the configured folder: %v", err)
+	}
+	// A --cert-dir that cannot be a folder (below a file; fails for root
+	// too) falls back to a private temporary folder, removed by cleanup.
+	file := t.TempDir() + "/file"
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir, cleanup, err = selfCertDir(file + "/tls")
+	if err != nil || dir == file+"/tls" {
+		t.Fatalf("unusable --cert-dir: %q %v", dir, err)
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		t.Fatalf("fallback folder: %v", err)
+	}
+	cleanup()
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("fallback folder not removed: %v", err)
 	}
 }
