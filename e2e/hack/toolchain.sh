@@ -140,7 +140,11 @@ vault_k8s() { module_build vault-k8s "$VAULT_K8S_VERSION" github.com/hashicorp/v
 
 # helm, kustomize and actionlint render and check what manifests/ ships.
 helm() {
-  LDFLAGS_EXTRA="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+  # The Kubernetes version helm assumes without a cluster (helm template),
+  # as helm's own Makefile stamps it from its client-go: 1.37 for v3.22.
+  LDFLAGS_EXTRA="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
+    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37 \
+    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37" \
     module_build helm "$HELM_VERSION" helm.sh/helm/v3//cmd/helm
 }
 kustomize() { module_build kustomize "$KUSTOMIZE_VERSION" sigs.k8s.io/kustomize/kustomize/v5; }
