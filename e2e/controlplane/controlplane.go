@@ -400,5 +400,9 @@ func isControlPlaneBinary(pid int) bool {
 		return false
 	}
 	base := filepath.Base(exe)
-	return base == "kube-apiserver" || base == "etcd"
+	switch base {
+	case "kube-apiserver", "etcd", "kube-scheduler", "kube-controller-manager":
+		return true
+	}
+	return false
 }

@@ -54,14 +54,25 @@ type Options struct {
 	Dir string
 }
 
-// EnsurePackages installs containerd and runc from Debian's packages when
-// missing (idempotent; needs root, as the kubelet does).
+// CNIBinDir is where Debian's containernetworking-plugins puts the plugins.
+const CNIBinDir = "/usr/lib/cni"
+
+// cniConfig is the node's one network: loopback only. Every Pod here runs on
+// the host's network; the configuration exists so the runtime reports its
+// network ready and the kubelet the Node Ready, which the scheduler needs.
+const cniConfig = `{"cniVersion": "1.0.0", "name": "kube-sts-loopback", "plugins": [{"type": "loopback"}]}`
+
+// EnsurePackages installs containerd, runc, the CNI plugins and busybox from
+// Debian's packages when missing (idempotent; needs root, as the kubelet does).
 func EnsurePackages() error {
 	missing := []string{}
 	for bin, pkg := range map[string]string{"containerd": "containerd", "runc": "runc", "ctr": "containerd", "busybox": "busybox-static"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			missing = append(missing, pkg)
 		}
+	}
+	if _, err := os.Stat(filepath.Join(CNIBinDir, "loopback")); err != nil {
+		missing = append(missing, "containernetworking-plugins")
 	}
 	if len(missing) == 0 {
 		return nil
@@ -98,10 +109,13 @@ func Start(ctx context.Context, env *controlplane.Env, o Options) (n *Node, err 
 			n.Stop()
 		}
 	}()
-	for _, d := range []string{n.PodLogsDir, n.KubeletDir, filepath.Join(dir, "cni", "bin"), filepath.Join(dir, "cni", "conf")} {
+	for _, d := range []string{n.PodLogsDir, n.KubeletDir, filepath.Join(dir, "cni", "conf")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err
 		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cni", "conf", "10-loopback.conflist"), []byte(cniConfig), 0o644); err != nil {
+		return nil, err
 	}
 	if err := n.startContainerd(ctx); err != nil {
 		return nil, err
@@ -131,7 +145,7 @@ state = %[2]q
     bin_dir = %[5]q
     conf_dir = %[6]q
 `, filepath.Join(n.Dir, "containerd", "root"), filepath.Join(n.Dir, "containerd", "state"), n.Socket, PauseImage,
-		filepath.Join(n.Dir, "cni", "bin"), filepath.Join(n.Dir, "cni", "conf"))
+		CNIBinDir, filepath.Join(n.Dir, "cni", "conf"))
 	cfgFile := filepath.Join(n.Dir, "containerd.toml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		return err
@@ -206,19 +220,31 @@ resolvConf: ""
 		return err
 	}
 	n.kubelet = cmd
+	// Registered and Ready (runtime and network up), so the scheduler may
+	// place Pods here too.
 	deadline := time.Now().Add(90 * time.Second)
+	status := "not registered"
 	for time.Now().Before(deadline) {
-		if _, err := n.env.Clientset.CoreV1().Nodes().Get(ctx, Name, metav1.GetOptions{}); err == nil {
-			return nil
-		} else if !apierrors.IsNotFound(err) {
+		node, err := n.env.Clientset.CoreV1().Nodes().Get(ctx, Name, metav1.GetOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
 			return err
+		}
+		if err == nil {
+			for _, c := range node.Status.Conditions {
+				if c.Type == corev1.NodeReady {
+					if c.Status == corev1.ConditionTrue {
+						return nil
+					}
+					status = "not Ready: " + c.Message
+				}
+			}
 		}
 		if n.kubelet.ProcessState != nil {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	return fmt.Errorf("the kubelet did not register the node; see %s", filepath.Join(n.Dir, "kubelet.log"))
+	return fmt.Errorf("the node is %s; see %s", status, filepath.Join(n.Dir, "kubelet.log"))
 }
 
 // PrepareNamespace creates what the controller-manager would, which this
@@ -422,10 +448,9 @@ func hostIP() string {
 }
 
 func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := controlplane.FreePort()
 	if err != nil {
 		return 10250
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
