@@ -1,58 +1,66 @@
 package scenario
 
 import (
-	"fmt"
+	"context"
+	"io"
+	"net/http"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
+	"github.com/kube-sts/kube-sts/e2e/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/flow"
 	"github.com/kube-sts/kube-sts/e2e/node"
+	"github.com/kube-sts/kube-sts/shared/exchange"
 )
 
-// jsonPatch is the write-up's annotation that mounts /tokens into Vault's
-// containers; kube-sts makes it unnecessary, and must not mind it either.
-const jsonPatch = `[{"op": "add", "path": "/volumeMounts/-", "value": {"name": "sts-tokens", "mountPath": "/tokens", "readOnly": true}}]`
-
-// ReferencePod is the write-up's Pod with the STS label and annotations, on
-// this node (nodeName, hostNetwork) and our local images. withJSONPatch keeps
-// its two agent-*-json-patch annotations.
+// ReferencePod is the write-up's Pod (flow.ExamplePod) on this node
+// (nodeName, hostNetwork), with our test app and Vault's dev server.
+// withJSONPatch keeps its two agent-*-json-patch annotations.
 func (s *Stack) ReferencePod(ns, name string, withJSONPatch bool) *corev1.Pod {
-	secretPath := fmt.Sprintf("secret/data/%s/%s/config", Cluster, Namespace)
-	ann := map[string]string{
-		"vault.hashicorp.com/service":                   s.VaultAddr,
-		"vault.hashicorp.com/agent-inject":              "true",
-		"vault.hashicorp.com/log-level":                 "debug",
-		"vault.hashicorp.com/role":                      Role,
-		"vault.hashicorp.com/agent-inject-secret-myenv": secretPath,
-		"vault.hashicorp.com/secret-volume-path-myenv":  "/etc/secrets",
-		"vault.hashicorp.com/agent-inject-template-myenv": `{{- with secret "` + secretPath + `" -}}
-MY_SECRET_PASSWORD="{{ index .Data.data "some-password" }}"
-{{- end }}`,
-		"tremolo.io/vault-sts":                 "auth_jwt_a8470dce",
-		"tremolo.io/user":                      "100",
-		"tremolo.io/group":                     "1000",
-		"vault.hashicorp.com/auth-type":        "jwt",
-		"vault.hashicorp.com/auth-path":        "auth/jwt",
-		"vault.hashicorp.com/auth-config-path": "/tokens/token.jwt",
+	return flow.ExamplePod(flow.PodOptions{
+		Namespace: ns, Name: name,
+		Image: node.AppImage, PullPolicy: corev1.PullNever, Args: []string{"/etc/secrets/myenv"},
+		HostNetwork: true, NodeName: node.Name,
+		VaultService: s.VaultAddr, WithJSONPatch: withJSONPatch,
+	})
+}
+
+// Local is a flow.Target on the local node: logs straight from the kubelet's
+// log folder, exchanges straight to the issuer on loopback.
+type Local struct {
+	Env         *controlplane.Env
+	Node        *node.Node
+	ExchangeURL string // https://<issuer>/token
+	HTTP        *http.Client
+}
+
+// Client implements flow.Target.
+func (l *Local) Client() kubernetes.Interface { return l.Env.Clientset }
+
+// Logs implements flow.Target.
+func (l *Local) Logs(_ context.Context, pod *corev1.Pod, container string) (string, error) {
+	return l.Node.ContainerLog(pod, container)
+}
+
+// Exchange implements flow.Target.
+func (l *Local) Exchange(ctx context.Context, subjectToken string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.ExchangeURL, strings.NewReader(exchange.NewRequest(subjectToken).Encode()))
+	if err != nil {
+		return 0, nil, err
 	}
-	if withJSONPatch {
-		ann["vault.hashicorp.com/agent-init-json-patch"] = jsonPatch
-		ann["vault.hashicorp.com/agent-json-patch"] = jsonPatch
+	req.Header.Set("Content-Type", exchange.ContentTypeForm)
+	resp, err := l.HTTP.Do(req)
+	if err != nil {
+		return 0, nil, err
 	}
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: name, Namespace: ns, Annotations: ann,
-			Labels: map[string]string{"run": "watch-vault-volume", "tremolo.io/vault-sts": "true"},
-		},
-		Spec: corev1.PodSpec{
-			NodeName:           node.Name,
-			HostNetwork:        true,
-			RestartPolicy:      corev1.RestartPolicyNever,
-			ServiceAccountName: ServiceAccount,
-			Containers: []corev1.Container{{
-				Name: "test", Image: node.AppImage, ImagePullPolicy: corev1.PullNever,
-				Args: []string{"/etc/secrets/myenv"},
-			}},
-		},
-	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, exchange.MaxResponseBytes))
+	return resp.StatusCode, body, err
+}
+
+// Target is the stack as flow sees it.
+func (s *Stack) Target() *Local {
+	return &Local{Env: s.Env, Node: s.Node, ExchangeURL: s.IssuerURL + "/token", HTTP: s.Issuer.Client}
 }

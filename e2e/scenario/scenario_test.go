@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kube-sts/kube-sts/e2e/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/flow"
 	"github.com/kube-sts/kube-sts/shared/contract"
 )
 
@@ -218,22 +219,8 @@ func TestReferenceScenario(t *testing.T) {
 
 func (s *Stack) waitForSecret(ctx context.Context, t *testing.T, pod *corev1.Pod) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		log, _ := s.Node.ContainerLog(pod, "test")
-		if strings.Contains(log, `MY_SECRET_PASSWORD="`+Password+`"`) {
-			return
-		}
-		if time.Now().After(deadline) {
-			p, _ := s.Env.Clientset.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
-			var logs strings.Builder
-			for _, c := range []string{contract.ContainerName, "vault-agent-init", "vault-agent", "test"} {
-				l, _ := s.Node.ContainerLog(pod, c)
-				logs.WriteString("--- " + c + ":\n" + tail(l) + "\n")
-			}
-			t.Fatalf("the app never saw the secret; pod status %+v\n%s\nvault log:\n%s", p.Status, logs.String(), tail(string(s.Vault.Log())))
-		}
-		time.Sleep(time.Second)
+	if err := flow.WaitForSecret(ctx, s.Target(), pod, 3*time.Minute); err != nil {
+		t.Fatalf("%v\nvault log:\n%s", err, tail(string(s.Vault.Log())))
 	}
 }
 

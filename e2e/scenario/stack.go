@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -25,21 +26,23 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/kube-sts/kube-sts/e2e/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/flow"
 	"github.com/kube-sts/kube-sts/e2e/internal/procs"
+	rel "github.com/kube-sts/kube-sts/e2e/internal/release"
 	"github.com/kube-sts/kube-sts/e2e/internal/stsissuer"
 	"github.com/kube-sts/kube-sts/e2e/internal/stswebhook"
 	"github.com/kube-sts/kube-sts/e2e/internal/testca"
 	"github.com/kube-sts/kube-sts/e2e/node"
 )
 
-// Names of the scenario, after the reference write-up.
+// Names of the scenario, after the reference write-up (see package flow).
 const (
-	Cluster        = "openunison-cp"
-	Namespace      = "test-vault"
-	ServiceAccount = "for-vault"
-	Audience       = "https://vault.kube-sts.test/"
-	Role           = "extsecret"
-	Password       = "s3cr3t-from-vault"
+	Cluster        = flow.Cluster
+	Namespace      = flow.Namespace
+	ServiceAccount = flow.ServiceAccount
+	Audience       = flow.Audience
+	Role           = flow.Role
+	Password       = flow.Password
 	VaultK8sImage  = "local/vault-k8s:e2e"
 )
 
@@ -66,29 +69,7 @@ func Up(t testing.TB, h *controlplane.Harness, env *controlplane.Env, say func(s
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	s := &Stack{Env: env, Work: t.TempDir(), Say: say}
-	var err error
-	if s.CA, err = testca.New("kube-sts demo CA"); err != nil {
-		t.Fatal(err)
-	}
-
-	say("building kubelet, Vault and Vault's injector (cached after the first run)")
-	kubelet := must(t)(controlplane.Binary(ctx, "kubelet"))
-	s.VaultBin = must(t)(controlplane.Binary(ctx, "vault"))
-	vaultK8s := must(t)(controlplane.Binary(ctx, "vault-k8s"))
-
-	say("starting containerd and the kubelet")
-	if s.Node, err = node.Start(ctx, env, node.Options{Kubelet: kubelet}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Node.Stop)
-	h.OnInterrupt(s.Node.Stop)
-
-	say("building and importing images: pause, sts-creds-sidecar, the test app, Vault's agent, Vault's injector")
-	s.importImages(ctx, t, vaultK8s)
-
-	say("starting a Vault dev server")
-	s.startVault(t)
+	s := Base(t, h, env, say, "sts-creds-sidecar")
 
 	say("starting sts-issuer")
 	s.Issuer = stsissuer.Start(t, env, s.CA, func(base string) string {
@@ -128,7 +109,7 @@ injectors:
 	stswebhook.Register(ctx, t, env, "kube-sts", s.Webhook.URL, s.CA.CertPEM)
 
 	say("starting Vault's agent injector in the cluster and registering it")
-	s.startVaultInjector(ctx, t)
+	s.StartVaultInjector(ctx, t)
 
 	for _, ns := range []string{Namespace, "other-team"} {
 		if err := node.PrepareNamespace(ctx, env, ns); err != nil {
@@ -138,6 +119,39 @@ injectors:
 			t.Fatal(err)
 		}
 	}
+	return s
+}
+
+// Base starts what every node scenario shares: containerd and the kubelet,
+// the images (pause, the test app, Vault's agent and injector, and our
+// release images named in release: local/<name>:e2e), and a Vault dev server.
+func Base(t testing.TB, h *controlplane.Harness, env *controlplane.Env, say func(string, ...any), release ...string) *Stack {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	s := &Stack{Env: env, Work: t.TempDir(), Say: say}
+	var err error
+	if s.CA, err = testca.New("kube-sts demo CA"); err != nil {
+		t.Fatal(err)
+	}
+
+	say("building kubelet, Vault and Vault's injector (cached after the first run)")
+	kubelet := must(t)(controlplane.Binary(ctx, "kubelet"))
+	s.VaultBin = must(t)(controlplane.Binary(ctx, "vault"))
+	vaultK8s := must(t)(controlplane.Binary(ctx, "vault-k8s"))
+
+	say("starting containerd and the kubelet")
+	if s.Node, err = node.Start(ctx, env, node.Options{Kubelet: kubelet}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Node.Stop)
+	h.OnInterrupt(s.Node.Stop)
+
+	say("building and importing images: pause, the test app, Vault's agent, Vault's injector, %s", strings.Join(release, ", "))
+	s.importImages(ctx, t, vaultK8s, release)
+
+	say("starting a Vault dev server")
+	s.startVault(t)
 	return s
 }
 
@@ -151,12 +165,11 @@ func must(t testing.TB) func(string, error) string {
 	}
 }
 
-func (s *Stack) importImages(ctx context.Context, t testing.TB, vaultK8s string) {
+func (s *Stack) importImages(ctx context.Context, t testing.TB, vaultK8s string, release []string) {
 	t.Helper()
 	bins := s.Work
 	pause := must(t)(node.GoBinary(ctx, bins, "e2e", "./cmd/pause"))
 	app := must(t)(node.GoBinary(ctx, bins, "e2e", "./cmd/testapp"))
-	sidecar := must(t)(node.GoBinary(ctx, bins, "sidecar", "./cmd/sts-creds-sidecar"))
 	busybox, err := exec.LookPath("busybox")
 	if err != nil {
 		t.Fatal(err)
@@ -164,17 +177,31 @@ func (s *Stack) importImages(ctx context.Context, t testing.TB, vaultK8s string)
 	images := []node.Image{
 		{Tag: node.PauseImage, Add: []string{pause + ":/pause"}, Entrypoint: "/pause"},
 		{Tag: node.AppImage, Add: []string{app + ":/testapp"}, Entrypoint: "/testapp", User: "65532"},
-		{Tag: node.SidecarImage, Add: []string{sidecar + ":/sts-creds-sidecar"}, Entrypoint: "/sts-creds-sidecar", User: "65532"},
 		// Vault's injector runs the agent with /bin/sh, base64 and vault from PATH.
 		{Tag: node.VaultImage, Add: []string{s.VaultBin + ":/bin/vault", busybox + ":/bin/busybox"},
 			Symlinks: []string{"/bin/sh:busybox", "/bin/base64:busybox", "/bin/sleep:busybox", "/bin/cat:busybox"}, Entrypoint: "/bin/vault", User: "100"},
 		{Tag: VaultK8sImage, Add: []string{vaultK8s + ":/vault-k8s"}, Entrypoint: "/vault-k8s"},
 	}
+	var tars []string
 	for _, img := range images {
 		tar, err := node.BuildImage(ctx, s.Work, img)
 		if err != nil {
 			t.Fatal(err)
 		}
+		tars = append(tars, tar)
+	}
+	// Ours exactly as released (the Dockerfiles' layout), for this machine's
+	// architecture: local/<name>:e2e.
+	if len(release) > 0 {
+		built, err := rel.Images(ctx, rel.Options{Dir: filepath.Join(s.Work, "release"), Prefix: "local", Version: "e2e", Arches: []string{runtime.GOARCH}, Only: release})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range built {
+			tars = append(tars, b.Archive)
+		}
+	}
+	for _, tar := range tars {
 		if err := s.Node.ImportImage(ctx, tar); err != nil {
 			t.Fatal(err)
 		}
@@ -193,62 +220,46 @@ func (s *Stack) startVault(t testing.TB) {
 	}
 }
 
+// VaultRunner runs the vault CLI against the dev server as root, as the
+// README tells users to.
+func (s *Stack) VaultRunner() flow.VaultCLI {
+	return func(stdin string, args ...string) (string, error) {
+		cmd := exec.Command(s.VaultBin, args...)
+		cmd.Env = append(os.Environ(), "VAULT_ADDR="+s.VaultAddr, "VAULT_TOKEN=root", "HOME="+s.Work)
+		if stdin != "" {
+			cmd.Stdin = strings.NewReader(stdin)
+		}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+}
+
 // VaultCLI runs the vault CLI against the dev server, as the README tells users to.
 func (s *Stack) VaultCLI(t testing.TB, stdin string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(s.VaultBin, args...)
-	cmd.Env = append(os.Environ(), "VAULT_ADDR="+s.VaultAddr, "VAULT_TOKEN=root", "HOME="+s.Work)
-	if stdin != "" {
-		cmd.Stdin = strings.NewReader(stdin)
-	}
-	out, err := cmd.CombinedOutput()
+	out, err := s.VaultRunner()(stdin, args...)
 	if err != nil {
 		t.Fatalf("vault %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	return string(out)
+	return out
 }
 
 func (s *Stack) configureVault(t testing.TB) {
 	t.Helper()
-	caFile := filepath.Join(s.Work, "sts-ca.pem")
-	if err := os.WriteFile(caFile, s.CA.CertPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s.VaultCLI(t, "", "auth", "enable", "jwt")
-	s.VaultCLI(t, "", "write", "auth/jwt/config",
-		"oidc_discovery_url="+s.IssuerURL, "oidc_discovery_ca_pem=@"+caFile, "bound_issuer="+s.IssuerURL)
-	role, _ := json.Marshal(map[string]any{
-		"role_type":       "jwt",
-		"bound_audiences": []string{Audience},
-		"user_claim":      "sub",
-		"claim_mappings":  map[string]string{"cluster": "cluster", "namespace": "namespace"},
-		"bound_issuer":    s.IssuerURL,
-		"policies":        []string{Role},
+	var err error
+	s.Accessor, err = flow.ConfigureVault(s.VaultRunner(), flow.VaultConfig{
+		IssuerURL: s.IssuerURL, CAPEM: s.CA.CertPEM,
 		// Short, so the agent logs in again with fresh STS tokens during the run.
-		"token_ttl":     "10s",
-		"token_max_ttl": "20s",
-		// Vault adds 150s of leeway to exp by default (plus 60s of clock
-		// skew): a dead Pod's token would outlive its exp by minutes.
-		"expiration_leeway": -1,
-		"clock_skew_leeway": 5,
+		TokenTTL: "10s", TokenMaxTTL: "20s",
 	})
-	s.VaultCLI(t, string(role), "write", "auth/jwt/role/"+Role, "-")
-	var mounts map[string]struct {
-		Accessor string `json:"accessor"`
-	}
-	if err := json.Unmarshal([]byte(s.VaultCLI(t, "", "auth", "list", "-format=json")), &mounts); err != nil {
+	if err != nil {
 		t.Fatal(err)
 	}
-	s.Accessor = mounts["jwt/"].Accessor
-	policy := fmt.Sprintf(`path "secret/data/{{identity.entity.aliases.%[1]s.metadata.cluster}}/{{identity.entity.aliases.%[1]s.metadata.namespace}}/*" {
-  capabilities = ["read"]
-}
-`, s.Accessor)
-	s.VaultCLI(t, policy, "policy", "write", Role, "-")
-	s.VaultCLI(t, "", "kv", "put", fmt.Sprintf("secret/%s/%s/config", Cluster, Namespace), "some-password="+Password)
 }
 
-func (s *Stack) startVaultInjector(ctx context.Context, t testing.TB) {
+// StartVaultInjector runs Vault's agent injector as a host-network Pod with
+// a certificate from s.CA and registers it as a second mutating webhook.
+func (s *Stack) StartVaultInjector(ctx context.Context, t testing.TB) {
 	t.Helper()
 	env := s.Env
 	const ns, sa = "vault", "vault-agent-injector"
