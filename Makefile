@@ -16,6 +16,14 @@ STATICCHECK_VERSION := v0.8.2
 STATICCHECK    := $(KUBE_STS_CACHE)/bin/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Images: <IMAGE_PREFIX>/<binary>:<VERSION>. `make images` builds them with
+# docker buildx for PLATFORMS and hands them to IMAGE_OUTPUT (default: one OCI
+# archive per image in dist/images; type=registry pushes, type=docker loads a
+# single-platform build into the local engine).
+IMAGE_PREFIX ?= kube-sts
+PLATFORMS    ?= linux/amd64,linux/arm64
+IMAGE_OUTPUT ?=
+IMAGES       := issuer:sts-issuer webhook:sts-webhook sidecar:sts-creds-sidecar
 LDFLAGS := -s -w -X github.com/kube-sts/kube-sts/shared/buildinfo.Version=$(VERSION)
 GO_TEST_FLAGS ?=
 
@@ -42,8 +50,12 @@ toolchain: ## Build the pinned kube-apiserver and etcd into $(KUBE_STS_CACHE) (c
 toolchain-node: ## Build the pinned kubelet, Vault and vault-k8s (cached) for the node suite.
 	bash $(TOOLCHAIN) node
 
+.PHONY: toolchain-deploy
+toolchain-deploy: ## Build the pinned kube-scheduler, kube-controller-manager, helm, kustomize and actionlint (cached).
+	bash $(TOOLCHAIN) deploy
+
 .PHONY: tools
-tools: toolchain toolchain-node $(STATICCHECK) ## Install everything the tests and linters need (cached).
+tools: toolchain toolchain-node toolchain-deploy $(STATICCHECK) ## Install everything the tests and linters need (cached).
 
 $(STATICCHECK):
 	@echo "installing staticcheck $(STATICCHECK_VERSION)"
@@ -103,6 +115,27 @@ bench: toolchain ## Run every benchmark (issuer in-process and on the real API s
 bench-sidecar: ## Measure the sidecar: binary size, RSS while looping, wake-ups while idle (IDLE=30 seconds).
 	bash sidecar/hack/bench-sidecar.sh $${IDLE:-30}
 
+.PHONY: images
+images: ## Build the three images with docker buildx for PLATFORMS (see IMAGE_PREFIX, VERSION, IMAGE_OUTPUT).
+	@mkdir -p dist/images
+	@for pair in $(IMAGES); do mod=$${pair%%:*}; name=$${pair#*:}; \
+	  out="$(IMAGE_OUTPUT)"; [ -n "$$out" ] || out="type=oci,dest=dist/images/$$name-$(VERSION).oci.tar"; \
+	  echo "== $(IMAGE_PREFIX)/$$name:$(VERSION) ($(PLATFORMS)) -> $$out"; \
+	  docker buildx build -f $$mod/Dockerfile --platform $(PLATFORMS) --build-arg VERSION=$(VERSION) \
+	    -t $(IMAGE_PREFIX)/$$name:$(VERSION) --output "$$out" . ; done
+
+.PHONY: images-local
+images-local: ## The same images without Docker (amd64 and arm64): docker-archives and OCI layouts in dist/images.
+	cd e2e && go run ./cmd/images --out ../dist/images --prefix $(IMAGE_PREFIX) --version $(VERSION)
+
+.PHONY: manifests
+manifests: toolchain-deploy ## Render the Helm chart (default values) and every kustomize overlay into dist/manifests.
+	@mkdir -p dist/manifests
+	"$$(bash $(TOOLCHAIN) --print-bin=helm)" template kube-sts manifests/charts/kube-sts --namespace kube-sts > dist/manifests/chart-default.yaml
+	@for o in base overlays/cert-manager overlays/self-managed; do \
+	  f=dist/manifests/kustomize-$$(echo $$o | tr / -).yaml; \
+	  "$$(bash $(TOOLCHAIN) --print-bin=kustomize)" build manifests/$$o > $$f; echo "wrote $$f"; done
+
 .PHONY: clean
-clean: ## Remove bin/ (the toolchain cache in $(KUBE_STS_CACHE) is kept).
-	rm -rf bin
+clean: ## Remove bin/ and dist/ (the toolchain cache in $(KUBE_STS_CACHE) is kept).
+	rm -rf bin dist
