@@ -67,7 +67,7 @@ demo: toolchain toolchain-node ## The reference scenario narrated on a local nod
 		go test -tags demo -run TestDemo -count=1 -v -timeout 30m ./demo/
 
 .PHONY: test
-test: tools build-standalone test-unit test-integration ## Run every test: unit (-race), the real API server, and the reference scenario on a real node (needs root).
+test: tools build-standalone test-unit test-integration ## Run every test: unit (-race), the real API server and the manifests, the reference scenario and the Helm chart on a real node (needs root).
 
 .PHONY: test-unit
 test-unit: ## Unit tests of every module, with -race.

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +27,6 @@ import (
 	"github.com/kube-sts/kube-sts/e2e/controlplane"
 	"github.com/kube-sts/kube-sts/e2e/flow"
 	"github.com/kube-sts/kube-sts/e2e/internal/procs"
-	rel "github.com/kube-sts/kube-sts/e2e/internal/release"
 	"github.com/kube-sts/kube-sts/e2e/internal/stsissuer"
 	"github.com/kube-sts/kube-sts/e2e/internal/stswebhook"
 	"github.com/kube-sts/kube-sts/e2e/internal/testca"
@@ -193,13 +191,11 @@ func (s *Stack) importImages(ctx context.Context, t testing.TB, vaultK8s string,
 	// Ours exactly as released (the Dockerfiles' layout), for this machine's
 	// architecture: local/<name>:e2e.
 	if len(release) > 0 {
-		built, err := rel.Images(ctx, rel.Options{Dir: filepath.Join(s.Work, "release"), Prefix: "local", Version: "e2e", Arches: []string{runtime.GOARCH}, Only: release})
+		archives, err := node.ReleaseImages(ctx, filepath.Join(s.Work, "release"), release...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, b := range built {
-			tars = append(tars, b.Archive)
-		}
+		tars = append(tars, archives...)
 	}
 	for _, tar := range tars {
 		if err := s.Node.ImportImage(ctx, tar); err != nil {

@@ -35,10 +35,15 @@ func run(ctx context.Context, args []string) error {
 	version := fs.String("version", "dev", "version stamped into the binaries and used as the tag")
 	prefix := fs.String("prefix", "kube-sts", "image name prefix: <prefix>/<binary>:<version>")
 	arches := fs.String("arch", strings.Join(release.Arches, ","), "comma-separated GOARCH list")
+	only := fs.String("only", "", "comma-separated binaries to build (default: all)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	built, err := release.Images(ctx, release.Options{Dir: *out, Prefix: *prefix, Version: *version, Arches: strings.Split(*arches, ",")})
+	o := release.Options{Dir: *out, Prefix: *prefix, Version: *version, Arches: strings.Split(*arches, ",")}
+	if *only != "" {
+		o.Only = strings.Split(*only, ",")
+	}
+	built, err := release.Images(ctx, o)
 	if err != nil {
 		return err
 	}
