@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -484,4 +485,39 @@ func TestWorkflows(t *testing.T) {
 		t.Fatalf("actionlint: %v\n%s", err, out)
 	}
 	t.Logf("actionlint passed on %d workflows", len(files))
+}
+
+// TestVersionsAgree: the chart's appVersion, the kustomize base's image tags
+// and the sidecar image in the base's webhook configuration name one release.
+func TestVersionsAgree(t *testing.T) {
+	root := filepath.Join(procs.RepoRoot(), "manifests")
+	chart, err := os.ReadFile(filepath.Join(root, "charts", "kube-sts", "Chart.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^appVersion: "?([^"\n]+)"?$`).FindSubmatch(chart)
+	if m == nil {
+		t.Fatal("no appVersion in Chart.yaml")
+	}
+	version := string(m[1])
+	kust, err := os.ReadFile(filepath.Join(root, "base", "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags := regexp.MustCompile(`newTag: (\S+)`).FindAllSubmatch(kust, -1)
+	if len(tags) != 2 {
+		t.Fatalf("want the issuer's and the webhook's newTag in the base, found %d", len(tags))
+	}
+	for _, tag := range tags {
+		if string(tag[1]) != version {
+			t.Errorf("kustomize base tag %s, chart appVersion %s", tag[1], version)
+		}
+	}
+	cfg, err := os.ReadFile(filepath.Join(root, "base", "config", "webhook.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "image: kube-sts/sts-creds-sidecar:" + version; !strings.Contains(string(cfg), want) {
+		t.Errorf("base/config/webhook.yaml lacks %q", want)
+	}
 }
