@@ -20,7 +20,12 @@ import (
 // ConfigMap in every namespace.
 type Controllers struct {
 	LogDir string
-	cmds   []*exec.Cmd
+	procs  []*controllerProc
+}
+
+type controllerProc struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
 }
 
 // StartControllers builds (when not cached) and starts both as administrators
@@ -72,7 +77,9 @@ func (e *Env) StartControllers(ctx context.Context) (c *Controllers, err error) 
 		if err := cmd.Start(); err != nil {
 			return nil, fmt.Errorf("start %s: %w", p.name, err)
 		}
-		c.cmds = append(c.cmds, cmd)
+		cp := &controllerProc{cmd: cmd, done: make(chan struct{})}
+		go func() { _ = cmd.Wait(); close(cp.done) }()
+		c.procs = append(c.procs, cp)
 	}
 	recordChildren()
 	// Ready when the controller manager has published kube-root-ca.crt.
@@ -81,9 +88,11 @@ func (e *Env) StartControllers(ctx context.Context) (c *Controllers, err error) 
 		if _, err := e.Clientset.CoreV1().ConfigMaps("default").Get(ctx, "kube-root-ca.crt", metav1.GetOptions{}); err == nil {
 			return c, nil
 		}
-		for _, cmd := range c.cmds {
-			if cmd.ProcessState != nil {
-				return nil, fmt.Errorf("%s exited (logs in %s)", filepath.Base(cmd.Path), e.LogDir)
+		for _, p := range c.procs {
+			select {
+			case <-p.done:
+				return nil, fmt.Errorf("%s exited (logs in %s)", filepath.Base(p.cmd.Path), e.LogDir)
+			default:
 			}
 		}
 		if time.Now().After(deadline) {
@@ -95,20 +104,16 @@ func (e *Env) StartControllers(ctx context.Context) (c *Controllers, err error) 
 
 // Stop ends both (idempotent).
 func (c *Controllers) Stop() {
-	for _, cmd := range c.cmds {
-		if cmd.Process != nil && cmd.ProcessState == nil {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-				<-done
-			}
+	for _, p := range c.procs {
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
 		}
 	}
-	c.cmds = nil
+	c.procs = nil
 }
 
 // FreePort is a loopback TCP port free at the time of the call.
