@@ -9,11 +9,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -263,6 +266,95 @@ func TestSelfManagedTLS(t *testing.T) {
 			t.Fatalf("a labeled Pod was not mutated through the self-managed certificate: %v\n%s", err, wh.Log())
 		}
 		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// TestSelfManagedTLSTwoReplicas: the chart's default (tls.mode self, two
+// replicas) starts two webhooks on one empty Secret at the same time. They
+// must settle on one CA: the Secret's, in the caBundle, and the one each
+// replica's serving certificate chains to; and each replica admits Pods.
+func TestSelfManagedTLSTwoReplicas(t *testing.T) {
+	env := cp.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	// Fresh names per run: the race is only there on an empty Secret.
+	run := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	ns, name, secret := "test-self-two", "kube-sts-self-two-"+run, "sts-webhook-tls-two-"+run
+	ensureNamespace(ctx, t, env, ns)
+	t.Cleanup(func() {
+		_ = env.Clientset.CoreV1().Secrets(stswebhook.Namespace).Delete(context.Background(), secret, metav1.DeleteOptions{})
+	})
+	stswebhook.Register(ctx, t, env, name, "https://localhost:1/mutate", nil)
+	opts := stswebhook.Options{Config: webhookConfig, Host: "localhost", ConfigName: name, SelfSecret: secret, NoWait: true}
+	replicas := []*stswebhook.Webhook{stswebhook.Start(t, env, opts), stswebhook.Start(t, env, opts)}
+	for _, wh := range replicas {
+		wh.WaitReady(t)
+	}
+
+	var pool *x509.CertPool
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		sec, err := env.Clientset.CoreV1().Secrets(stswebhook.Namespace).Get(ctx, secret, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ca := sec.Data["ca.crt"]
+		settled := len(ca) > 0 && bytes.Equal(cfg.Webhooks[0].ClientConfig.CABundle, ca)
+		for _, wh := range replicas {
+			got, _ := os.ReadFile(filepath.Join(wh.Dir, stswebhook.SelfCertDir, "ca.crt"))
+			settled = settled && bytes.Equal(got, ca)
+		}
+		if settled {
+			pool = x509.NewCertPool()
+			pool.AppendCertsFromPEM(ca)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replicas did not settle on one CA in 60s\n--- a:\n%s\n--- b:\n%s", replicas[0].Log(), replicas[1].Log())
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	for i, wh := range replicas {
+		addr := strings.TrimSuffix(strings.TrimPrefix(wh.URL, "https://"), "/mutate")
+		// The served certificate may lag the Secret by a sync period.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12})
+			if err == nil {
+				conn.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("replica %d does not serve a certificate of the shared CA: %v", i, err)
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+		if err := retryUpdate(ctx, env, name, func(cfg *admissionregv1.MutatingWebhookConfiguration) {
+			for j := range cfg.Webhooks {
+				cfg.Webhooks[j].ClientConfig.URL = ptr.To(wh.URL)
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		pod := fmt.Sprintf("through-replica-%d-%s", i, run)
+		deadline = time.Now().Add(30 * time.Second)
+		for {
+			p, err := env.Clientset.CoreV1().Pods(ns).Create(ctx, labeledPod(ns, pod, nil), metav1.CreateOptions{})
+			if err == nil && p.Annotations[contract.InjectedAnnotation] != "" {
+				break
+			}
+			if err == nil {
+				_ = env.Clientset.CoreV1().Pods(ns).Delete(ctx, pod, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("replica %d did not mutate a labeled Pod: %v\n%s", i, err, wh.Log())
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
 	}
 }
 

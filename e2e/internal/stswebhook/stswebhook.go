@@ -33,6 +33,9 @@ const (
 )
 
 // Webhook is a running sts-webhook.
+// SelfSecret is the webhook's default --self-secret.
+const SelfSecret = "sts-webhook-tls"
+
 // SelfCertDir is the folder (in Webhook.Dir) where self mode writes its pair.
 const SelfCertDir = "self-certs"
 
@@ -55,6 +58,10 @@ type Options struct {
 	Host string
 	// ConfigName of the MutatingWebhookConfiguration (self mode patches it).
 	ConfigName string
+	// SelfSecret keeps the self-managed pair (default sts-webhook-tls).
+	SelfSecret string
+	// NoWait returns once the process runs; call WaitReady.
+	NoWait bool
 }
 
 // Manifest loads the shipped MutatingWebhookConfiguration.
@@ -125,7 +132,10 @@ func Start(t testing.TB, env *controlplane.Env, o Options) *Webhook {
 		args = append(args, "--tls-mode", "certdir", "--cert-dir", certDir)
 	} else {
 		// The webhook writes the pair and ca.crt from its Secret here.
-		args = append(args, "--tls-mode", "self", "--dns-name", o.Host, "--webhook-config", o.ConfigName, "--self-secret", "sts-webhook-tls",
+		if o.SelfSecret == "" {
+			o.SelfSecret = SelfSecret
+		}
+		args = append(args, "--tls-mode", "self", "--dns-name", o.Host, "--webhook-config", o.ConfigName, "--self-secret", o.SelfSecret,
 			"--cert-dir", filepath.Join(dir, SelfCertDir))
 	}
 	bin := procs.Build(t, "webhook", "./cmd/sts-webhook")
@@ -137,10 +147,18 @@ func Start(t testing.TB, env *controlplane.Env, o Options) *Webhook {
 		MetricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", mport),
 		Dir:        dir,
 	}
-	if err := p.WaitHTTP(ctx, &http.Client{Timeout: 5 * time.Second}, w.ProbeURL+"/readyz", 60*time.Second); err != nil {
-		t.Fatal(err)
+	if !o.NoWait {
+		w.WaitReady(t)
 	}
 	return w
+}
+
+// WaitReady waits until /readyz is 200.
+func (w *Webhook) WaitReady(t testing.TB) {
+	t.Helper()
+	if err := w.WaitHTTP(context.Background(), &http.Client{Timeout: 5 * time.Second}, w.ProbeURL+"/readyz", 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // setupRBAC grants what self mode needs: its Secret in its namespace and its
