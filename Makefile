@@ -77,7 +77,7 @@ test-unit: ## Unit tests of every module, with -race.
 # kubelets on one machine would fight over the same cgroups; the timing
 # assertions also want the two cores to themselves.
 .PHONY: test-integration
-test-integration: toolchain ## The e2e suites: real kube-apiserver + etcd, and a real node (containerd, kubelet) with Vault.
+test-integration: toolchain ## The e2e suites: real kube-apiserver + etcd; the manifests; a real node (containerd, kubelet) with Vault, and the chart installed on it.
 	cd e2e && KUBEBUILDER_ASSETS="$$(bash hack/toolchain.sh --print-dir all)" KUBE_STS_REQUIRE_CONTROLPLANE=1 \
 		go test -race -count=1 -v -p 1 -timeout 30m $(GO_TEST_FLAGS) ./...
 

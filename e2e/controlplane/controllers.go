@@ -3,7 +3,6 @@ package controlplane
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kube-sts/kube-sts/e2e/internal/procs"
 )
 
 // Controllers are kube-scheduler and kube-controller-manager (the pinned
@@ -47,7 +48,7 @@ func (e *Env) StartControllers(ctx context.Context) (c *Controllers, err error) 
 		return nil, err
 	}
 	common := func() []string {
-		port, err := FreePort()
+		port, err := procs.LoopbackPort()
 		if err != nil {
 			port = 0 // the component then serves no health endpoint; nothing here needs it
 		}
@@ -114,14 +115,4 @@ func (c *Controllers) Stop() {
 		}
 	}
 	c.procs = nil
-}
-
-// FreePort is a loopback TCP port free at the time of the call.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"context"
 	"debug/elf"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 
+	"github.com/kube-sts/kube-sts/e2e/internal/ociimage"
 	"github.com/kube-sts/kube-sts/e2e/internal/procs"
 	"github.com/kube-sts/kube-sts/e2e/internal/release"
 )
@@ -141,34 +141,15 @@ func compressed(t *testing.T, b release.Built) int64 {
 // layerFiles reads the regular files of the image's layers by path.
 func layerFiles(t *testing.T, b release.Built) map[string][]byte {
 	t.Helper()
-	layers, err := b.Image.Layers()
+	entries, err := ociimage.Contents(b.Image)
 	if err != nil {
 		t.Fatal(err)
 	}
 	files := map[string][]byte{}
-	for _, l := range layers {
-		rc, err := l.Uncompressed()
-		if err != nil {
-			t.Fatal(err)
+	for path, e := range entries {
+		if e.Typeflag == tar.TypeReg {
+			files[path] = e.Data
 		}
-		tr := tar.NewReader(rc)
-		for {
-			h, err := tr.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if h.Typeflag == tar.TypeReg {
-				data, err := io.ReadAll(tr)
-				if err != nil {
-					t.Fatal(err)
-				}
-				files["/"+h.Name] = data
-			}
-		}
-		rc.Close()
 	}
 	return files
 }

@@ -11,10 +11,12 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -88,7 +90,7 @@ func TestChartOnLocalNode(t *testing.T) {
 		"--kubeconfig", kubeconfig, "--values", filepath.Join(chart, "ci", "local-values.yaml"),
 		"--set", strings.Join(set, ","), "--wait", "--timeout", "5m").CombinedOutput()
 	if err != nil {
-		t.Fatalf("helm install: %v\n%s\n%s", err, out, podReport(ctx, t, s))
+		t.Fatalf("helm install: %v\n%s\n%s", err, out, podReport(ctx, s))
 	}
 	t.Logf("installed and Ready in %v", time.Since(start).Round(time.Second))
 	if !strings.Contains(string(out), "vault write auth/jwt-vault/config") {
@@ -101,7 +103,7 @@ func TestChartOnLocalNode(t *testing.T) {
 			t.Fatal(err)
 		}
 		if d.Status.ReadyReplicas != *d.Spec.Replicas || !available(d) {
-			t.Fatalf("%s: %d of %d ready after helm --wait, conditions %+v\n%s", name, d.Status.ReadyReplicas, *d.Spec.Replicas, d.Status.Conditions, podReport(ctx, t, s))
+			t.Fatalf("%s: %d of %d ready after helm --wait, conditions %+v\n%s", name, d.Status.ReadyReplicas, *d.Spec.Replicas, d.Status.Conditions, podReport(ctx, s))
 		}
 	}
 
@@ -114,7 +116,7 @@ func TestChartOnLocalNode(t *testing.T) {
 	caPEM := tlsSecret.Data["ca.crt"]
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
-		t.Fatalf("no CA in the self-managed Secret (keys %v)", keys(tlsSecret.Data))
+		t.Fatalf("no CA in the self-managed Secret (keys %v)", slices.Sorted(maps.Keys(tlsSecret.Data)))
 	}
 	s.IssuerURL = fmt.Sprintf("https://localhost:%d/vault", issuerPort)
 	target := &scenario.Local{Env: env, Node: s.Node, ExchangeURL: s.IssuerURL + "/token", HTTP: procs.TLSClient(pool)}
@@ -245,7 +247,7 @@ func restartIssuer(ctx context.Context, t *testing.T, s *scenario.Stack, target 
 			}
 		}
 		if time.Since(restarted) > 3*time.Minute {
-			t.Fatalf("no new issuer Pod Ready 3m after the restart\n%s", podReport(ctx, t, s))
+			t.Fatalf("no new issuer Pod Ready 3m after the restart\n%s", podReport(ctx, s))
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
@@ -329,16 +331,8 @@ func available(d *appsv1.Deployment) bool {
 	return false
 }
 
-func keys[V any](m map[string]V) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
-}
-
 // podReport shows the release's Pods and their logs, for failures.
-func podReport(ctx context.Context, t *testing.T, s *scenario.Stack) string {
+func podReport(ctx context.Context, s *scenario.Stack) string {
 	var b strings.Builder
 	pods, err := s.Env.Clientset.CoreV1().Pods(releaseNS).List(ctx, metav1.ListOptions{})
 	if err != nil {

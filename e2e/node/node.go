@@ -26,6 +26,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kube-sts/kube-sts/e2e/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/internal/procs"
 )
 
 // Name is the node's name.
@@ -448,7 +449,7 @@ func hostIP() string {
 }
 
 func freePort() int {
-	port, err := controlplane.FreePort()
+	port, err := procs.LoopbackPort()
 	if err != nil {
 		return 10250
 	}

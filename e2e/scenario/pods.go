@@ -2,17 +2,15 @@ package scenario
 
 import (
 	"context"
-	"io"
 	"net/http"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kube-sts/kube-sts/e2e/controlplane"
 	"github.com/kube-sts/kube-sts/e2e/flow"
+	"github.com/kube-sts/kube-sts/e2e/internal/stsissuer"
 	"github.com/kube-sts/kube-sts/e2e/node"
-	"github.com/kube-sts/kube-sts/shared/exchange"
 )
 
 // ReferencePod is the write-up's Pod (flow.ExamplePod) on this node
@@ -46,18 +44,7 @@ func (l *Local) Logs(_ context.Context, pod *corev1.Pod, container string) (stri
 
 // Exchange implements flow.Target.
 func (l *Local) Exchange(ctx context.Context, subjectToken string) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.ExchangeURL, strings.NewReader(exchange.NewRequest(subjectToken).Encode()))
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Content-Type", exchange.ContentTypeForm)
-	resp, err := l.HTTP.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, exchange.MaxResponseBytes))
-	return resp.StatusCode, body, err
+	return stsissuer.Post(ctx, l.HTTP, l.ExchangeURL, subjectToken)
 }
 
 // Target is the stack as flow sees it.

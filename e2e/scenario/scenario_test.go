@@ -92,7 +92,7 @@ func TestReferenceScenario(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%d agent logins across %d STS tokens after 3m; agent log:\n%s", logins, refreshes, tail(agent))
+				t.Fatalf("%d agent logins across %d STS tokens after 3m; agent log:\n%s", logins, refreshes, flow.Tail(agent, 3000))
 			}
 			time.Sleep(2 * time.Second)
 		}
@@ -114,7 +114,7 @@ func TestReferenceScenario(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("want a token and a refusal from Vault; sidecar:\n%s\nagent-init:\n%s", tail(sidecar), tail(agentInit))
+				t.Fatalf("want a token and a refusal from Vault; sidecar:\n%s\nagent-init:\n%s", flow.Tail(sidecar, 3000), flow.Tail(agentInit, 3000))
 			}
 			time.Sleep(time.Second)
 		}
@@ -220,7 +220,7 @@ func TestReferenceScenario(t *testing.T) {
 func (s *Stack) waitForSecret(ctx context.Context, t *testing.T, pod *corev1.Pod) {
 	t.Helper()
 	if err := flow.WaitForSecret(ctx, s.Target(), pod, 3*time.Minute); err != nil {
-		t.Fatalf("%v\nvault log:\n%s", err, tail(string(s.Vault.Log())))
+		t.Fatalf("%v\nvault log:\n%s", err, flow.Tail(string(s.Vault.Log()), 3000))
 	}
 }
 
@@ -245,13 +245,6 @@ func mustClaims(t *testing.T, jwt string) map[string]any {
 		t.Fatal(err)
 	}
 	return c
-}
-
-func tail(s string) string {
-	if len(s) > 3000 {
-		return s[len(s)-3000:]
-	}
-	return s
 }
 
 // firstRefresh is the time of the sidecar's first "token refreshed" line.

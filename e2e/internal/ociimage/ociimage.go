@@ -160,6 +160,54 @@ func layer(s Spec) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// Entry is one entry of an image's layers: its header and, for regular
+// files, its content.
+type Entry struct {
+	*tar.Header
+	Data []byte
+}
+
+// Contents reads every layer of img, by path ("/usr/bin/x"); later layers
+// win. For checking what an image holds.
+func Contents(img v1.Image) (map[string]Entry, error) {
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]Entry{}
+	for _, l := range layers {
+		if err := readLayer(l, out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func readLayer(l v1.Layer, out map[string]Entry) error {
+	rc, err := l.Uncompressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		e := Entry{Header: h}
+		if h.Typeflag == tar.TypeReg {
+			if e.Data, err = io.ReadAll(tr); err != nil {
+				return err
+			}
+		}
+		out["/"+strings.TrimSuffix(h.Name, "/")] = e
+	}
+}
+
 // ParseFile reads SRC:DST[:MODE] (octal mode).
 func ParseFile(v string) (File, error) {
 	parts := strings.Split(v, ":")

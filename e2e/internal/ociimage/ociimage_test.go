@@ -2,7 +2,6 @@ package ociimage
 
 import (
 	"archive/tar"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -46,41 +45,30 @@ func TestBuild(t *testing.T) {
 		len(cf.Config.Entrypoint) != 1 || cf.Config.Entrypoint[0] != "/usr/bin/tool" || len(cf.Config.Env) != 2 || cf.Config.Env[1] != "A=b" {
 		t.Fatalf("config %+v / %+v", cf, cf.Config)
 	}
-	layers, err := img.Layers()
-	if err != nil || len(layers) != 1 {
+	if layers, err := img.Layers(); err != nil || len(layers) != 1 {
 		t.Fatalf("layers: %d %v", len(layers), err)
 	}
-	rc, err := layers[0].Uncompressed()
+	got, err := Contents(img)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer rc.Close()
-	got := map[string]*tar.Header{}
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		got[h.Name] = h
 	}
 	for name, want := range map[string]struct {
 		typ  byte
 		mode int64
 	}{
-		"tmp/": {tar.TypeDir, 0o1777}, "usr/": {tar.TypeDir, 0o755}, "usr/bin/": {tar.TypeDir, 0o755},
-		"usr/bin/tool": {tar.TypeReg, 0o755}, "etc/tool.conf": {tar.TypeReg, 0o644}, "bin/t": {tar.TypeSymlink, 0o777},
+		"/tmp": {tar.TypeDir, 0o1777}, "/usr": {tar.TypeDir, 0o755}, "/usr/bin": {tar.TypeDir, 0o755},
+		"/usr/bin/tool": {tar.TypeReg, 0o755}, "/etc/tool.conf": {tar.TypeReg, 0o644}, "/bin/t": {tar.TypeSymlink, 0o777},
 	} {
-		h := got[name]
-		if h == nil || h.Typeflag != want.typ || h.Mode != want.mode {
-			t.Errorf("%s: %+v, want type %c mode %o", name, h, want.typ, want.mode)
+		e, ok := got[name]
+		if !ok || e.Typeflag != want.typ || e.Mode != want.mode {
+			t.Errorf("%s: %+v, want type %c mode %o", name, e.Header, want.typ, want.mode)
 		}
 	}
-	if got["bin/t"] != nil && got["bin/t"].Linkname != "/usr/bin/tool" {
-		t.Errorf("symlink target %q", got["bin/t"].Linkname)
+	if e := got["/bin/t"]; e.Header == nil || e.Linkname != "/usr/bin/tool" {
+		t.Errorf("symlink: %+v", e.Header)
+	}
+	if string(got["/etc/tool.conf"].Data) != "#!/bin/true\n" {
+		t.Errorf("file content %q", got["/etc/tool.conf"].Data)
 	}
 	if _, err := Build(Spec{Arch: "amd64", Files: []File{{Src: filepath.Join(dir, "missing"), Dst: "/x"}}}); err == nil {
 		t.Error("a missing source file was accepted")

@@ -75,12 +75,21 @@ func Build(t testing.TB, module, pkg string) string {
 // FreePort returns a loopback port that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := LoopbackPort()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return port
+}
+
+// LoopbackPort is FreePort for code without a testing.TB.
+func LoopbackPort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Proc is a running binary.

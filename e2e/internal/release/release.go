@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -71,11 +72,7 @@ func Images(ctx context.Context, o Options) ([]Built, error) {
 		return nil, fmt.Errorf("the CA bundle for the images: %w (install Debian's ca-certificates)", err)
 	}
 	for _, n := range o.Only {
-		known := false
-		for _, b := range Binaries {
-			known = known || b.Name == n
-		}
-		if !known {
+		if !slices.ContainsFunc(Binaries, func(b Binary) bool { return b.Name == n }) {
 			return nil, fmt.Errorf("no image named %q (known: sts-issuer, sts-webhook, sts-creds-sidecar)", n)
 		}
 	}
@@ -84,7 +81,7 @@ func Images(ctx context.Context, o Options) ([]Built, error) {
 	}
 	var out []Built
 	for _, b := range Binaries {
-		if len(o.Only) > 0 && !contains(o.Only, b.Name) {
+		if len(o.Only) > 0 && !slices.Contains(o.Only, b.Name) {
 			continue
 		}
 		tag := fmt.Sprintf("%s/%s:%s", o.Prefix, b.Name, o.Version)
@@ -132,13 +129,4 @@ func goBuild(ctx context.Context, b Binary, arch, version, out string) error {
 		return fmt.Errorf("build %s for %s: %v\n%s", b.Name, arch, err, o)
 	}
 	return nil
-}
-
-func contains(l []string, s string) bool {
-	for _, v := range l {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -135,24 +135,31 @@ type Result struct {
 	Error    *exchange.Error
 }
 
-// Exchange posts subjectToken to <issuer>/token.
-func (i *Issuer) Exchange(ctx context.Context, issuer, subjectToken string) (Result, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, issuer+"/token", strings.NewReader(exchange.NewRequest(subjectToken).Encode()))
+// Post sends an RFC 8693 exchange of subjectToken to tokenURL and returns
+// the HTTP status and the (bounded) body.
+func Post(ctx context.Context, client *http.Client, tokenURL, subjectToken string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tokenURL, strings.NewReader(exchange.NewRequest(subjectToken).Encode()))
 	if err != nil {
-		return Result{}, err
+		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", exchange.ContentTypeForm)
-	resp, err := i.Client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
-		return Result{}, err
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, exchange.MaxResponseBytes))
+	return resp.StatusCode, body, err
+}
+
+// Exchange posts subjectToken to <issuer>/token.
+func (i *Issuer) Exchange(ctx context.Context, issuer, subjectToken string) (Result, error) {
+	status, body, err := Post(ctx, i.Client, issuer+"/token", subjectToken)
 	if err != nil {
 		return Result{}, err
 	}
-	r := Result{Status: resp.StatusCode}
-	if resp.StatusCode == http.StatusOK {
+	r := Result{Status: status}
+	if status == http.StatusOK {
 		err = json.Unmarshal(body, &r.Response)
 		return r, err
 	}
