@@ -1,11 +1,10 @@
 // Package admit is the admission handler: it decodes the Pod, asks inject
-// what to do, and answers with the JSON patch controller-runtime computes
-// from the Pod before and after.
+// what to do, and answers with a JSON patch of only what injection changed,
+// laid onto the Pod as the API server sent it (see injectionPatch).
 package admit
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"time"
@@ -99,12 +98,12 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		result = "error"
 		return admission.Errored(http.StatusInternalServerError, err)
 	}
-	raw, err := json.Marshal(mutated)
+	patch, err := injectionPatch(req.Object.Raw, pod, mutated)
 	if err != nil {
 		result = "error"
 		return admission.Errored(http.StatusInternalServerError, err)
 	}
 	result = "injected"
 	log.V(1).Info("injected", "native", h.Native[inj.Name])
-	return admission.PatchResponseFromRaw(req.Object.Raw, raw)
+	return admission.Patched("", patch...)
 }
