@@ -329,8 +329,8 @@ func TestHardened(t *testing.T) {
 	}
 }
 
-// TestLeastPrivilege: the issuer may create TokenReviews and get Pods
-// cluster-wide and nothing else there; Secrets are written only by name; no
+// TestLeastPrivilege: the issuer may create TokenReviews, get Pods and read
+// the service-account issuer discovery cluster-wide and nothing else there; Secrets are written only by name; no
 // rule anywhere uses a wildcard.
 func TestLeastPrivilege(t *testing.T) {
 	for _, r := range renderings(t) {
@@ -342,6 +342,7 @@ func TestLeastPrivilege(t *testing.T) {
 					want := fmt.Sprint([]rbacv1.PolicyRule{
 						{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
 						{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
+						{Verbs: []string{"get"}, NonResourceURLs: []string{"/.well-known/openid-configuration", "/openid/v1/jwks"}},
 					})
 					if got != want {
 						t.Errorf("issuer ClusterRole %s:\n got %s\nwant %s", cr.Name, got, want)

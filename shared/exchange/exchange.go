@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strings"
+	"slices"
+
+	"github.com/kube-sts/kube-sts/shared/redact"
 )
 
 // RFC 8693 identifiers.
@@ -32,6 +34,16 @@ const (
 	ParamSubjectToken       = "subject_token"
 	ParamSubjectTokenType   = "subject_token_type"
 	ParamRequestedTokenType = "requested_token_type"
+	// ParamAudience and ParamResource name the target (RFC 8693 §2.1); an
+	// issuer endpoint serves one audience, so they may only repeat it.
+	ParamAudience = "audience"
+	ParamResource = "resource"
+	// ParamScope is accepted and ignored: minted tokens carry no scope.
+	ParamScope = "scope"
+	// ParamActorToken and ParamActorTokenType ask for delegation, which is
+	// not supported; they are refused rather than ignored.
+	ParamActorToken     = "actor_token"
+	ParamActorTokenType = "actor_token_type"
 )
 
 // Limits applied before anything else looks at a request.
@@ -42,17 +54,12 @@ const (
 	MaxSubjectTokenBytes = 16 << 10
 	// MaxResponseBytes bounds what a client reads of a response.
 	MaxResponseBytes = 1 << 20
+	// MaxTargets bounds how many audience and resource values a request may carry.
+	MaxTargets = 8
 )
 
-// known lists the parameters a request may carry. Anything else is refused
-// rather than ignored, so a client that expects, say, audience selection learns
-// at once that it is not supported.
-var known = map[string]bool{
-	ParamGrantType:          true,
-	ParamSubjectToken:       true,
-	ParamSubjectTokenType:   true,
-	ParamRequestedTokenType: true,
-}
+// multi are the parameters that RFC 8693 lets a request repeat.
+var multi = map[string]bool{ParamAudience: true, ParamResource: true}
 
 // Request is a token-exchange request.
 type Request struct {
@@ -62,6 +69,10 @@ type Request struct {
 	SubjectTokenType string
 	// RequestedTokenType is empty or TokenTypeJWT.
 	RequestedTokenType string
+	// Audiences and Resources are the targets the client asked for, if any;
+	// the issuer answers invalid_target unless it can serve them.
+	Audiences []string
+	Resources []string
 }
 
 // NewRequest returns the request the sidecar sends for a ServiceAccount token.
@@ -78,14 +89,23 @@ func (r Request) Encode() string {
 	if r.RequestedTokenType != "" {
 		v.Set(ParamRequestedTokenType, r.RequestedTokenType)
 	}
+	for _, a := range r.Audiences {
+		v.Add(ParamAudience, a)
+	}
+	for _, a := range r.Resources {
+		v.Add(ParamResource, a)
+	}
 	return v.Encode()
 }
 
 // ParseRequest parses a form body strictly: size limits first, then every
-// parameter at most once, no unknown parameters, the token-exchange grant, JWT
-// token types, and a subject token that is not empty and within its limit.
-// Errors are *Error values ready to be sent to the client; their descriptions
-// never quote the token.
+// parameter at most once (audience and resource may repeat), the
+// token-exchange grant, JWT token types, and a subject token that is not
+// empty and within its limit. As RFC 6749 §3.1 says, a parameter sent
+// without a value counts as omitted and an unrecognized one is ignored;
+// scope is ignored too, and delegation (actor_token) is refused.
+// Errors are *Error values ready to be sent to the client; their
+// descriptions name parameters and what is allowed, and never quote a value.
 func ParseRequest(body []byte) (Request, error) {
 	if len(body) > MaxRequestBytes {
 		return Request{}, Errorf(InvalidRequest, "request body is larger than %d bytes", MaxRequestBytes)
@@ -95,11 +115,19 @@ func ParseRequest(body []byte) (Request, error) {
 		return Request{}, Errorf(InvalidRequest, "request body is not a valid form encoding")
 	}
 	for name, values := range form {
-		if !known[name] {
-			return Request{}, Errorf(InvalidRequest, "unsupported parameter %q", truncate(name, 64))
+		values = slices.DeleteFunc(values, func(v string) bool { return v == "" })
+		if len(values) == 0 {
+			delete(form, name)
+			continue
 		}
-		if len(values) != 1 {
-			return Request{}, Errorf(InvalidRequest, "parameter %q is given %d times; give it once", name, len(values))
+		form[name] = values
+		switch {
+		case multi[name] && len(values) > MaxTargets:
+			return Request{}, Errorf(InvalidRequest, "parameter %s is given %d times; at most %d are accepted", name, len(values), MaxTargets)
+		case !multi[name] && len(values) != 1 && known(name):
+			return Request{}, Errorf(InvalidRequest, "parameter %s is given %d times; give it once", name, len(values))
+		case name == ParamActorToken || name == ParamActorTokenType:
+			return Request{}, Errorf(InvalidRequest, "delegation (%s) is not supported; send only the subject token", name)
 		}
 	}
 	switch g := form.Get(ParamGrantType); g {
@@ -107,12 +135,14 @@ func ParseRequest(body []byte) (Request, error) {
 	case "":
 		return Request{}, Errorf(InvalidRequest, "missing %s; use %s", ParamGrantType, GrantTypeTokenExchange)
 	default:
-		return Request{}, Errorf(UnsupportedGrantType, "grant_type %q is not supported; use %s", truncate(g, 128), GrantTypeTokenExchange)
+		return Request{}, Errorf(UnsupportedGrantType, "the %s is not supported; use %s", ParamGrantType, GrantTypeTokenExchange)
 	}
 	r := Request{
 		SubjectToken:       form.Get(ParamSubjectToken),
 		SubjectTokenType:   form.Get(ParamSubjectTokenType),
 		RequestedTokenType: form.Get(ParamRequestedTokenType),
+		Audiences:          form[ParamAudience],
+		Resources:          form[ParamResource],
 	}
 	switch {
 	case r.SubjectToken == "":
@@ -122,11 +152,21 @@ func ParseRequest(body []byte) (Request, error) {
 	case r.SubjectTokenType == "":
 		return Request{}, Errorf(InvalidRequest, "missing %s; use %s", ParamSubjectTokenType, TokenTypeJWT)
 	case r.SubjectTokenType != TokenTypeJWT:
-		return Request{}, Errorf(InvalidRequest, "%s %q is not supported; use %s", ParamSubjectTokenType, truncate(r.SubjectTokenType, 128), TokenTypeJWT)
+		return Request{}, Errorf(InvalidRequest, "this %s is not supported; use %s", ParamSubjectTokenType, TokenTypeJWT)
 	case r.RequestedTokenType != "" && r.RequestedTokenType != TokenTypeJWT:
-		return Request{}, Errorf(InvalidRequest, "%s %q is not supported; only %s is issued", ParamRequestedTokenType, truncate(r.RequestedTokenType, 128), TokenTypeJWT)
+		return Request{}, Errorf(InvalidRequest, "this %s is not supported; only %s is issued", ParamRequestedTokenType, TokenTypeJWT)
 	}
 	return r, nil
+}
+
+// known reports whether name is a parameter of RFC 6749 or RFC 8693 that
+// must not repeat.
+func known(name string) bool {
+	switch name {
+	case ParamGrantType, ParamSubjectToken, ParamSubjectTokenType, ParamRequestedTokenType, ParamScope, ParamActorToken, ParamActorTokenType:
+		return true
+	}
+	return false
 }
 
 // Response is a successful exchange (RFC 8693 §2.2.1). Servers send it with
@@ -151,7 +191,7 @@ func (r Response) Validate() error {
 	case r.AccessToken == "":
 		return errors.New("response has no access_token")
 	case r.IssuedTokenType != TokenTypeJWT:
-		return fmt.Errorf("response issued_token_type is %q, want %s", truncate(r.IssuedTokenType, 128), TokenTypeJWT)
+		return fmt.Errorf("response issued_token_type is %q, want %s", redact.Text(r.IssuedTokenType), TokenTypeJWT)
 	case r.ExpiresIn <= 0:
 		return fmt.Errorf("response expires_in is %d, want a positive number of seconds", r.ExpiresIn)
 	}
@@ -224,12 +264,4 @@ func ParseError(body []byte) (*Error, error) {
 		return nil, errors.New("error response has no error code")
 	}
 	return &e, nil
-}
-
-// truncate shortens attacker-controlled strings before they are echoed in an error.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "") + "..."
 }

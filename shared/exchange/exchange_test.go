@@ -2,8 +2,10 @@ package exchange
 
 import (
 	"errors"
+	"github.com/kube-sts/kube-sts/shared/redact"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -40,7 +42,7 @@ func TestParseRequest(t *testing.T) {
 			body: form("subject_token", tok, "subject_token_type", TokenTypeJWT), wantCode: InvalidRequest, wantIn: "missing grant_type",
 		},
 		"wrong grant": {
-			body: form("grant_type", "client_credentials", "subject_token", tok, "subject_token_type", TokenTypeJWT), wantCode: UnsupportedGrantType, wantIn: "client_credentials",
+			body: form("grant_type", "client_credentials", "subject_token", tok, "subject_token_type", TokenTypeJWT), wantCode: UnsupportedGrantType, wantIn: "grant_type is not supported; use urn:ietf:params:oauth:grant-type:token-exchange",
 		},
 		"missing subject token": {
 			body: form("grant_type", GrantTypeTokenExchange, "subject_token_type", TokenTypeJWT), wantCode: InvalidRequest, wantIn: "missing subject_token",
@@ -63,8 +65,29 @@ func TestParseRequest(t *testing.T) {
 		"duplicate grant": {
 			body: form("grant_type", GrantTypeTokenExchange, "grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", TokenTypeJWT), wantCode: InvalidRequest, wantIn: "given 2 times",
 		},
-		"unknown parameter": {
-			body: form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", TokenTypeJWT, "audience", "vault"), wantCode: InvalidRequest, wantIn: `unsupported parameter "audience"`,
+		"unknown parameter ignored (RFC 6749 3.1)": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", TokenTypeJWT, "client_id", "x", "client_id", "y"),
+		},
+		"scope ignored": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", TokenTypeJWT, "scope", "read"),
+		},
+		"empty parameter counts as omitted": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", TokenTypeJWT, "requested_token_type", "", "audience", ""),
+		},
+		"empty duplicate counts as omitted": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token", "", "subject_token_type", TokenTypeJWT),
+		},
+		"audience repeated": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", TokenTypeJWT, "audience", "a", "audience", "b", "resource", "https://r"),
+		},
+		"too many audiences": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", TokenTypeJWT, "audience", "1", "audience", "2", "audience", "3", "audience", "4", "audience", "5", "audience", "6", "audience", "7", "audience", "8", "audience", "9"), wantCode: InvalidRequest, wantIn: "at most 8",
+		},
+		"delegation refused": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", TokenTypeJWT, "actor_token", tok), wantCode: InvalidRequest, wantIn: "delegation (actor_token) is not supported",
+		},
+		"duplicate scope": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", TokenTypeJWT, "scope", "a", "scope", "b"), wantCode: InvalidRequest, wantIn: "scope is given 2 times",
 		},
 		"oversized subject token": {
 			body: form("grant_type", GrantTypeTokenExchange, "subject_token", strings.Repeat("a", MaxSubjectTokenBytes+1), "subject_token_type", TokenTypeJWT), wantCode: InvalidRequest, wantIn: "larger than 16384",
@@ -117,7 +140,7 @@ func TestRequestRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ParseRequest(Encode()): %v", err)
 			}
-			if got != r {
+			if !reflect.DeepEqual(got, r) {
 				t.Fatalf("round trip = %+v, want %+v", got, r)
 			}
 		})
@@ -218,5 +241,32 @@ func TestErrorString(t *testing.T) {
 	}
 	if got := (&Error{Code: ServerError}).Error(); got != "server_error" {
 		t.Fatalf("Error() = %q", got)
+	}
+}
+
+// TestRefusalsQuoteNoValue: a token put where another value belongs (or sent
+// without a name) never comes back in the error description.
+func TestRefusalsQuoteNoValue(t *testing.T) {
+	secret := "eyJhbGciOiJSUzI1NiIsImtpZCI6InNlY3JldCJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6YTpiIn0.U0lHTkFUVVJFLXNlY3JldC1ieXRlcw"
+	bodies := map[string][]byte{
+		"as grant_type":           form("grant_type", secret, "subject_token", tok, "subject_token_type", TokenTypeJWT),
+		"as subject_token_type":   form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", secret),
+		"as requested_token_type": form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", TokenTypeJWT, "requested_token_type", secret),
+		"without a name":          []byte(secret),
+		"as a parameter name":     []byte(url.QueryEscape(secret) + "=1&" + string(form("grant_type", secret))),
+		"twice as subject_token":  form("grant_type", GrantTypeTokenExchange, "subject_token", secret, "subject_token", secret, "subject_token_type", TokenTypeJWT),
+		"oversized":               form("grant_type", GrantTypeTokenExchange, "subject_token", secret+strings.Repeat("A", MaxSubjectTokenBytes), "subject_token_type", TokenTypeJWT),
+		"as actor_token":          form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", TokenTypeJWT, "actor_token", secret),
+	}
+	for name, body := range bodies {
+		t.Run(name, func(t *testing.T) {
+			_, err := ParseRequest(body)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if redact.Leaks(err.Error(), secret) {
+				t.Fatalf("the error quotes the token: %q", err)
+			}
+		})
 	}
 }

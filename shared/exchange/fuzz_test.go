@@ -1,6 +1,7 @@
 package exchange
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -25,7 +26,7 @@ func FuzzParseRequest(f *testing.F) {
 			t.Fatalf("accepted a request outside the rules: %+v", r)
 		}
 		again, err := ParseRequest([]byte(r.Encode()))
-		if err != nil || again != r {
+		if err != nil || !reflect.DeepEqual(again, r) {
 			t.Fatalf("round trip: %+v, %v; want %+v", again, err, r)
 		}
 	})

@@ -44,7 +44,8 @@ type Issuer struct {
 }
 
 // Setup grants the issuer's user what it needs: create tokenreviews, get
-// pods, and its key Secrets in its own namespace. It is idempotent.
+// pods, read the service-account issuer discovery, and its key Secrets in
+// its own namespace. It is idempotent.
 func Setup(ctx context.Context, env *controlplane.Env) error {
 	c := env.Clientset
 	create := func(err error) error {
@@ -61,6 +62,7 @@ func Setup(ctx context.Context, env *controlplane.Env) error {
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
 			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
+			{NonResourceURLs: []string{"/.well-known/openid-configuration", "/openid/v1/jwks"}, Verbs: []string{"get"}},
 		},
 	}, metav1.CreateOptions{}); create(err) != nil {
 		return err

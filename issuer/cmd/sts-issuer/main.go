@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kube-sts/kube-sts/issuer/internal/certs"
@@ -31,6 +32,7 @@ import (
 	"github.com/kube-sts/kube-sts/issuer/internal/keys"
 	"github.com/kube-sts/kube-sts/issuer/internal/metrics"
 	"github.com/kube-sts/kube-sts/issuer/internal/review"
+	"github.com/kube-sts/kube-sts/issuer/internal/satoken"
 	"github.com/kube-sts/kube-sts/issuer/internal/server"
 	"github.com/kube-sts/kube-sts/shared/buildinfo"
 )
@@ -44,6 +46,17 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// Client-side limits towards the API server. Exchanges: sized for 100,000
+// labeled Pods at the default TTL and refresh fraction (~150 exchanges/s, two
+// calls each) with room for bursts; the API server's priority and fairness
+// protects it beyond that. Control (keys, readiness): a few calls a minute.
+const (
+	DefaultKubeQPS   = 1000
+	DefaultKubeBurst = 2000
+	controlQPS       = 5
+	controlBurst     = 10
+)
 
 // options are the command line; the configuration file holds the rest.
 type options struct {
@@ -62,9 +75,15 @@ type options struct {
 	Kubeconfig string
 	// APITimeout bounds each call to the API server.
 	APITimeout time.Duration
-	// KubeQPS and KubeBurst are the client-side rate limits towards the API server.
+	// KubeQPS and KubeBurst are the client-side rate limits of exchanges
+	// towards the API server; key management and readiness use a client of
+	// their own, so exchanges never starve them.
 	KubeQPS   float64
 	KubeBurst int
+	// MaxInFlight bounds the exchanges waiting on the API server at once.
+	MaxInFlight int
+	// PerToken bounds how often one subject token may be presented per second.
+	PerToken int
 	// LogLevel is debug, info, warn or error.
 	LogLevel    string
 	Version     bool
@@ -83,8 +102,10 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	fs.BoolVar(&o.InsecureHTTP, "insecure-http", false, "serve plain HTTP; only behind an ingress that terminates TLS")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig to reach the API server; empty for in-cluster")
 	fs.DurationVar(&o.APITimeout, "api-timeout", 5*time.Second, "timeout of each TokenReview and Pod lookup")
-	fs.Float64Var(&o.KubeQPS, "kube-api-qps", 100, "client-side QPS limit towards the API server")
-	fs.IntVar(&o.KubeBurst, "kube-api-burst", 200, "client-side burst towards the API server")
+	fs.Float64Var(&o.KubeQPS, "kube-api-qps", DefaultKubeQPS, "client-side QPS limit of exchanges towards the API server (each exchange is a TokenReview and a Pod GET)")
+	fs.IntVar(&o.KubeBurst, "kube-api-burst", DefaultKubeBurst, "client-side burst of exchanges towards the API server")
+	fs.IntVar(&o.MaxInFlight, "max-inflight-exchanges", server.DefaultMaxInFlight, "exchanges waiting on the API server at once; beyond it: 503 with Retry-After")
+	fs.IntVar(&o.PerToken, "max-exchanges-per-token", server.DefaultPerTokenPerSecond, "presentations of one subject token per second; beyond it: 429 with Retry-After")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
 	fs.BoolVar(&o.CheckConfig, "check-config", false, "load and validate --config, print what is wrong, and exit")
@@ -100,6 +121,9 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	}
 	if o.KubeQPS <= 0 || o.KubeBurst <= 0 {
 		errs = append(errs, errors.New("--kube-api-qps and --kube-api-burst must be positive"))
+	}
+	if o.MaxInFlight <= 0 || o.PerToken <= 0 {
+		errs = append(errs, errors.New("--max-inflight-exchanges and --max-exchanges-per-token must be positive"))
 	}
 	if !o.InsecureHTTP && (o.TLSCertFile == "" || o.TLSKeyFile == "") {
 		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file are required unless --insecure-http"))
@@ -134,21 +158,38 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes client config: %w", err)
 	}
-	restCfg.QPS, restCfg.Burst = float32(o.KubeQPS), o.KubeBurst
 	restCfg.UserAgent = "sts-issuer/" + buildinfo.Version
-	client, err := kubernetes.NewForConfig(restCfg)
+	// Two clients with their own rate limiters: exchanges can use all of
+	// theirs without delaying a key rotation or the readiness check.
+	exchangeCfg := rest.CopyConfig(restCfg)
+	exchangeCfg.QPS, exchangeCfg.Burst = float32(o.KubeQPS), o.KubeBurst
+	client, err := kubernetes.NewForConfig(exchangeCfg)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
+	controlCfg := rest.CopyConfig(restCfg)
+	controlCfg.QPS, controlCfg.Burst = controlQPS, controlBurst
+	control, err := kubernetes.NewForConfig(controlCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	verifier := satoken.New(satoken.Options{Get: func(ctx context.Context, path string) ([]byte, error) {
+		ctx, cancel := context.WithTimeout(ctx, o.APITimeout)
+		defer cancel()
+		return control.Discovery().RESTClient().Get().AbsPath(path).DoRaw(ctx)
+	}})
 
 	m := metrics.New()
 	var apiReady atomic.Bool
 	srv, err := server.New(server.Options{
-		Config:   cfg,
-		Reviewer: review.New(client, o.APITimeout, m),
-		Log:      log,
-		Metrics:  m,
-		APIReady: apiReady.Load,
+		Config:            cfg,
+		Reviewer:          review.New(client, o.APITimeout, m),
+		Verifier:          verifier,
+		MaxInFlight:       o.MaxInFlight,
+		PerTokenPerSecond: o.PerToken,
+		Log:               log,
+		Metrics:           m,
+		APIReady:          func() bool { return apiReady.Load() && verifier.Ready() },
 	})
 	if err != nil {
 		return fmt.Errorf("build server: %w", err)
@@ -175,7 +216,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		mc := ec.Keys.Managed
 		src := keys.NewManagedSource(keys.ManagedOptions{
-			Client: client, Namespace: mc.Namespace, Secret: mc.Secret, Endpoint: ec.Name,
+			Client: control, Namespace: mc.Namespace, Secret: mc.Secret, Endpoint: ec.Name,
 			Schedule: keys.Schedule{
 				Algorithm:    ec.Algorithm,
 				RotateEvery:  mc.RotateEvery.Duration,
@@ -200,17 +241,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return src.Run(ctx)
 		})
 	}
-	// Ready once the API server has answered (and every endpoint has keys).
+	// Ready once the API server has answered, the cluster's service-account
+	// keys are loaded (and every endpoint has keys).
 	g.Go(func() error {
 		for ctx.Err() == nil {
-			if _, err := client.Discovery().ServerVersion(); err == nil {
+			if !apiReady.Load() {
+				if _, err := control.Discovery().ServerVersion(); err != nil {
+					log.Warn("API server not reachable yet", zap.Error(err))
+					sleep(ctx, 2*time.Second)
+					continue
+				}
 				apiReady.Store(true)
 				log.Info("API server reachable")
-				return nil
-			} else {
-				log.Warn("API server not reachable yet", zap.Error(err))
 			}
-			sleep(ctx, 2*time.Second)
+			if err := verifier.Refresh(ctx); err != nil && !verifier.Ready() {
+				log.Warn("loading the cluster's service-account keys failed; the issuer needs get on the non-resource URLs "+
+					satoken.PathDiscovery+" and "+satoken.PathJWKS, zap.Error(err))
+				sleep(ctx, 6*time.Second)
+				continue
+			}
+			log.Info("cluster service-account keys loaded")
+			return nil
 		}
 		return nil
 	})

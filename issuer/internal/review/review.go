@@ -24,6 +24,7 @@ import (
 
 	"github.com/kube-sts/kube-sts/issuer/internal/metrics"
 	"github.com/kube-sts/kube-sts/shared/exchange"
+	"github.com/kube-sts/kube-sts/shared/redact"
 )
 
 // Extra keys the API server sets on tokens bound to a Pod.
@@ -50,6 +51,10 @@ type Failure struct {
 	OAuth  *exchange.Error
 	// Partial identity, when the review got that far (for the audit log).
 	Identity Identity
+	// Status overrides the HTTP status the OAuth error implies (429).
+	Status int
+	// RetryAfter is sent as Retry-After with a retryable answer (default 1s).
+	RetryAfter time.Duration
 }
 
 func (f *Failure) Error() string { return f.Reason + ": " + f.OAuth.Error() }
@@ -135,7 +140,7 @@ func (r *Reviewer) tokenReview(ctx context.Context, token, audience string) (aut
 func identityOf(st authnv1.TokenReviewStatus, audience string) (Identity, *Failure) {
 	if st.Error != "" {
 		// Authenticated or not: an error means the API server is not sure.
-		return Identity{}, refuse("not_authenticated", Identity{}, "the API server did not accept the subject token: %s", truncate(st.Error, 200))
+		return Identity{}, refuse("not_authenticated", Identity{}, "the API server did not accept the subject token: %s", redact.Text(st.Error))
 	}
 	if !st.Authenticated {
 		return Identity{}, refuse("not_authenticated", Identity{}, "the API server did not accept the subject token for audience %q (expired, revoked, or minted for another audience)", audience)
@@ -220,7 +225,10 @@ func result(err error) string {
 func short(err error) string {
 	switch {
 	case apierrors.IsTooManyRequests(err):
-		return "throttled"
+		return "throttled by the API server"
+	case strings.Contains(err.Error(), "client rate limiter"):
+		// client-go's own limiter gave up waiting within the timeout.
+		return "throttled by the issuer's own API rate limit (--kube-api-qps)"
 	case errors.Is(err, context.DeadlineExceeded), apierrors.IsTimeout(err), apierrors.IsServerTimeout(err):
 		return "timeout"
 	}
@@ -229,11 +237,4 @@ func short(err error) string {
 		return fmt.Sprintf("HTTP %d", status.Status().Code)
 	}
 	return "connection error"
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "") + "..."
 }

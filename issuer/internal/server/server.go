@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,10 +23,12 @@ import (
 
 	"github.com/kube-sts/kube-sts/issuer/internal/config"
 	"github.com/kube-sts/kube-sts/issuer/internal/keys"
+	"github.com/kube-sts/kube-sts/issuer/internal/limit"
 	"github.com/kube-sts/kube-sts/issuer/internal/metrics"
 	"github.com/kube-sts/kube-sts/issuer/internal/mint"
 	"github.com/kube-sts/kube-sts/issuer/internal/policy"
 	"github.com/kube-sts/kube-sts/issuer/internal/review"
+	"github.com/kube-sts/kube-sts/issuer/internal/satoken"
 	"github.com/kube-sts/kube-sts/shared/exchange"
 )
 
@@ -39,6 +42,12 @@ const (
 // Reviewer confirms subject tokens; *review.Reviewer is one.
 type Reviewer interface {
 	Review(ctx context.Context, token, audience string) (review.Identity, error)
+}
+
+// Verifier screens subject tokens locally before they cost an API call;
+// *satoken.Verifier is one. Its *satoken.Error says why it refused.
+type Verifier interface {
+	Verify(ctx context.Context, token, audience string) error
 }
 
 // Endpoint is one configured issuer and its current keys and documents.
@@ -109,6 +118,9 @@ func claimsSupported(x config.ExtraClaims) []string {
 type Server struct {
 	endpoints []*Endpoint
 	reviewer  Reviewer
+	verifier  Verifier
+	inflight  *limit.Gate
+	perToken  *limit.PerKey
 	log       *zap.Logger
 	audit     *zap.Logger
 	metrics   *metrics.Metrics
@@ -121,7 +133,16 @@ type Server struct {
 type Options struct {
 	Config   *config.Config
 	Reviewer Reviewer
-	Log      *zap.Logger
+	// Verifier screens tokens before the Reviewer; nil skips the screen
+	// (tests with fake tokens only: sts-issuer always sets it).
+	Verifier Verifier
+	// MaxInFlight bounds the exchanges waiting on the API server; beyond it
+	// the answer is 503 with Retry-After. Default DefaultMaxInFlight.
+	MaxInFlight int
+	// PerTokenPerSecond bounds how often one subject token may be presented;
+	// beyond it the answer is 429 with Retry-After. Default DefaultPerTokenPerSecond.
+	PerTokenPerSecond int
+	Log               *zap.Logger
 	Metrics  *metrics.Metrics
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
@@ -129,10 +150,26 @@ type Options struct {
 	APIReady func() bool
 }
 
+// Defaults of the work bounds.
+const (
+	DefaultMaxInFlight       = 512
+	DefaultPerTokenPerSecond = 5
+	// perTokenKeys bounds the per-token table (one window's distinct tokens).
+	perTokenKeys = 1 << 18
+)
+
 // New builds the server and its endpoints; keys arrive through Endpoint.SetKeys.
 func New(o Options) (*Server, error) {
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = DefaultMaxInFlight
+	}
+	if o.PerTokenPerSecond <= 0 {
+		o.PerTokenPerSecond = DefaultPerTokenPerSecond
+	}
 	s := &Server{
 		reviewer: o.Reviewer,
+		verifier: o.Verifier,
+		inflight: limit.NewGate(o.MaxInFlight),
 		log:      o.Log,
 		audit:    o.Log.Named("audit"),
 		metrics:  o.Metrics,
@@ -143,6 +180,7 @@ func New(o Options) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.perToken = limit.NewPerKey(o.PerTokenPerSecond, time.Second, perTokenKeys, s.now)
 	if s.ready == nil {
 		s.ready = func() bool { return true }
 	}
@@ -284,7 +322,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, e *Endpoint)
 	result := "issued"
 	if fail != nil {
 		result = fail.Reason
-		writeError(w, fail.OAuth)
+		writeError(w, fail)
 	} else {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
@@ -325,6 +363,10 @@ func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Tok
 	bad := func(reason, format string, args ...any) *review.Failure {
 		return &review.Failure{Reason: reason, OAuth: exchange.Errorf(exchange.InvalidRequest, format, args...)}
 	}
+	if r.URL.RawQuery != "" {
+		// Tokens in a URL end up in access logs; RFC 6749 §3.2 wants the body.
+		return none, mint.Token{}, bad("query_parameters", "parameters in the URL query are not accepted; send them in the %s body", exchange.ContentTypeForm)
+	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != exchange.ContentTypeForm {
 		return none, mint.Token{}, bad("bad_content_type", "send the request as %s", exchange.ContentTypeForm)
 	}
@@ -340,6 +382,9 @@ func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Tok
 		}
 		return none, mint.Token{}, &review.Failure{Reason: "bad_request", OAuth: oe}
 	}
+	if f := e.checkTarget(req); f != nil {
+		return none, mint.Token{}, f
+	}
 	if err := Precheck(req.SubjectToken); err != nil {
 		return none, mint.Token{}, bad("not_a_jwt", "subject_token is not a JWT: %v", err)
 	}
@@ -347,6 +392,10 @@ func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Tok
 	if d == nil {
 		return none, mint.Token{}, &review.Failure{Reason: "keys_not_loaded", OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "the issuer has no signing key yet; retry")}
 	}
+	if f := s.admit(r.Context(), req.SubjectToken, e.cfg.SubjectAudience); f != nil {
+		return none, mint.Token{}, f
+	}
+	defer s.inflight.Leave()
 	id, err := s.reviewer.Review(r.Context(), req.SubjectToken, e.cfg.SubjectAudience)
 	if err != nil {
 		var f *review.Failure
@@ -378,12 +427,58 @@ func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Tok
 	return id, tok, nil
 }
 
-func writeError(w http.ResponseWriter, e *exchange.Error) {
+// checkTarget answers invalid_target (RFC 8693 §2.2.2) for an audience or
+// resource this endpoint cannot issue for: it issues for its audience only.
+func (e *Endpoint) checkTarget(req exchange.Request) *review.Failure {
+	for _, t := range append(slices.Clone(req.Audiences), req.Resources...) {
+		if t != e.cfg.Audience {
+			return &review.Failure{Reason: "invalid_target", OAuth: exchange.Errorf(exchange.InvalidTarget,
+				"endpoint %s issues tokens for audience %q only; omit audience and resource, or ask for that one", e.cfg.Name, e.cfg.Audience)}
+		}
+	}
+	return nil
+}
+
+// admit spends nothing of the API server's on a token the cluster did not
+// sign, on a token presented too often, or beyond the in-flight cap. When it
+// returns nil the caller holds an in-flight slot and must Leave it.
+func (s *Server) admit(ctx context.Context, token, audience string) *review.Failure {
+	if s.verifier != nil {
+		if err := s.verifier.Verify(ctx, token, audience); err != nil {
+			var ve *satoken.Error
+			if !errors.As(err, &ve) {
+				ve = &satoken.Error{Reason: "bad_signature", Description: "subject_token could not be verified"}
+			}
+			if ve.Retryable {
+				return &review.Failure{Reason: ve.Reason, RetryAfter: ve.RetryAfter, OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "%s", ve.Description)}
+			}
+			return &review.Failure{Reason: ve.Reason, OAuth: exchange.Errorf(exchange.InvalidRequest, "%s", ve.Description)}
+		}
+	}
+	if ok, wait := s.perToken.Allow(token); !ok {
+		return &review.Failure{Reason: "rate_limited", Status: http.StatusTooManyRequests, RetryAfter: wait,
+			OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "this subject token was presented more than %d times in a second; retry after the Retry-After delay", s.perToken.Limit())}
+	}
+	if !s.inflight.TryEnter() {
+		return &review.Failure{Reason: "overloaded", RetryAfter: time.Second,
+			OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "the issuer is at its limit of exchanges in flight; retry after the Retry-After delay")}
+	}
+	return nil
+}
+
+func writeError(w http.ResponseWriter, f *review.Failure) {
+	e := f.OAuth
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	if e.Code == exchange.TemporarilyUnavailable {
-		w.Header().Set("Retry-After", "1")
+	status := e.HTTPStatus()
+	if f.Status != 0 {
+		status = f.Status
 	}
-	w.WriteHeader(e.HTTPStatus())
+	if e.Code == exchange.TemporarilyUnavailable || status == http.StatusTooManyRequests {
+		// Whole seconds, rounded up, at least one (RFC 9110 §10.2.3).
+		secs := int((f.RetryAfter + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+	}
+	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(e)
 }

@@ -100,9 +100,17 @@ type fakeAPI struct {
 	podErr   error
 	reviews  atomic.Int64
 	delay    time.Duration
+	// block, when set, holds every TokenReview until it is closed.
+	block chan struct{}
 }
 
 func newHarness(t testing.TB, objs ...runtime.Object) (*Server, *fakeAPI, *observer.ObservedLogs, *keys.Set) {
+	t.Helper()
+	return newHarnessWith(t, nil, objs...)
+}
+
+// newHarnessWith lets a test adjust the server's options.
+func newHarnessWith(t testing.TB, adjust func(*Options), objs ...runtime.Object) (*Server, *fakeAPI, *observer.ObservedLogs, *keys.Set) {
 	t.Helper()
 	cfg, err := config.Parse([]byte(testConfig))
 	if err != nil {
@@ -114,6 +122,9 @@ func newHarness(t testing.TB, objs ...runtime.Object) (*Server, *fakeAPI, *obser
 		api.reviews.Add(1)
 		if api.delay > 0 {
 			time.Sleep(api.delay)
+		}
+		if api.block != nil {
+			<-api.block
 		}
 		tr := a.(k8stesting.CreateAction).GetObject().(*authnv1.TokenReview)
 		api.mu.Lock()
@@ -135,7 +146,11 @@ func newHarness(t testing.TB, objs ...runtime.Object) (*Server, *fakeAPI, *obser
 		return false, nil, nil
 	})
 	core, logs := observer.New(zapcore.InfoLevel)
-	srv, err := New(Options{Config: cfg, Reviewer: review.New(cs, time.Second, nil), Log: zap.New(core), Metrics: metrics.New()})
+	opts := Options{Config: cfg, Reviewer: review.New(cs, time.Second, nil), Log: zap.New(core), Metrics: metrics.New()}
+	if adjust != nil {
+		adjust(&opts)
+	}
+	srv, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,7 +426,8 @@ func TestExchangeIssues(t *testing.T) {
 
 func TestConcurrentIdenticalReviewsCollapse(t *testing.T) {
 	const uid = "u1"
-	srv, api, _, _ := newHarness(t, pod("test-vault", "live", uid, "for-vault"))
+	// The per-token limit is raised: this is about coalescing, not limiting.
+	srv, api, _, _ := newHarnessWith(t, func(o *Options) { o.PerTokenPerSecond = 8 }, pod("test-vault", "live", uid, "for-vault"))
 	tok := fakeToken("same")
 	api.statuses[tok] = status("test-vault", "for-vault", "live", uid)
 	api.delay = 300 * time.Millisecond

@@ -1,0 +1,82 @@
+// Package limit bounds the work the issuer takes on, so that a flood answers
+// at once instead of queueing: how many exchanges may wait on the API server
+// together (Gate), and how often one subject token may be presented (PerKey).
+package limit
+
+import (
+	"crypto/sha256"
+	"sync"
+	"time"
+)
+
+// Gate admits at most n holders at once; it never queues.
+type Gate struct{ slots chan struct{} }
+
+// NewGate returns a gate with n slots.
+func NewGate(n int) *Gate { return &Gate{slots: make(chan struct{}, n)} }
+
+// TryEnter takes a slot if one is free.
+func (g *Gate) TryEnter() bool {
+	select {
+	case g.slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// Leave frees a slot taken by TryEnter.
+func (g *Gate) Leave() { <-g.slots }
+
+// InUse is the number of slots taken.
+func (g *Gate) InUse() int { return len(g.slots) }
+
+// PerKey allows each key at most Limit times per fixed window. Memory is
+// bounded: counts live for one window, and at most MaxKeys keys are tracked
+// per window (beyond that, new keys pass: only tokens that the cluster signed
+// reach this limiter, so its table cannot be filled with garbage).
+type PerKey struct {
+	limit   int
+	window  time.Duration
+	maxKeys int
+	now     func() time.Time
+
+	mu     sync.Mutex
+	start  time.Time
+	counts map[[16]byte]int
+}
+
+// NewPerKey allows limit uses of a key per window; now is the clock (time.Now when nil).
+func NewPerKey(limit int, window time.Duration, maxKeys int, now func() time.Time) *PerKey {
+	if now == nil {
+		now = time.Now
+	}
+	return &PerKey{limit: limit, window: window, maxKeys: maxKeys, now: now, counts: map[[16]byte]int{}}
+}
+
+// Limit is the number of uses allowed per window.
+func (p *PerKey) Limit() int { return p.limit }
+
+// Allow counts one use of key; when the key is over its limit it returns
+// false and how long until the window ends.
+func (p *PerKey) Allow(key string) (bool, time.Duration) {
+	sum := sha256.Sum256([]byte(key))
+	var k [16]byte
+	copy(k[:], sum[:16])
+	now := p.now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if now.Sub(p.start) >= p.window || now.Before(p.start) {
+		p.start = now
+		clear(p.counts)
+	}
+	n, seen := p.counts[k]
+	if !seen && len(p.counts) >= p.maxKeys {
+		return true, 0
+	}
+	if n >= p.limit {
+		return false, p.start.Add(p.window).Sub(now)
+	}
+	p.counts[k] = n + 1
+	return true, 0
+}

@@ -1,0 +1,241 @@
+// Package satoken checks a ServiceAccount token locally, before any API call
+// is spent on it: its signature against the cluster's own service-account
+// keys (the API server's OIDC discovery document and JWKS, fetched with the
+// issuer's credentials), iss, aud, exp and nbf. A request whose token the
+// cluster did not sign costs no TokenReview. It only screens: a token that
+// passes still goes through the TokenReview and the live Pod check, which
+// stay authoritative.
+package satoken
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// Paths the API server serves its service-account issuer discovery on
+// (KEP-1393). The jwks_uri of the document names the external URL, which the
+// issuer may not reach; the keys are always read from the API server itself.
+const (
+	PathDiscovery = "/.well-known/openid-configuration"
+	PathJWKS      = "/openid/v1/jwks"
+)
+
+// Algorithms a ServiceAccount token may be signed with.
+var algorithms = []jose.SignatureAlgorithm{
+	jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512,
+	jose.ES256, jose.ES384, jose.ES512, jose.EdDSA,
+}
+
+// Leeway tolerates clock skew between the API server and the issuer on exp
+// and nbf; the TokenReview judges exactly.
+const Leeway = 30 * time.Second
+
+// Getter fetches a path from the API server, for example
+// clientset.Discovery().RESTClient().Get().AbsPath(path).DoRaw(ctx).
+type Getter func(ctx context.Context, path string) ([]byte, error)
+
+// Error is a refusal (the token is not the cluster's) or, when Retryable,
+// the keys could not be loaded. Its text never quotes the token.
+type Error struct {
+	// Reason is a stable key for logs and metrics: bad_signature, unknown_key,
+	// wrong_issuer, wrong_audience, expired, not_yet_valid, not_a_jwt,
+	// cluster_keys_unavailable.
+	Reason      string
+	Description string
+	Retryable   bool
+	// RetryAfter says when an unknown key may be looked up again.
+	RetryAfter time.Duration
+}
+
+func (e *Error) Error() string { return e.Reason + ": " + e.Description }
+
+func refuse(reason, format string, args ...any) *Error {
+	return &Error{Reason: reason, Description: fmt.Sprintf(format, args...)}
+}
+
+type keySet struct {
+	issuer string
+	keys   map[string]jose.JSONWebKey
+	all    []jose.JSONWebKey
+}
+
+// Verifier holds the cluster's keys and refreshes them when a token names a
+// key it does not know, at most once per MinRefresh.
+type Verifier struct {
+	get        Getter
+	minRefresh time.Duration
+	now        func() time.Time
+
+	current atomic.Pointer[keySet]
+	// fetchMu serializes fetches; attempted is when the last one started,
+	// successful or not, so neither garbage nor an outage makes them frequent.
+	fetchMu   sync.Mutex
+	attempted time.Time
+}
+
+// Options configure a Verifier.
+type Options struct {
+	Get Getter
+	// MinRefresh is the shortest time between two fetches (default 5s).
+	MinRefresh time.Duration
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// New returns a verifier; keys are fetched on first use or by Refresh.
+func New(o Options) *Verifier {
+	v := &Verifier{get: o.Get, minRefresh: o.MinRefresh, now: o.Now}
+	if v.minRefresh <= 0 {
+		v.minRefresh = 5 * time.Second
+	}
+	if v.now == nil {
+		v.now = time.Now
+	}
+	return v
+}
+
+// Ready reports whether the cluster's keys have been loaded.
+func (v *Verifier) Ready() bool { return v.current.Load() != nil }
+
+// Refresh fetches the keys unless they were fetched less than MinRefresh ago.
+func (v *Verifier) Refresh(ctx context.Context) error {
+	_, err := v.refresh(ctx, nil)
+	return err
+}
+
+// refresh fetches the keys unless one was tried within minRefresh or the set
+// changed since the caller saw seen; it returns the set to use.
+func (v *Verifier) refresh(ctx context.Context, seen *keySet) (*keySet, error) {
+	v.fetchMu.Lock()
+	defer v.fetchMu.Unlock()
+	cur := v.current.Load()
+	if cur != seen {
+		return cur, nil
+	}
+	if !v.attempted.IsZero() && v.now().Sub(v.attempted) < v.minRefresh {
+		return cur, errors.New("the cluster's keys were fetched moments ago")
+	}
+	v.attempted = v.now()
+	set, err := v.fetch(ctx)
+	if err != nil {
+		return cur, err
+	}
+	v.current.Store(set)
+	return set, nil
+}
+
+func (v *Verifier) fetch(ctx context.Context) (*keySet, error) {
+	raw, err := v.get(ctx, PathDiscovery)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", PathDiscovery, err)
+	}
+	var disc struct {
+		Issuer string `json:"issuer"`
+	}
+	if err := json.Unmarshal(raw, &disc); err != nil || disc.Issuer == "" {
+		return nil, fmt.Errorf("%s names no issuer", PathDiscovery)
+	}
+	raw, err = v.get(ctx, PathJWKS)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", PathJWKS, err)
+	}
+	var jwks jose.JSONWebKeySet
+	if err := json.Unmarshal(raw, &jwks); err != nil {
+		return nil, fmt.Errorf("%s is not a JWKS: %w", PathJWKS, err)
+	}
+	set := &keySet{issuer: disc.Issuer, keys: map[string]jose.JSONWebKey{}}
+	for _, k := range jwks.Keys {
+		if !k.Valid() || !k.IsPublic() {
+			continue
+		}
+		set.all = append(set.all, k)
+		if k.KeyID != "" {
+			set.keys[k.KeyID] = k
+		}
+	}
+	if len(set.all) == 0 {
+		return nil, fmt.Errorf("%s holds no usable key", PathJWKS)
+	}
+	return set, nil
+}
+
+// Verify checks that token was signed by the cluster for audience and is
+// within its validity. A nil error means "worth a TokenReview", not "valid".
+func (v *Verifier) Verify(ctx context.Context, token, audience string) error {
+	tok, err := jwt.ParseSigned(token, algorithms)
+	if err != nil {
+		return refuse("not_a_jwt", "subject_token is not a signed JWT")
+	}
+	if len(tok.Headers) != 1 {
+		return refuse("not_a_jwt", "subject_token must carry exactly one signature")
+	}
+	kid := tok.Headers[0].KeyID
+
+	set := v.current.Load()
+	if set == nil {
+		if set, err = v.refresh(ctx, nil); set == nil {
+			return &Error{Reason: "cluster_keys_unavailable", Retryable: true,
+				Description: "the issuer could not load the cluster's service-account keys; retry"}
+		}
+	}
+	candidates := set.candidates(kid)
+	if len(candidates) == 0 {
+		// A key the cluster started to use after our last fetch, or garbage.
+		seen := set
+		set, _ = v.refresh(ctx, seen)
+		if candidates = set.candidates(kid); len(candidates) == 0 {
+			if set == seen {
+				// No new fetch allowed yet: this might be a brand-new key.
+				return &Error{Reason: "unknown_key", Retryable: true, RetryAfter: v.minRefresh,
+					Description: "subject_token is signed with a key the issuer has not seen yet; retry shortly"}
+			}
+			return refuse("bad_signature", "subject_token is not signed by this cluster's service-account keys")
+		}
+	}
+	var claims jwt.Claims
+	verified := false
+	for _, k := range candidates {
+		if err := tok.Claims(k.Key, &claims); err == nil {
+			verified = true
+			break
+		}
+	}
+	if !verified {
+		return refuse("bad_signature", "subject_token is not signed by this cluster's service-account keys")
+	}
+	err = claims.ValidateWithLeeway(jwt.Expected{Issuer: set.issuer, AnyAudience: jwt.Audience{audience}, Time: v.now()}, Leeway)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, jwt.ErrInvalidIssuer):
+		return refuse("wrong_issuer", "subject_token was not issued by this cluster's service-account issuer")
+	case errors.Is(err, jwt.ErrInvalidAudience):
+		return refuse("wrong_audience", "subject_token is not valid for audience %q; project a token with that audience", audience)
+	case errors.Is(err, jwt.ErrExpired):
+		return refuse("expired", "subject_token has expired")
+	case errors.Is(err, jwt.ErrNotValidYet), errors.Is(err, jwt.ErrIssuedInTheFuture):
+		return refuse("not_yet_valid", "subject_token is not valid yet (clock skew?)")
+	}
+	return refuse("bad_claims", "subject_token has invalid claims")
+}
+
+func (s *keySet) candidates(kid string) []jose.JSONWebKey {
+	if s == nil {
+		return nil
+	}
+	if kid == "" {
+		return s.all
+	}
+	if k, ok := s.keys[kid]; ok {
+		return []jose.JSONWebKey{k}
+	}
+	return nil
+}

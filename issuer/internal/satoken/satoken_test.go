@@ -1,0 +1,216 @@
+package satoken
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+const (
+	clusterIssuer = "https://kubernetes.default.svc.cluster.local"
+	aud           = "https://sts.example/vault"
+)
+
+// cluster is a fake API server's discovery endpoints.
+type cluster struct {
+	mu      sync.Mutex
+	keys    []jose.JSONWebKey
+	fetches int
+	down    bool
+}
+
+func (c *cluster) get(_ context.Context, path string) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.down {
+		return nil, errors.New("connection refused")
+	}
+	switch path {
+	case PathDiscovery:
+		c.fetches++
+		return json.Marshal(map[string]any{"issuer": clusterIssuer, "jwks_uri": "https://10.0.0.1/openid/v1/jwks"})
+	case PathJWKS:
+		return json.Marshal(jose.JSONWebKeySet{Keys: c.keys})
+	}
+	return nil, errors.New("not found")
+}
+
+func (c *cluster) publish(k jose.JSONWebKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.keys = append(c.keys, k.Public())
+}
+
+func (c *cluster) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fetches
+}
+
+func rsaKey(t *testing.T, kid string) jose.JSONWebKey {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return jose.JSONWebKey{Key: k, KeyID: kid, Algorithm: string(jose.RS256), Use: "sig"}
+}
+
+func sign(t *testing.T, k jose.JSONWebKey, c jwt.Claims) string {
+	t.Helper()
+	alg := jose.RS256
+	if _, ok := k.Key.(*ecdsa.PrivateKey); ok {
+		alg = jose.ES256
+	}
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: k}, (&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jwt.Signed(s).Claims(c).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func claims(now time.Time) jwt.Claims {
+	return jwt.Claims{Issuer: clusterIssuer, Subject: "system:serviceaccount:ns:sa", Audience: jwt.Audience{aud},
+		IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(10 * time.Minute))}
+}
+
+func reason(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Reason
+	}
+	if err != nil {
+		return "other: " + err.Error()
+	}
+	return ""
+}
+
+func TestVerify(t *testing.T) {
+	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	c := &cluster{}
+	k1 := rsaKey(t, "k1")
+	c.publish(k1)
+	impostor := rsaKey(t, "k1") // same kid, other key
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2 := jose.JSONWebKey{Key: ec, KeyID: "k2", Algorithm: string(jose.ES256), Use: "sig"}
+	v := New(Options{Get: c.get, MinRefresh: 5 * time.Second, Now: clk.now})
+
+	good := claims(clk.t)
+	wrongIss := good
+	wrongIss.Issuer = "https://elsewhere"
+	wrongAud := good
+	wrongAud.Audience = jwt.Audience{"vault"}
+	expired := good
+	expired.Expiry = jwt.NewNumericDate(clk.t.Add(-time.Minute))
+	future := good
+	future.NotBefore = jwt.NewNumericDate(clk.t.Add(time.Hour))
+
+	for _, tc := range []struct {
+		name, token, want string
+	}{
+		{"valid", sign(t, k1, good), ""},
+		{"other key, same kid", sign(t, impostor, good), "bad_signature"},
+		{"wrong issuer", sign(t, k1, wrongIss), "wrong_issuer"},
+		{"wrong audience", sign(t, k1, wrongAud), "wrong_audience"},
+		{"expired", sign(t, k1, expired), "expired"},
+		{"not yet valid", sign(t, k1, future), "not_yet_valid"},
+		{"not a jwt", "a.b.c", "not_a_jwt"},
+		{"alg none", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.", "not_a_jwt"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := v.Verify(context.Background(), tc.token, aud)
+			if got := reason(err); got != tc.want {
+				t.Fatalf("Verify = %q (%v), want %q", got, err, tc.want)
+			}
+			if err != nil && strings.Contains(err.Error(), "eyJ") {
+				t.Fatalf("error quotes the token: %v", err)
+			}
+		})
+	}
+	if n := c.count(); n != 1 {
+		t.Fatalf("known keys cost %d fetches, want 1", n)
+	}
+
+	// A key the cluster starts to use: refused as retryable until a refetch
+	// is allowed, then accepted.
+	c.publish(k2)
+	tok2 := sign(t, k2, good)
+	clk.t = clk.t.Add(time.Second)
+	err = v.Verify(context.Background(), tok2, aud)
+	var e *Error
+	if !errors.As(err, &e) || e.Reason != "unknown_key" || !e.Retryable || e.RetryAfter != 5*time.Second {
+		t.Fatalf("new kid within MinRefresh: %v", err)
+	}
+	clk.t = clk.t.Add(5 * time.Second)
+	if err := v.Verify(context.Background(), tok2, aud); err != nil {
+		t.Fatalf("new kid after MinRefresh: %v", err)
+	}
+	if n := c.count(); n != 2 {
+		t.Fatalf("fetches = %d, want 2", n)
+	}
+
+	// A kid the cluster does not have, after a refetch: not the cluster's.
+	clk.t = clk.t.Add(6 * time.Second)
+	if got := reason(v.Verify(context.Background(), sign(t, rsaKey(t, "nobody"), good), aud)); got != "bad_signature" {
+		t.Fatalf("unknown kid after refetch: %q", got)
+	}
+}
+
+// TestFloodFetchesBounded: a flood of tokens with ever new kids costs at most
+// one fetch per MinRefresh, and so does an API server that is down.
+func TestFloodFetchesBounded(t *testing.T) {
+	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	c := &cluster{}
+	c.publish(rsaKey(t, "k1"))
+	v := New(Options{Get: c.get, MinRefresh: 5 * time.Second, Now: clk.now})
+	garbage := rsaKey(t, "g")
+	good := claims(clk.t)
+	for i := range 400 {
+		garbage.KeyID = "g" + string(rune('a'+i%26)) + strings.Repeat("x", i%7)
+		if i%20 == 0 {
+			clk.t = clk.t.Add(time.Second)
+		}
+		if err := v.Verify(context.Background(), sign(t, garbage, good), aud); err == nil {
+			t.Fatal("garbage accepted")
+		}
+	}
+	// 20 simulated seconds: the first fetch plus one per 5 s.
+	if n := c.count(); n > 5 {
+		t.Fatalf("400 garbage tokens over 20s caused %d fetches, want at most 5", n)
+	}
+
+	down := &cluster{down: true}
+	v = New(Options{Get: down.get, MinRefresh: 5 * time.Second, Now: clk.now})
+	for range 100 {
+		err := v.Verify(context.Background(), sign(t, garbage, good), aud)
+		var e *Error
+		if !errors.As(err, &e) || e.Reason != "cluster_keys_unavailable" || !e.Retryable {
+			t.Fatalf("API server down: %v", err)
+		}
+	}
+	if v.Ready() {
+		t.Fatal("ready without keys")
+	}
+}

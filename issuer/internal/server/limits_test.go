@@ -1,0 +1,279 @@
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	authnv1 "k8s.io/api/authentication/v1"
+
+	"github.com/kube-sts/kube-sts/issuer/internal/satoken"
+	"github.com/kube-sts/kube-sts/shared/exchange"
+	"github.com/kube-sts/kube-sts/shared/redact"
+)
+
+// screen is a fake local verifier: tokens named "garbage*" are not the
+// cluster's, "newkey*" carry a key not fetched yet.
+type screen struct{}
+
+func (screen) Verify(_ context.Context, token, _ string) error {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return &satoken.Error{Reason: "not_a_jwt", Description: "subject_token is not a signed JWT"}
+	}
+	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	switch name := string(payload); {
+	case strings.Contains(name, `"garbage`):
+		return &satoken.Error{Reason: "bad_signature", Description: "subject_token is not signed by this cluster's service-account keys"}
+	case strings.Contains(name, `"newkey`):
+		return &satoken.Error{Reason: "unknown_key", Retryable: true, RetryAfter: 5 * time.Second, Description: "retry shortly"}
+	}
+	return nil
+}
+
+func exchanges(t *testing.T, srv *Server, result string) float64 {
+	t.Helper()
+	mfs, err := srv.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "sts_issuer_exchanges_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if label(m, "result") == result {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+func oauthCode(t *testing.T, body string) string {
+	t.Helper()
+	e, err := exchange.ParseError([]byte(body))
+	if err != nil {
+		t.Fatalf("not an OAuth error: %q", body)
+	}
+	return e.Code
+}
+
+// TestGarbageCostsNoAPICall: a token the cluster did not sign is refused by
+// the local screen, with no TokenReview; a token with a key not fetched yet
+// is 503 with the screen's Retry-After.
+func TestGarbageCostsNoAPICall(t *testing.T) {
+	srv, api, _, _ := newHarnessWith(t, func(o *Options) { o.Verifier = screen{} })
+	for i := range 50 {
+		w := post(srv, exchangeBody(fakeToken("garbage-"+strings.Repeat("x", i))))
+		if w.Code != 400 || oauthCode(t, w.Body.String()) != exchange.InvalidRequest {
+			t.Fatalf("garbage: %d %s", w.Code, w.Body)
+		}
+	}
+	if n := api.reviews.Load(); n != 0 {
+		t.Fatalf("garbage cost %d TokenReviews", n)
+	}
+	if got := exchanges(t, srv, "bad_signature"); got != 50 {
+		t.Fatalf("bad_signature refusals counted %v, want 50", got)
+	}
+	w := post(srv, exchangeBody(fakeToken("newkey")))
+	if w.Code != 503 || w.Header().Get("Retry-After") != "5" {
+		t.Fatalf("unknown key: %d Retry-After=%q", w.Code, w.Header().Get("Retry-After"))
+	}
+}
+
+// TestPerTokenLimit: the same token more than 5 times in a second is 429 with
+// Retry-After; other tokens are not affected.
+func TestPerTokenLimit(t *testing.T) {
+	const uid = "u1"
+	now := time.Unix(1_800_000_000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	srv, api, _, _ := newHarnessWith(t, func(o *Options) { o.Now = clock }, pod("test-vault", "live", uid, "for-vault"))
+	tok, other := fakeToken("hot"), fakeToken("other")
+	api.statuses[tok] = status("test-vault", "for-vault", "live", uid)
+	api.statuses[other] = status("test-vault", "for-vault", "live", uid)
+	for i := range DefaultPerTokenPerSecond {
+		if w := post(srv, exchangeBody(tok)); w.Code != 200 {
+			t.Fatalf("use %d: %d %s", i+1, w.Code, w.Body)
+		}
+	}
+	w := post(srv, exchangeBody(tok))
+	if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") != "1" || oauthCode(t, w.Body.String()) != exchange.TemporarilyUnavailable {
+		t.Fatalf("over the limit: %d Retry-After=%q %s", w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+	reviews := api.reviews.Load()
+	if w := post(srv, exchangeBody(other)); w.Code != 200 {
+		t.Fatalf("another token: %d", w.Code)
+	}
+	if api.reviews.Load() != reviews+1 {
+		t.Fatal("the refused presentation cost a review")
+	}
+	mu.Lock()
+	now = now.Add(time.Second)
+	mu.Unlock()
+	if w := post(srv, exchangeBody(tok)); w.Code != 200 {
+		t.Fatalf("next second: %d", w.Code)
+	}
+	if got := exchanges(t, srv, "rate_limited"); got != 1 {
+		t.Fatalf("rate_limited counted %v", got)
+	}
+}
+
+// TestInFlightCap: beyond the cap an exchange is answered 503 at once, not
+// queued; slots free up when the API server answers.
+func TestInFlightCap(t *testing.T) {
+	const uid = "u1"
+	srv, api, _, _ := newHarnessWith(t, func(o *Options) { o.MaxInFlight = 2 }, pod("test-vault", "live", uid, "for-vault"))
+	api.block = make(chan struct{})
+	var toks []string
+	for _, n := range []string{"a", "b", "c"} {
+		toks = append(toks, fakeToken(n))
+		api.statuses[toks[len(toks)-1]] = status("test-vault", "for-vault", "live", uid)
+	}
+	var wg sync.WaitGroup
+	codes := make([]int, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() { defer wg.Done(); codes[i] = post(srv, exchangeBody(toks[i])).Code }()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.inflight.InUse() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the two exchanges never went in flight")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	w := post(srv, exchangeBody(toks[2]))
+	if w.Code != 503 || w.Header().Get("Retry-After") != "1" || !strings.Contains(w.Body.String(), "in flight") {
+		t.Fatalf("beyond the cap: %d Retry-After=%q %s", w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+	close(api.block)
+	wg.Wait()
+	if codes[0] != 200 || codes[1] != 200 {
+		t.Fatalf("held exchanges: %v", codes)
+	}
+	if srv.inflight.InUse() != 0 {
+		t.Fatalf("%d slots still taken", srv.inflight.InUse())
+	}
+	if w := post(srv, exchangeBody(toks[2])); w.Code != 200 {
+		t.Fatalf("after the flight: %d", w.Code)
+	}
+	if got := exchanges(t, srv, "overloaded"); got != 1 {
+		t.Fatalf("overloaded counted %v", got)
+	}
+}
+
+// TestRFCExactness: audience/resource the endpoint cannot serve is
+// invalid_target, its own audience is accepted, scope is ignored, an empty
+// parameter is omitted, and parameters in the query string are refused.
+func TestRFCExactness(t *testing.T) {
+	const uid = "u1"
+	srv, api, _, _ := newHarness(t, pod("test-vault", "live", uid, "for-vault"))
+	tok := fakeToken("rfc")
+	api.statuses[tok] = status("test-vault", "for-vault", "live", uid)
+	base := []string{"grant_type", exchange.GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", exchange.TokenTypeJWT}
+	with := func(kv ...string) string { return formBody(append(append([]string{}, base...), kv...)...) }
+	for _, tc := range []struct {
+		name, body, query string
+		code              int
+		oauth             string
+	}{
+		{"other audience", with("audience", "https://aws.example"), "", 400, exchange.InvalidTarget},
+		{"resource", with("resource", "https://s3.example"), "", 400, exchange.InvalidTarget},
+		{"own audience", with("audience", testAudience), "", 200, ""},
+		{"scope ignored", with("scope", "openid"), "", 200, ""},
+		{"empty requested_token_type", with("requested_token_type", ""), "", 200, ""},
+		{"query string", exchangeBody(tok), "subject_token=x", 400, exchange.InvalidRequest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := post(srv, tc.body, func(r *http.Request) { r.URL.RawQuery = tc.query })
+			if w.Code != tc.code {
+				t.Fatalf("%d %s, want %d", w.Code, w.Body, tc.code)
+			}
+			if tc.oauth != "" && oauthCode(t, w.Body.String()) != tc.oauth {
+				t.Fatalf("error %s, want %s", w.Body, tc.oauth)
+			}
+		})
+	}
+}
+
+// TestRefusalsEchoNothing runs every refusal path of the exchange with a real
+// looking token in it and checks that neither a response (body and headers)
+// nor any log line holds "eyJ" or an 8-byte run of that token.
+func TestRefusalsEchoNothing(t *testing.T) {
+	srv, api, logs, _ := newHarnessWith(t, func(o *Options) { o.Verifier = screen{} }, pod("test-vault", "live", "u1", "for-vault"))
+	secret := fakeToken("secret-value-of-a-pod")
+	garbage := fakeToken("garbage-not-signed-by-the-cluster")
+	leaks := func(text string) bool { return redact.Leaks(text, secret) || redact.Leaks(text, garbage) }
+	api.statuses[secret] = status("test-vault", "for-vault", "live", "other-uid")
+	api.statuses[fakeToken("api-says")] = statusWithError(secret)
+	bodies := map[string]string{
+		"as grant_type":         formBody("grant_type", secret, "subject_token", secret, "subject_token_type", exchange.TokenTypeJWT),
+		"as subject_token_type": formBody("grant_type", exchange.GrantTypeTokenExchange, "subject_token", secret, "subject_token_type", secret),
+		"as requested type":     formBody("grant_type", exchange.GrantTypeTokenExchange, "subject_token", secret, "subject_token_type", exchange.TokenTypeJWT, "requested_token_type", secret),
+		"without a name":        secret,
+		"as audience":           formBody("grant_type", exchange.GrantTypeTokenExchange, "subject_token", secret, "subject_token_type", exchange.TokenTypeJWT, "audience", secret),
+		"twice":                 formBody("grant_type", exchange.GrantTypeTokenExchange, "subject_token", secret, "subject_token", secret, "subject_token_type", exchange.TokenTypeJWT),
+		"replaced pod":          exchangeBody(secret),
+		"garbage":               exchangeBody(garbage),
+		"API server quotes it":  exchangeBody(fakeToken("api-says")),
+		"not a jwt":             exchangeBody("x" + secret),
+		"in the query":          exchangeBody(secret) + "&q=1",
+	}
+	for name, body := range bodies {
+		t.Run(name, func(t *testing.T) {
+			w := post(srv, body, func(r *http.Request) {
+				if name == "in the query" {
+					r.URL.RawQuery = "subject_token=" + secret
+				}
+			})
+			if w.Code == 200 {
+				t.Fatal("accepted")
+			}
+			if leaks(w.Body.String()) {
+				t.Fatalf("response quotes the token: %s", w.Body)
+			}
+			for k, v := range w.Header() {
+				if leaks(k + strings.Join(v, ",")) {
+					t.Fatalf("header %s quotes the token", k)
+				}
+			}
+		})
+	}
+	for _, e := range logs.All() {
+		line := e.Message
+		for k, v := range e.ContextMap() {
+			line += " " + k + "=" + strings.TrimSpace(strings.ReplaceAll(toString(v), "\n", " "))
+		}
+		if leaks(line) {
+			t.Fatalf("a log line quotes the token: %s", line)
+		}
+	}
+	if len(logs.All()) < len(bodies) {
+		t.Fatalf("only %d audit lines for %d refusals", len(logs.All()), len(bodies))
+	}
+}
+
+func toString(v any) string { return fmt.Sprint(v) }
+
+// statusWithError is a TokenReview status whose error quotes a token, as a
+// webhook token authenticator in front of the API server might.
+func statusWithError(tok string) authnv1.TokenReviewStatus {
+	return authnv1.TokenReviewStatus{Error: "token " + tok + " could not be verified"}
+}
