@@ -21,6 +21,7 @@ import (
 	"github.com/kube-sts/kube-sts/shared/buildinfo"
 	"github.com/kube-sts/kube-sts/shared/contract"
 	"github.com/kube-sts/kube-sts/shared/exchange"
+	"github.com/kube-sts/kube-sts/shared/redact"
 	"github.com/kube-sts/kube-sts/sidecar/internal/jwtinfo"
 )
 
@@ -141,11 +142,19 @@ func (c *Client) failure(resp *http.Response, data []byte) *Error {
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
 		e.Kind = Transient
 	}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		// No redirect is followed: the subject token goes to the configured URL only.
+		e.Err = fmt.Errorf("issuer answered HTTP %d, a redirect; the sidecar follows none, so the ServiceAccount token goes nowhere but %s: set the exchange URL to the issuer's token endpoint itself", resp.StatusCode, c.URL)
+		return e
+	}
 	oauth, perr := exchange.ParseError(data)
 	if perr != nil {
 		e.Err = fmt.Errorf("issuer answered HTTP %d with a body that is not an OAuth error (%s); is %s the token endpoint?", resp.StatusCode, contentType(resp), c.URL)
 		return e
 	}
+	// What the issuer says is quoted in our logs: redacted like any text from elsewhere.
+	oauth.Description = redact.Text(oauth.Description)
+	oauth.Code = redact.Text(oauth.Code)
 	e.OAuth = oauth
 	e.Err = fmt.Errorf("issuer answered HTTP %d: %s", resp.StatusCode, oauth.Error())
 	return e
@@ -183,6 +192,10 @@ func describeTransportError(err error) error {
 	return err
 }
 
+// noRedirect makes the client hand a 3xx back instead of following it: a
+// redirect must not carry the ServiceAccount token to another address.
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
 // NewHTTPClient returns a client that trusts caFile and caPEM when either is
 // given (only them), or the system roots otherwise.
 func NewHTTPClient(caFile, caPEM string, timeout time.Duration) (*http.Client, error) {
@@ -211,5 +224,5 @@ func NewHTTPClient(caFile, caPEM string, timeout time.Duration) (*http.Client, e
 		}
 		tr.TLSClientConfig.RootCAs = pool
 	}
-	return &http.Client{Transport: tr, Timeout: timeout}, nil
+	return &http.Client{Transport: tr, Timeout: timeout, CheckRedirect: noRedirect}, nil
 }

@@ -9,13 +9,18 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"io"
 	"math/big"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/kube-sts/kube-sts/shared/redact"
 	"github.com/kube-sts/kube-sts/sidecar/internal/testissuer"
 )
 
@@ -181,5 +186,54 @@ func TestNetworkErrorIsTransient(t *testing.T) {
 	var xe *Error
 	if !errors.As(err, &xe) || xe.Kind != Transient || xe.Status != 0 {
 		t.Fatalf("Exchange to a closed port = %v, want a transient error without status", err)
+	}
+}
+
+// TestNoRedirectFollowed: a 307 from the issuer's address is not followed;
+// the subject token reaches the configured URL and nowhere else.
+func TestNoRedirectFollowed(t *testing.T) {
+	var elsewhere atomic.Int64
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer other.Close()
+	redirecting := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+"/token", http.StatusTemporaryRedirect)
+	}))
+	defer redirecting.Close()
+	hc, err := NewHTTPClient("", "", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Client{URL: redirecting.URL + "/token", HTTP: hc, Now: time.Now}
+	_, err = c.Exchange(context.Background(), "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln")
+	var xe *Error
+	if !errors.As(err, &xe) || xe.Status != http.StatusTemporaryRedirect || !strings.Contains(err.Error(), "redirect") {
+		t.Fatalf("Exchange = %v, want a refusal naming the redirect", err)
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Fatalf("the token was posted to the redirect target %d times", n)
+	}
+}
+
+// TestIssuerDescriptionRedacted: a JWT quoted in an issuer's
+// error_description does not reach our error text or logs.
+func TestIssuerDescriptionRedacted(t *testing.T) {
+	const quoted = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzZWNyZXQifQ.c2lnbmF0dXJlLXNlY3JldA"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = io.WriteString(w, `{"error":"invalid_request","error_description":"token `+quoted+` refused"}`)
+	}))
+	defer srv.Close()
+	c := &Client{URL: srv.URL, HTTP: srv.Client(), Now: time.Now}
+	_, err := c.Exchange(context.Background(), "subject")
+	var xe *Error
+	if !errors.As(err, &xe) || xe.OAuth == nil {
+		t.Fatalf("Exchange = %v", err)
+	}
+	if redact.Leaks(err.Error(), quoted) || redact.Leaks(xe.OAuth.Description, quoted) {
+		t.Fatalf("the issuer's quoted token survived: %q", err)
 	}
 }

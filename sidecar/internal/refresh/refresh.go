@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kube-sts/kube-sts/shared/exchange"
+	"github.com/kube-sts/kube-sts/shared/redact"
 	"github.com/kube-sts/kube-sts/sidecar/internal/exchanger"
 	"github.com/kube-sts/kube-sts/sidecar/internal/jwtinfo"
 	"github.com/kube-sts/kube-sts/sidecar/internal/tokenfile"
@@ -63,6 +64,9 @@ type Refresher struct {
 	bo   *backoff.ExponentialBackOff
 
 	current *exchanger.Token
+	// unwritten is a token fetched but not yet on disk (/tokens full or
+	// read-only): only the write is retried while it is valid.
+	unwritten *exchanger.Token
 }
 
 // Option changes a Refresher; used by tests.
@@ -127,16 +131,21 @@ func (r *Refresher) Once(ctx context.Context) error {
 // never gives up.
 func (r *Refresher) Run(ctx context.Context) error {
 	tokenfile.CleanTemps(r.cfg.OutputFile)
-	// A token left by a previous run of this container is not trusted: the
-	// first exchange happens at once and replaces it.
 	events, errs, closeWatch := r.watch()
 	defer closeWatch()
 
+	// The first exchange happens at once and replaces a token left by an
+	// earlier run of this container; until it succeeds that token is held
+	// like any other: removed when it expires, so it cannot outlive it while
+	// the issuer is down.
 	refresh := time.NewTimer(0)
 	defer refresh.Stop()
 	expiry := time.NewTimer(time.Hour)
 	expiry.Stop()
 	defer expiry.Stop()
+	if r.adopt() {
+		expiry.Reset(r.current.Claims.Expiry.Sub(r.now()))
+	}
 
 	for {
 		select {
@@ -164,11 +173,44 @@ func (r *Refresher) Run(ctx context.Context) error {
 	}
 }
 
-// attempt exchanges and publishes, and returns how long to wait before the next attempt.
+// adopt reads a token left on disk by an earlier run: an expired or
+// unreadable one is removed, a valid one becomes the current token.
+func (r *Refresher) adopt() bool {
+	data, err := os.ReadFile(r.cfg.OutputFile)
+	if err != nil {
+		return false
+	}
+	raw := strings.TrimSpace(string(data))
+	c, err := jwtinfo.Parse(raw)
+	if err != nil || !c.Expiry.After(r.now()) {
+		r.log.Info("removed the token left by an earlier run: expired or unreadable", zap.String("file", r.cfg.OutputFile))
+		if err := tokenfile.Remove(r.cfg.OutputFile); err != nil {
+			r.log.Error("could not remove the token left by an earlier run", zap.Error(err))
+		}
+		return false
+	}
+	r.current = &exchanger.Token{Raw: raw, Claims: c, Received: r.now()}
+	r.log.Info("holding the token left by an earlier run until it is replaced or expires",
+		zap.String("jti", c.ID), zap.Time("expires", c.Expiry))
+	return true
+}
+
+// attempt exchanges and publishes, and returns how long to wait before the
+// next attempt. A token that was fetched but could not be written is written
+// again instead of fetching another, as long as it is valid.
 func (r *Refresher) attempt(ctx context.Context) time.Duration {
-	tok, err := r.exchange(ctx)
+	var tok exchanger.Token
+	var err error
+	if u := r.unwritten; u != nil && u.Claims.Expiry.After(r.now()) {
+		tok = *u
+	} else {
+		r.unwritten = nil
+		tok, err = r.exchange(ctx)
+	}
 	if err == nil {
-		err = r.publish(tok)
+		if err = r.publish(tok); err != nil {
+			r.unwritten = &tok
+		}
 	}
 	if ctx.Err() != nil {
 		return 0
@@ -176,6 +218,7 @@ func (r *Refresher) attempt(ctx context.Context) time.Duration {
 	if err != nil {
 		return r.retryAfter(err)
 	}
+	r.unwritten = nil
 	r.bo.Reset()
 	next := NextRefresh(tok, r.cfg.Fraction, r.cfg.Jitter, r.cfg.Margin, r.rand())
 	wait := max(next.Sub(r.now()), r.cfg.MinInterval)
@@ -195,10 +238,11 @@ func (r *Refresher) retryAfter(err error) time.Duration {
 		wait = r.cfg.RefusedRetry
 		fields = append(fields, zap.String("kind", xe.Kind.String()), zap.Int("status", xe.Status))
 		if xe.OAuth != nil {
-			fields = append(fields, zap.String("error", xe.OAuth.Code), zap.String("error_description", xe.OAuth.Description))
+			fields = append(fields, zap.String("error", xe.OAuth.Code), zap.String("error_description", redact.Text(xe.OAuth.Description)))
 		}
 	} else {
-		wait = r.bo.NextBackOff()
+		// The backoff's randomization may overshoot its maximum; the maximum is a hard cap.
+		wait = min(r.bo.NextBackOff(), r.cfg.BackoffMax)
 		if errors.As(err, &xe) {
 			fields = append(fields, zap.String("kind", xe.Kind.String()), zap.Int("status", xe.Status))
 			if xe.RetryAfter > wait {
