@@ -39,7 +39,7 @@ endpoints:
   audience: vault
   ttl: 1m
   keys:
-    managed: {secret: vault-keys, rotateEvery: 8s, publishAhead: 3s, resync: 500ms, leeway: 1s}
+    managed: {secret: vault-keys, rotateEvery: 8s, publishAhead: 3s, resync: 500ms, leeway: 6s}
   allow: [{namespace: "*"}]
 `
 	maxAge = time.Second

@@ -63,8 +63,9 @@ func ValidateSTSName(name string) error {
 	return nil
 }
 
-// MaxID is the largest uid/gid accepted, the Linux limit (2^32-2; 2^32-1 is "no id").
-const MaxID = 1<<32 - 2
+// MaxID is the largest uid/gid accepted: Kubernetes validates runAsUser and
+// runAsGroup as 0..2147483647 (MaxInt32), below the Linux limit.
+const MaxID = 1<<31 - 1
 
 // ParseID parses the value of the user or group annotation named key. The
 // error names the annotation and the bad value, so the admission refusal can

@@ -207,7 +207,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			log.Info("keys loaded", zap.String("sts", ec.Name), zap.String("signing_kid", set.Signing.ID), zap.Int("published", len(set.Keys)))
 		}
 		if len(ec.Keys.Files) > 0 {
-			src := keys.NewFileSource(ec.Keys.Files, ec.Keys.SigningFile, ec.Algorithm, ec.Keys.ReloadInterval.Duration, log, onChange)
+			src := keys.NewFileSource(ec.Keys.Files, ec.Keys.SigningFile, ec.Algorithm, ec.Keys.ReloadInterval.Duration, keys.FilePolicy{
+				// Every replica sees a changed file within one reload interval.
+				PublishAhead: cfg.JWKSMaxAge.Duration + ec.Keys.ReloadInterval.Duration,
+				RetireAfter:  ec.TTL.Duration + ec.Keys.ReloadInterval.Duration + config.ClockSkew,
+			}, log, onChange)
 			if err := src.Load(); err != nil {
 				return fmt.Errorf("load signing keys of endpoint %s: %w", ec.Name, err)
 			}

@@ -37,6 +37,10 @@ const (
 	DefaultLeeway       = 5 * time.Minute
 	DefaultResync       = 30 * time.Second
 	DefaultReload       = 5 * time.Second
+
+	// ClockSkew is the clock difference between replicas and relying parties
+	// that key retirement allows for.
+	ClockSkew = 5 * time.Second
 )
 
 // Config is the whole file.
@@ -287,18 +291,59 @@ func (c *Config) validateKeys(e *Endpoint, f string, bad func(string, string, ..
 		if m.RotateEvery.Duration <= m.PublishAhead.Duration {
 			bad(f+".managed.rotateEvery", "%v must exceed publishAhead (%v)", m.RotateEvery.Duration, m.PublishAhead.Duration)
 		}
-		if m.Leeway.Duration < 0 {
-			bad(f+".managed.leeway", "must not be negative")
+		// A replica that has not resynced yet signs with the old key for up to
+		// resync after the switch; those tokens must verify until their exp.
+		if min := m.Resync.Duration + ClockSkew; m.Leeway.Duration < min {
+			bad(f+".managed.leeway", "%v must be at least resync + %v of clock skew (%v): a replica may sign with the previous key for up to resync after a switch, and its tokens must stay verifiable until they expire", m.Leeway.Duration, ClockSkew, min)
 		}
 	}
 }
 
 func validateRule(r Rule, f string, bad func(string, string, ...any)) {
-	for field, glob := range map[string]string{"namespace": r.Namespace, "serviceAccount": r.ServiceAccount} {
-		if _, err := path.Match(glob, ""); err != nil {
-			bad(f+"."+field, "%q is not a valid glob: %v", glob, err)
+	for _, g := range []struct{ field, glob, what, alphabet string }{
+		{"namespace", r.Namespace, "a namespace (lowercase letters, digits and '-')", "abcdefghijklmnopqrstuvwxyz0123456789-"},
+		{"serviceAccount", r.ServiceAccount, "a ServiceAccount name (lowercase letters, digits, '-' and '.')", "abcdefghijklmnopqrstuvwxyz0123456789-."},
+	} {
+		if _, err := path.Match(g.glob, ""); err != nil {
+			bad(f+"."+g.field, "%q is not a valid glob: %v", g.glob, err)
+			continue
+		}
+		if c, ok := impossible(g.glob, g.alphabet); ok {
+			hint := ""
+			if strings.ToLower(string(c)) != string(c) {
+				hint = fmt.Sprintf("; did you mean %q?", strings.ToLower(g.glob))
+			}
+			bad(f+"."+g.field, "%q can never match %s: it requires %q%s", g.glob, g.what, c, hint)
 		}
 	}
+}
+
+// impossible returns a literal character of glob that no name made of
+// alphabet can contain (outside [...] classes, which are left to path.Match),
+// so a rule such as deny {namespace: Kube-System} is refused instead of
+// silently denying nothing.
+func impossible(glob, alphabet string) (rune, bool) {
+	for i := 0; i < len(glob); i++ {
+		switch c := glob[i]; c {
+		case '*', '?':
+		case '[':
+			if j := strings.IndexByte(glob[i+1:], ']'); j >= 0 {
+				i += j + 1
+			}
+		case '\\':
+			if i+1 < len(glob) {
+				i++
+				if !strings.ContainsRune(alphabet, rune(glob[i])) {
+					return rune(glob[i]), true
+				}
+			}
+		default:
+			if !strings.ContainsRune(alphabet, rune(c)) {
+				return rune(c), true
+			}
+		}
+	}
+	return 0, false
 }
 
 // ParseIssuer checks an issuer URL: https, a host, no query, fragment, user

@@ -70,6 +70,14 @@ endpoints: [{name: v, issuer: h, audience: a, keys: {files: [/k], signingFile: /
 endpoints: [{name: v, issuer: h, audience: a, keys: {managed: {secret: s, publishAhead: 1m}}, allow: [{}]}]`, wantIn: []string{"endpoints[0].keys.managed.publishAhead: 1m0s must exceed jwksMaxAge + resync (5m30s)"}},
 		"rotate before publish": {yaml: `cluster: c
 endpoints: [{name: v, issuer: h, audience: a, keys: {managed: {secret: s, rotateEvery: 30m}}, allow: [{}]}]`, wantIn: []string{"rotateEvery: 30m0s must exceed publishAhead"}},
+		"leeway shorter than resync": {yaml: `cluster: c
+endpoints: [{name: v, issuer: h, audience: a, keys: {managed: {secret: s, leeway: 1s, resync: 30s}}, allow: [{}]}]`, wantIn: []string{"endpoints[0].keys.managed.leeway: 1s must be at least resync + 5s of clock skew (35s)"}},
+		"upper-case namespace glob": {yaml: `cluster: c
+endpoints: [{name: v, issuer: h, audience: a, keys: {files: [/k]}, allow: [{}], deny: [{namespace: Kube-System}]}]`, wantIn: []string{`endpoints[0].deny[0].namespace: "Kube-System" can never match a namespace (lowercase letters, digits and '-'): it requires 'K'; did you mean "kube-system"?`}},
+		"impossible serviceaccount glob": {yaml: `cluster: c
+endpoints: [{name: v, issuer: h, audience: a, keys: {files: [/k]}, allow: [{serviceAccount: "vault_agent*"}]}]`, wantIn: []string{`endpoints[0].allow[0].serviceAccount: "vault_agent*" can never match a ServiceAccount name`}},
+		"dot in namespace glob": {yaml: `cluster: c
+endpoints: [{name: v, issuer: h, audience: a, keys: {files: [/k]}, allow: [{namespace: "team.a"}]}]`, wantIn: []string{`endpoints[0].allow[0].namespace: "team.a" can never match a namespace`}},
 		"managed without secret": {yaml: `cluster: c
 endpoints: [{name: v, issuer: h, audience: a, keys: {managed: {}}, allow: [{}]}]`, wantIn: []string{"keys.managed.secret: is required"}},
 	}

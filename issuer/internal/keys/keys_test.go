@@ -133,7 +133,7 @@ func TestFileSourceReload(t *testing.T) {
 	writeKey(t, prev, "EC PRIVATE KEY", der2)
 
 	var sets []*Set
-	src := NewFileSource([]string{cur, prev}, cur, RS256, time.Second, zap.NewNop(), func(s *Set) { sets = append(sets, s) })
+	src := NewFileSource([]string{cur, prev}, cur, RS256, time.Second, FilePolicy{}, zap.NewNop(), func(s *Set) { sets = append(sets, s) })
 	if err := src.Load(); err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestFileSourceReload(t *testing.T) {
 		t.Fatalf("after renewal: %d sets", len(sets))
 	}
 	// The signing file must hold the endpoint's algorithm.
-	bad := NewFileSource([]string{prev}, prev, RS256, time.Second, zap.NewNop(), func(*Set) {})
+	bad := NewFileSource([]string{prev}, prev, RS256, time.Second, FilePolicy{}, zap.NewNop(), func(*Set) {})
 	if err := bad.Load(); err == nil || !strings.Contains(err.Error(), "holds a ES256 key, but the endpoint signs RS256") {
 		t.Fatalf("mismatched algorithm: %v", err)
 	}

@@ -163,6 +163,8 @@ type ManagedSource struct {
 	now       func() time.Time
 
 	current *Set
+	// held are the records this replica last read or wrote.
+	held []Record
 }
 
 // ManagedOptions configure a ManagedSource.
@@ -238,6 +240,15 @@ func (m *ManagedSource) syncOnce(ctx context.Context) error {
 		return fmt.Errorf("get secret %s/%s: %w", m.namespace, m.name, err)
 	}
 	var st stored
+	if !exists && len(m.held) > 0 {
+		// The Secret was deleted under a running issuer. A fresh key would
+		// sign at once while the keys relying parties cached vanish; write
+		// back what this replica holds instead. (To replace a compromised
+		// key on purpose, see the README: stop every replica first.)
+		m.log.Warn("the key Secret is gone; writing back the keys this replica holds", zap.String("sts", m.endpoint),
+			zap.String("secret", m.namespace+"/"+m.name), zap.Int("keys", len(m.held)))
+		st.Keys = m.held
+	}
 	if raw := sec.Data[SecretKey]; len(raw) > 0 {
 		if err := json.Unmarshal(raw, &st); err != nil {
 			return fmt.Errorf("secret %s/%s: %s is not valid: %w", m.namespace, m.name, SecretKey, err)
@@ -250,7 +261,7 @@ func (m *ManagedSource) syncOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if changed {
+	if changed || !exists {
 		created, retired := diff(st.Keys, planned)
 		data, err := json.Marshal(stored{Keys: planned})
 		if err != nil {
@@ -282,6 +293,7 @@ func (m *ManagedSource) syncOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("secret %s/%s: %w", m.namespace, m.name, err)
 	}
+	m.held = planned
 	if !set.Same(m.current) {
 		prev := m.current
 		m.current = set

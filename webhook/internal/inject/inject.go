@@ -10,6 +10,7 @@ package inject
 
 import (
 	"fmt"
+	"path"
 	"slices"
 	"sort"
 	"strings"
@@ -154,6 +155,8 @@ func ids(pod *corev1.Pod, inj *config.Injector) (uid, gid int64, err error) {
 			return 0, 0, deny("annotation %s=%q: the sidecar does not run as root; use the uid of the container that reads the token (Vault agent: 100)", contract.AnnotationUser, v)
 		}
 	}
+	// gid 0 is accepted: the sidecar still runs as a non-root uid, and images
+	// built for arbitrary uids share files through group 0 (OpenShift's way).
 	if v, ok := pod.Annotations[contract.AnnotationGroup]; ok {
 		if gid, err = contract.ParseID(contract.AnnotationGroup, v); err != nil {
 			return 0, 0, deny("%v", err)
@@ -233,7 +236,8 @@ func mountIntoTargets(pod *corev1.Pod, inj *config.Injector) error {
 				continue
 			}
 			if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == contract.VolumeName }) {
-				if j := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == contract.MountPath }); j >= 0 {
+				// path.Clean: "/tokens/" and "/tokens/." are /tokens too.
+				if j := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return path.Clean(m.MountPath) == contract.MountPath }); j >= 0 {
 					return deny("container %q already mounts volume %q at %s, where kube-sts mounts the token; move it or list only other containers in the injector's containers", c.Name, c.VolumeMounts[j].Name, contract.MountPath)
 				}
 				c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: contract.VolumeName, MountPath: contract.MountPath, ReadOnly: true})

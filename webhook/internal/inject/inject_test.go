@@ -213,6 +213,11 @@ func TestRefusals(t *testing.T) {
 		"something at /tokens": {pod: base(func(p *corev1.Pod) {
 			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "mine", MountPath: "/tokens"}}
 		}), wantIn: `container "app" already mounts volume "mine" at /tokens`},
+		"something at /tokens/": {pod: base(func(p *corev1.Pod) {
+			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "mine", MountPath: "/tokens/"}}
+		}), wantIn: `container "app" already mounts volume "mine" at /tokens`},
+		"uid above MaxInt32": {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"tremolo.io/user": "2147483648"} }), wantIn: `annotation tremolo.io/user="2147483648" is larger than the largest id 2147483647`},
+		"gid above MaxInt32": {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"tremolo.io/group": "4294967294"} }), wantIn: `annotation tremolo.io/group="4294967294" is larger than the largest id`},
 		"other injector's pod": {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{contract.InjectedAnnotation: "ouca-sts"} }), wantIn: `already injected by kube-sts injector "ouca-sts"`},
 	}
 	for name, tc := range tests {
@@ -223,6 +228,21 @@ func TestRefusals(t *testing.T) {
 				t.Fatalf("mutate = %v, want a denial containing %q", err, tc.wantIn)
 			}
 		})
+	}
+}
+
+// TestGroupZeroAccepted: gid 0 is allowed (arbitrary-uid images share files
+// through group 0); the sidecar still runs as a non-root uid.
+func TestGroupZeroAccepted(t *testing.T) {
+	p := loadPod(t, "no-automount")
+	p.Annotations = map[string]string{"tremolo.io/user": "1001", "tremolo.io/group": "0"}
+	out, err := mutate(t, p, true)
+	if err != nil {
+		t.Fatalf("gid 0 refused: %v", err)
+	}
+	sc := out.Spec.InitContainers[0].SecurityContext
+	if *sc.RunAsUser != 1001 || *sc.RunAsGroup != 0 || !*sc.RunAsNonRoot {
+		t.Fatalf("sidecar security context: uid %d gid %d nonroot %v", *sc.RunAsUser, *sc.RunAsGroup, *sc.RunAsNonRoot)
 	}
 }
 
