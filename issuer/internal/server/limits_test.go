@@ -277,3 +277,19 @@ func toString(v any) string { return fmt.Sprint(v) }
 func statusWithError(tok string) authnv1.TokenReviewStatus {
 	return authnv1.TokenReviewStatus{Error: "token " + tok + " could not be verified"}
 }
+
+// TestScreenedRefusalsSampled: a flood of refusals made before any identity
+// is known logs at most 100 lines a second (then 1 in 1000); refusals of
+// identified Pods are all logged.
+func TestScreenedRefusalsSampled(t *testing.T) {
+	srv, _, logs, _ := newHarnessWith(t, func(o *Options) { o.Verifier = screen{} })
+	for range 1000 {
+		post(srv, exchangeBody(fakeToken("garbage")))
+	}
+	if n := logs.FilterMessage("exchange refused").Len(); n < 100 || n > 202 { // two sampling windows at most
+		t.Fatalf("%d log lines for 1000 garbage refusals , want 100-202 (100 per second)", n)
+	}
+	if got := exchanges(t, srv, "bad_signature"); got != 1000 {
+		t.Fatalf("metrics counted %v of 1000", got)
+	}
+}

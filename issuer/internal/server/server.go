@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/kube-sts/kube-sts/issuer/internal/config"
 	"github.com/kube-sts/kube-sts/issuer/internal/keys"
@@ -123,7 +124,11 @@ type Server struct {
 	perToken  *limit.PerKey
 	log       *zap.Logger
 	audit     *zap.Logger
-	metrics   *metrics.Metrics
+	// screened logs refusals made before any identity was known (bad
+	// requests, tokens the cluster did not sign, limits), sampled per
+	// second so that a flood cannot flood the log; metrics count them all.
+	screened *zap.Logger
+	metrics  *metrics.Metrics
 	maxAge    string
 	now       func() time.Time
 	ready     func() bool
@@ -172,6 +177,9 @@ func New(o Options) (*Server, error) {
 		inflight: limit.NewGate(o.MaxInFlight),
 		log:      o.Log,
 		audit:    o.Log.Named("audit"),
+		screened: o.Log.Named("audit").WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+			return zapcore.NewSamplerWithOptions(c, time.Second, 100, 1000)
+		})),
 		metrics:  o.Metrics,
 		maxAge:   "public, max-age=" + strconv.Itoa(int(o.Config.JWKSMaxAge.Seconds())),
 		now:      o.Now,
@@ -343,7 +351,11 @@ func (s *Server) exchange(r *http.Request, e *Endpoint) (mint.Token, *review.Fai
 	}
 	if fail != nil {
 		fields = append(fields, zap.String("result", resultOf(fail)), zap.String("reason", fail.Reason), zap.String("description", fail.OAuth.Description))
-		s.audit.Info("exchange refused", fields...)
+		if fail.Identity == (review.Identity{}) {
+			s.screened.Info("exchange refused", fields...)
+		} else {
+			s.audit.Info("exchange refused", fields...)
+		}
 		return mint.Token{}, fail
 	}
 	fields = append(fields, zap.String("result", "issued"), zap.String("jti", tok.ID), zap.Int64("exp", tok.Expiry.Unix()), zap.String("kid", tok.KeyID))
