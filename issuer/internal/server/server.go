@@ -129,9 +129,9 @@ type Server struct {
 	// second so that a flood cannot flood the log; metrics count them all.
 	screened *zap.Logger
 	metrics  *metrics.Metrics
-	maxAge    string
-	now       func() time.Time
-	ready     func() bool
+	maxAge   string
+	now      func() time.Time
+	ready    func() bool
 }
 
 // Options configure a Server.
@@ -148,7 +148,7 @@ type Options struct {
 	// beyond it the answer is 429 with Retry-After. Default DefaultPerTokenPerSecond.
 	PerTokenPerSecond int
 	Log               *zap.Logger
-	Metrics  *metrics.Metrics
+	Metrics           *metrics.Metrics
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// APIReady reports whether the API server has answered; nil means yes.
@@ -180,10 +180,10 @@ func New(o Options) (*Server, error) {
 		screened: o.Log.Named("audit").WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
 			return zapcore.NewSamplerWithOptions(c, time.Second, 100, 1000)
 		})),
-		metrics:  o.Metrics,
-		maxAge:   "public, max-age=" + strconv.Itoa(int(o.Config.JWKSMaxAge.Seconds())),
-		now:      o.Now,
-		ready:    o.APIReady,
+		metrics: o.Metrics,
+		maxAge:  "public, max-age=" + strconv.Itoa(int(o.Config.JWKSMaxAge.Seconds())),
+		now:     o.Now,
+		ready:   o.APIReady,
 	}
 	if s.now == nil {
 		s.now = time.Now
