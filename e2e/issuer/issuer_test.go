@@ -221,7 +221,12 @@ func TestIssuer(t *testing.T) {
 	})
 
 	t.Run("key file replaced under load: no failed request", func(t *testing.T) {
-		subject := kube.PodToken(ctx, t, cs, pod, f.files)
+		// Several tokens of the Pod in turn: one token may be presented 5
+		// times a second, and this loop sends 50 a second.
+		var subjects []string
+		for range 16 {
+			subjects = append(subjects, kube.PodToken(ctx, t, cs, pod, f.files))
+		}
 		before, err := f.iss.JWKS(ctx, f.files)
 		if err != nil {
 			t.Fatal(err)
@@ -241,7 +246,7 @@ func TestIssuer(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			res, err := f.iss.Exchange(ctx, f.files, subject)
+			res, err := f.iss.Exchange(ctx, f.files, subjects[n%len(subjects)])
 			if err != nil || res.Status != 200 {
 				t.Fatalf("exchange %d during the key swap: %v %+v", n, err, res)
 			}
