@@ -67,7 +67,16 @@ demo: toolchain toolchain-node ## The reference scenario narrated on a local nod
 		go test -tags demo -run TestDemo -count=1 -v -timeout 30m ./demo/
 
 .PHONY: test
-test: tools build-standalone test-unit test-integration ## Run every test: unit (-race), the real API server and the manifests, the reference scenario and the Helm chart on a real node (needs root).
+test: tools build-standalone test-unit test-integration testdata-check ## Run every test: unit (-race), the real API server and the manifests, the reference scenario and the Helm chart on a real node (needs root).
+
+# A golden blessed by `go test -update` must be committed; a test run that
+# leaves testdata/ changed fails, so CI can never bless a regression.
+.PHONY: testdata-check
+testdata-check: ## Fail when a test run changed or added files under testdata/ (goldens are committed, never rewritten by CI).
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  out=$$(git status --porcelain --untracked-files=all -- ':(glob)**/testdata/**'); \
+	  if [ -n "$$out" ]; then echo "testdata/ differs from the commit (a golden rewritten by -update?):"; echo "$$out"; exit 1; fi; \
+	fi
 
 .PHONY: test-unit
 test-unit: ## Unit tests of every module, with -race.

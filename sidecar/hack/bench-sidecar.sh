@@ -18,8 +18,13 @@ go build -o "$work/benchissuer" ./hack/benchissuer
 size=$(stat -c %s "$work/sts-creds-sidecar")
 static=$(file "$work/sts-creds-sidecar" 2>/dev/null | grep -o 'statically linked' || echo "see ldd")
 
-# 10-minute tokens: a refresh every ~8 minutes, so the window below is idle.
-"$work/benchissuer" -lifetime 10m > "$work/url" &
+# Tokens whose refresh falls 8 s after the first token: the window below
+# (from 2 s to 2 s + IDLE) is idle, and the refresh that follows it shows the
+# refresh timer is alive ("0 wake-ups" from a dead timer would look the same).
+# Short tokens refresh at half their life, longer ones 60 s before exp.
+(( idle <= 170 )) || { echo "IDLE must be at most 170 seconds"; exit 2; }
+if (( idle + 8 < 60 )); then life=$(( 2 * (idle + 8) )); else life=$(( idle + 8 + 60 )); fi
+"$work/benchissuer" -lifetime "${life}s" > "$work/url" &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$work/url" ] && break; sleep 0.05; done
 url=$(head -1 "$work/url")
@@ -31,6 +36,7 @@ pid=$!
 pids+=($pid)
 for _ in $(seq 100); do [ -s "$work/tokens/token.jwt" ] && break; sleep 0.05; done
 [ -s "$work/tokens/token.jwt" ] || { echo "no token written"; cat "$work/sidecar.log"; exit 1; }
+first=$(cat "$work/tokens/token.jwt")
 sleep 2 # let start-up settle
 
 status() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$pid/status"; }
@@ -40,12 +46,19 @@ c0=$(ctx); t0=$(ticks)
 sleep "$idle"
 c1=$(ctx); t1=$(ticks)
 rss=$(status VmRSS); hwm=$(status VmHWM); threads=$(status Threads)
+[ "$(cat "$work/tokens/token.jwt")" = "$first" ] || { echo "the token was refreshed inside the idle window; the window was not idle"; exit 1; }
+refreshed=false
+for _ in $(seq 300); do
+  if [ "$(cat "$work/tokens/token.jwt" 2>/dev/null)" != "$first" ]; then refreshed=true; break; fi
+  sleep 0.1
+done
+$refreshed || { echo "no refresh after the idle window: the refresh timer is dead"; cat "$work/sidecar.log"; exit 1; }
 hz=$(getconf CLK_TCK)
 
 printf '%-36s %s\n' "binary size (stripped, static)" "$(awk -v s="$size" 'BEGIN {printf "%.2f MB (%d bytes)", s/1e6, s}') — $static"
 printf '%-36s %s\n' "RSS while looping (VmRSS)" "$(awk -v k="$rss" 'BEGIN {printf "%.2f MiB", k/1024}')"
 printf '%-36s %s\n' "peak RSS (VmHWM)" "$(awk -v k="$hwm" 'BEGIN {printf "%.2f MiB", k/1024}')"
 printf '%-36s %s\n' "threads" "$threads"
-printf '%-36s %s\n' "idle window" "${idle}s between refreshes"
+printf '%-36s %s\n' "idle window" "${idle}s between refreshes (${life}s tokens; the next refresh was seen after it)"
 printf '%-36s %s\n' "context switches in the window" "$((c1 - c0)) ($(awk -v c=$((c1 - c0)) -v s="$idle" 'BEGIN {printf "%.2f/s", c/s}'))"
 printf '%-36s %s\n' "CPU time in the window" "$(awk -v t=$((t1 - t0)) -v hz="$hz" 'BEGIN {printf "%.0f ms", t*1000/hz}')"

@@ -3,12 +3,18 @@ package keys
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 func storedIDs(t *testing.T, cs *fake.Clientset) []string {
@@ -61,5 +67,121 @@ func TestManagedSecretDeletedWritesBack(t *testing.T) {
 	}
 	if got := sets[len(sets)-1].Signing.ID; got != signing {
 		t.Fatalf("signing key changed from %s to %s after the Secret was deleted", signing[:8], got[:8])
+	}
+}
+
+// sharing returns a clientset of its own (own reactor lock) on cs's objects:
+// another replica, which a reactor of cs may call without deadlocking.
+func sharing(cs *fake.Clientset) *fake.Clientset {
+	other := fake.NewClientset()
+	other.Fake.ReactionChain = []k8stesting.Reactor{&k8stesting.SimpleReactor{Verb: "*", Resource: "*", Reaction: k8stesting.ObjectReaction(cs.Tracker())}}
+	return other
+}
+
+func newTestSource(cs *fake.Clientset, now *time.Time, sets *[]*Set) *ManagedSource {
+	return NewManagedSource(ManagedOptions{
+		Client: cs, Namespace: "kube-sts", Secret: "keys", Endpoint: "vault",
+		Schedule: Schedule{Algorithm: ES256, RotateEvery: time.Hour, PublishAhead: 10 * time.Minute, RetireAfter: 20 * time.Minute},
+		Resync:   time.Second, Log: zap.NewNop(), OnChange: func(s *Set) { *sets = append(*sets, s) },
+		Now: func() time.Time { return *now },
+	})
+}
+
+// TestManagedConflictRetried: another replica's write between our read and
+// our update (409) makes this replica read again and plan on top of it; it
+// does not fail and does not overwrite the other's key.
+func TestManagedConflictRetried(t *testing.T) {
+	ctx := context.Background()
+	cs := fake.NewClientset()
+	now := time.Unix(1_800_000_000, 0)
+	var setsA, setsB []*Set
+	a, b := newTestSource(sharing(cs), &now, &setsA), newTestSource(cs, &now, &setsB)
+	if err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Time for a successor: both plan one; B's update meets a conflict once
+	// because A wrote in between.
+	now = now.Add(55 * time.Minute)
+	conflicts := 0
+	cs.PrependReactor("update", "secrets", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		if conflicts == 0 {
+			conflicts++
+			if err := a.Sync(ctx); err != nil { // A writes first, inside B's attempt
+				t.Errorf("A: %v", err)
+			}
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "secrets"}, "keys", errors.New("the object has been modified"))
+		}
+		return false, nil, nil
+	})
+	if err := b.Sync(ctx); err != nil {
+		t.Fatalf("B after a conflict: %v", err)
+	}
+	ids := storedIDs(t, cs)
+	if len(ids) != 2 {
+		t.Fatalf("%d keys stored, want the first key and one successor", len(ids))
+	}
+	if setsA[len(setsA)-1].Keys[1].ID != setsB[len(setsB)-1].Keys[1].ID {
+		t.Fatal("the replicas publish different successors")
+	}
+}
+
+// TestManagedRacingFirstWrite: two replicas start on no Secret; the second
+// create meets AlreadyExists and adopts the first one's key.
+func TestManagedRacingFirstWrite(t *testing.T) {
+	ctx := context.Background()
+	cs := fake.NewClientset()
+	now := time.Unix(1_800_000_000, 0)
+	var setsA, setsB []*Set
+	a, b := newTestSource(sharing(cs), &now, &setsA), newTestSource(cs, &now, &setsB)
+	raced := false
+	cs.PrependReactor("create", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if !raced {
+			raced = true
+			if err := a.Sync(ctx); err != nil { // A creates first, inside B's attempt
+				t.Errorf("A: %v", err)
+			}
+			return true, nil, apierrors.NewAlreadyExists(schema.GroupResource{Resource: "secrets"}, "keys")
+		}
+		return false, nil, nil
+	})
+	if err := b.Sync(ctx); err != nil {
+		t.Fatalf("B: %v", err)
+	}
+	if setsA[0].Signing.ID != setsB[0].Signing.ID {
+		t.Fatal("the replicas sign with different first keys")
+	}
+	if ids := storedIDs(t, cs); len(ids) != 1 {
+		t.Fatalf("%d keys stored, want 1", len(ids))
+	}
+}
+
+// TestManagedCorruptSecret: a Secret that does not parse is an error and
+// the keys held before keep serving; nothing is overwritten.
+func TestManagedCorruptSecret(t *testing.T) {
+	ctx := context.Background()
+	cs := fake.NewClientset()
+	now := time.Unix(1_800_000_000, 0)
+	var sets []*Set
+	src := newTestSource(cs, &now, &sets)
+	if err := src.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sec, err := cs.CoreV1().Secrets("kube-sts").Get(ctx, "keys", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec.Data[SecretKey] = []byte("{not json")
+	if _, err := cs.CoreV1().Secrets("kube-sts").Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Sync(ctx); err == nil || !strings.Contains(err.Error(), "keys.json is not valid") {
+		t.Fatalf("corrupt Secret: %v", err)
+	}
+	if len(sets) != 1 {
+		t.Fatalf("the set changed on a corrupt Secret (%d sets)", len(sets))
+	}
+	after, _ := cs.CoreV1().Secrets("kube-sts").Get(ctx, "keys", metav1.GetOptions{})
+	if string(after.Data[SecretKey]) != "{not json" {
+		t.Fatal("the corrupt Secret was overwritten")
 	}
 }

@@ -430,7 +430,7 @@ func TestConcurrentIdenticalReviewsCollapse(t *testing.T) {
 	srv, api, _, _ := newHarnessWith(t, func(o *Options) { o.PerTokenPerSecond = 8 }, pod("test-vault", "live", uid, "for-vault"))
 	tok := fakeToken("same")
 	api.statuses[tok] = status("test-vault", "for-vault", "live", uid)
-	api.delay = 300 * time.Millisecond
+	api.block = make(chan struct{})
 	var wg sync.WaitGroup
 	codes := make([]int, 8)
 	for i := range codes {
@@ -440,14 +440,25 @@ func TestConcurrentIdenticalReviewsCollapse(t *testing.T) {
 			codes[i] = post(srv, exchangeBody(tok)).Code
 		}()
 	}
+	// All eight are past the screen and the limits (each holds an in-flight
+	// slot) before the API server answers the one review.
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.inflight.InUse() < len(codes) {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d requests in flight", srv.inflight.InUse(), len(codes))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // from the slot to the flight: a few instructions
+	close(api.block)
 	wg.Wait()
 	for i, c := range codes {
 		if c != 200 {
 			t.Fatalf("request %d: %d", i, c)
 		}
 	}
-	if n := api.reviews.Load(); n >= int64(len(codes)) {
-		t.Fatalf("%d TokenReviews for %d identical concurrent requests; want them collapsed", n, len(codes))
+	if n := api.reviews.Load(); n != 1 {
+		t.Fatalf("%d TokenReviews for %d identical concurrent requests; want exactly 1", n, len(codes))
 	}
 }
 

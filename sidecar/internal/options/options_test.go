@@ -23,10 +23,23 @@ func TestParse(t *testing.T) {
 		"defaults from env url": {
 			env: base,
 			check: func(t *testing.T, o Options) {
-				d := Defaults()
-				d.ExchangeURL = "https://sts.example/vault/token"
-				if o != d {
-					t.Fatalf("got %+v, want %+v", o, d)
+				// Literal values: the documented defaults, not Defaults() compared with itself.
+				want := Options{
+					Mode:             "run",
+					SubjectTokenFile: "/var/run/secrets/kube-sts/token",
+					ExchangeURL:      "https://sts.example/vault/token",
+					OutputFile:       "/tokens/token.jwt",
+					HTTPTimeout:      10 * time.Second,
+					RefreshFraction:  0.8,
+					BackoffMin:       time.Second,
+					BackoffMax:       30 * time.Second,
+					RefusedRetry:     30 * time.Second,
+					LogLevel:         "info",
+					FileMode:         0o440,
+					ProbeMargin:      10 * time.Second,
+				}
+				if o != want {
+					t.Fatalf("got %+v, want %+v", o, want)
 				}
 			},
 		},

@@ -95,11 +95,24 @@ func BenchmarkHandle(b *testing.B) {
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{"tremolo.io/vault-sts": "true"}},
 		Spec: corev1.PodSpec{ServiceAccountName: "sa", Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
 	req := request(b, admissionv1.Create, pod)
+	var resp admission.Response
 	b.ReportAllocs()
 	for b.Loop() {
-		if resp := h.Handle(context.Background(), req); !resp.Allowed {
+		if resp = h.Handle(context.Background(), req); !resp.Allowed {
 			b.Fatal(resp.Result.Message)
 		}
+	}
+	b.StopTimer()
+	// A no-op handler would look fast: the measured answer must inject.
+	sidecarFirst := false
+	for _, op := range resp.Patches {
+		if op.Operation == "add" && (op.Path == "/spec/initContainers" || op.Path == "/spec/initContainers/0") {
+			raw, _ := json.Marshal(op.Value)
+			sidecarFirst = strings.Contains(string(raw), `"name":"`+contract.ContainerName+`"`)
+		}
+	}
+	if len(resp.Patches) == 0 || !sidecarFirst {
+		b.Fatalf("the benchmarked admission did not add the sidecar first: %+v", resp.Patches)
 	}
 }
 

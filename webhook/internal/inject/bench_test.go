@@ -1,15 +1,22 @@
 package inject
 
-import "testing"
+import (
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/kube-sts/kube-sts/shared/contract"
+)
 
 // BenchmarkMutate is the pure mutation of the reference Pod (Select + Mutate
 // on a copy, as the handler does).
 func BenchmarkMutate(b *testing.B) {
 	pod := loadPod(b, "reference-sts")
 	inj := injectors(b)
+	var p *corev1.Pod
 	b.ReportAllocs()
 	for b.Loop() {
-		p := pod.DeepCopy()
+		p = pod.DeepCopy()
 		in, err := Select(p, inj)
 		if err != nil || in == nil {
 			b.Fatal(err)
@@ -17,5 +24,10 @@ func BenchmarkMutate(b *testing.B) {
 		if err := Mutate(p, in, true); err != nil {
 			b.Fatal(err)
 		}
+	}
+	b.StopTimer()
+	// A no-op Mutate would look fast: the measured result must be injected.
+	if len(p.Spec.InitContainers) == 0 || p.Spec.InitContainers[0].Name != contract.ContainerName || len(p.Spec.Volumes) <= len(pod.Spec.Volumes) {
+		b.Fatal("the benchmarked mutation did not inject the sidecar first")
 	}
 }
