@@ -15,28 +15,42 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 )
 
-// TestCoalescingKeyIncludesAudience: the same token sent to two endpoints
-// with different subject audiences at the same moment is judged by two
-// reviews, each with its own audience. The API server here accepts the token
-// for audience "a" only and answers slowly, so the two requests overlap.
-func TestCoalescingKeyIncludesAudience(t *testing.T) {
+// cluster is a fake API server with one live Pod p of ServiceAccount sa;
+// answer decides each TokenReview after counting it.
+func cluster(reviews *atomic.Int64, answer func(tr *authnv1.TokenReview)) *fake.Clientset {
 	cs := fake.NewClientset(&corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "uid-1"},
 		Spec:       corev1.PodSpec{ServiceAccountName: "sa"},
 		Status:     corev1.PodStatus{Phase: corev1.PodRunning},
 	})
-	var reviews atomic.Int64
 	cs.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		reviews.Add(1)
-		time.Sleep(300 * time.Millisecond)
 		tr := a.(k8stesting.CreateAction).GetObject().(*authnv1.TokenReview).DeepCopy()
-		if len(tr.Spec.Audiences) == 1 && tr.Spec.Audiences[0] == "a" {
-			tr.Status = authnv1.TokenReviewStatus{Authenticated: true, Audiences: []string{"a"}, User: authnv1.UserInfo{
-				Username: "system:serviceaccount:ns:sa",
-				Extra:    map[string]authnv1.ExtraValue{ExtraPodName: {"p"}, ExtraPodUID: {"uid-1"}},
-			}}
-		}
+		answer(tr)
 		return true, tr, nil
+	})
+	return cs
+}
+
+// authenticated is the status of p's token for audience.
+func authenticated(audience string) authnv1.TokenReviewStatus {
+	return authnv1.TokenReviewStatus{Authenticated: true, Audiences: []string{audience}, User: authnv1.UserInfo{
+		Username: "system:serviceaccount:ns:sa",
+		Extra:    map[string]authnv1.ExtraValue{ExtraPodName: {"p"}, ExtraPodUID: {"uid-1"}},
+	}}
+}
+
+// TestCoalescingKeyIncludesAudience: the same token sent to two endpoints
+// with different subject audiences at the same moment is judged by two
+// reviews, each with its own audience. The API server here accepts the token
+// for audience "a" only and answers slowly, so the two requests overlap.
+func TestCoalescingKeyIncludesAudience(t *testing.T) {
+	var reviews atomic.Int64
+	cs := cluster(&reviews, func(tr *authnv1.TokenReview) {
+		time.Sleep(300 * time.Millisecond)
+		if len(tr.Spec.Audiences) == 1 && tr.Spec.Audiences[0] == "a" {
+			tr.Status = authenticated("a")
+		}
 	})
 	r := New(cs, 5*time.Second, nil)
 	var wg sync.WaitGroup
@@ -68,22 +82,11 @@ func TestCoalescingKeyIncludesAudience(t *testing.T) {
 // TestIdenticalReviewsCoalesce: the same token for the same audience at the
 // same moment costs exactly one review.
 func TestIdenticalReviewsCoalesce(t *testing.T) {
-	cs := fake.NewClientset(&corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "uid-1"},
-		Spec:       corev1.PodSpec{ServiceAccountName: "sa"},
-		Status:     corev1.PodStatus{Phase: corev1.PodRunning},
-	})
 	var reviews atomic.Int64
 	release := make(chan struct{})
-	cs.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		reviews.Add(1)
+	cs := cluster(&reviews, func(tr *authnv1.TokenReview) {
 		<-release
-		tr := a.(k8stesting.CreateAction).GetObject().(*authnv1.TokenReview).DeepCopy()
-		tr.Status = authnv1.TokenReviewStatus{Authenticated: true, Audiences: []string{"a"}, User: authnv1.UserInfo{
-			Username: "system:serviceaccount:ns:sa",
-			Extra:    map[string]authnv1.ExtraValue{ExtraPodName: {"p"}, ExtraPodUID: {"uid-1"}},
-		}}
-		return true, tr, nil
+		tr.Status = authenticated("a")
 	})
 	r := New(cs, 5*time.Second, nil)
 	var wg sync.WaitGroup

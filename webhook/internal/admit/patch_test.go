@@ -181,6 +181,20 @@ func sortStrings(s []string) []string {
 	return out
 }
 
+// mutatePod is what the pure mutation makes of the Pod in raw.
+func mutatePod(t *testing.T, h *Handler, raw []byte, native bool) *corev1.Pod {
+	t.Helper()
+	pod := decodePod(t, raw)
+	inj, err := inject.Select(pod, h.Injectors)
+	if err != nil || inj == nil {
+		t.Fatalf("select: %v", err)
+	}
+	if err := inject.Mutate(pod, inj, native); err != nil {
+		t.Fatal(err)
+	}
+	return pod
+}
+
 func decodePod(t *testing.T, doc []byte) *corev1.Pod {
 	t.Helper()
 	var p corev1.Pod
@@ -214,14 +228,7 @@ func TestUnknownFieldsSurvive(t *testing.T) {
 				}
 
 				// Exactly what Mutate makes of the Pod.
-				want := decodePod(t, raw)
-				inj, err := inject.Select(want, h.Injectors)
-				if err != nil || inj == nil {
-					t.Fatalf("select: %v", err)
-				}
-				if err := inject.Mutate(want, inj, native); err != nil {
-					t.Fatal(err)
-				}
+				want := mutatePod(t, h, raw, native)
 				if got := decodePod(t, out); !equality.Semantic.DeepEqual(got, want) {
 					t.Fatalf("the patched Pod is not the mutated Pod:\n%s", diffJSON(got, want))
 				}
@@ -310,15 +317,7 @@ func TestPatchMatchesDiffWithoutUnknownFields(t *testing.T) {
 			h := goldenHandler(t, true)
 			raw := rawFixture(t, fixture, false)
 			out := apply(t, raw, admitRaw(t, h, raw))
-			pod := decodePod(t, raw)
-			inj, err := inject.Select(pod, h.Injectors)
-			if err != nil || inj == nil {
-				t.Fatalf("select: %v", err)
-			}
-			if err := inject.Mutate(pod, inj, true); err != nil {
-				t.Fatal(err)
-			}
-			mutated, _ := json.Marshal(pod)
+			mutated, _ := json.Marshal(mutatePod(t, h, raw, true))
 			want := apply(t, raw, admission.PatchResponseFromRaw(raw, mutated))
 			if got, want := decodePod(t, out), decodePod(t, want); !equality.Semantic.DeepEqual(got, want) {
 				t.Fatalf("Pods differ:\n%s", diffJSON(got, want))
