@@ -7,8 +7,10 @@ import (
 
 func TestGate(t *testing.T) {
 	g := NewGate(2)
-	if !g.TryEnter() || !g.TryEnter() {
-		t.Fatal("two slots not granted")
+	for i := range 2 {
+		if !g.TryEnter() {
+			t.Fatalf("slot %d not granted", i+1)
+		}
 	}
 	if g.TryEnter() {
 		t.Fatal("third holder admitted")

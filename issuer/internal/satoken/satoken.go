@@ -181,7 +181,7 @@ func (v *Verifier) Verify(ctx context.Context, token, audience string) error {
 
 	set := v.current.Load()
 	if set == nil {
-		if set, err = v.refresh(ctx, nil); set == nil {
+		if set, _ = v.refresh(ctx, nil); set == nil {
 			return &Error{Reason: "cluster_keys_unavailable", Retryable: true,
 				Description: "the issuer could not load the cluster's service-account keys; retry"}
 		}

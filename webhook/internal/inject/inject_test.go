@@ -216,8 +216,8 @@ func TestRefusals(t *testing.T) {
 		"something at /tokens/": {pod: base(func(p *corev1.Pod) {
 			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "mine", MountPath: "/tokens/"}}
 		}), wantIn: `container "app" already mounts volume "mine" at /tokens`},
-		"uid above MaxInt32": {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"tremolo.io/user": "2147483648"} }), wantIn: `annotation tremolo.io/user="2147483648" is larger than the largest id 2147483647`},
-		"gid above MaxInt32": {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"tremolo.io/group": "4294967294"} }), wantIn: `annotation tremolo.io/group="4294967294" is larger than the largest id`},
+		"uid above MaxInt32":   {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"tremolo.io/user": "2147483648"} }), wantIn: `annotation tremolo.io/user="2147483648" is larger than the largest id 2147483647`},
+		"gid above MaxInt32":   {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"tremolo.io/group": "4294967294"} }), wantIn: `annotation tremolo.io/group="4294967294" is larger than the largest id`},
 		"other injector's pod": {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{contract.InjectedAnnotation: "ouca-sts"} }), wantIn: `already injected by kube-sts injector "ouca-sts"`},
 	}
 	for name, tc := range tests {
