@@ -90,8 +90,23 @@ test-integration: toolchain ## The e2e suites: real kube-apiserver + etcd; the m
 	cd e2e && KUBEBUILDER_ASSETS="$$(bash hack/toolchain.sh --print-dir all)" KUBE_STS_REQUIRE_CONTROLPLANE=1 \
 		go test -race -count=1 -v -p 1 -timeout 30m $(GO_TEST_FLAGS) ./...
 
+# The dependency rules of the Architecture section: shared uses only the
+# standard library, the sidecar never links client-go (or any k8s.io
+# module), and no product module imports the e2e module.
+.PHONY: import-rules
+import-rules: ## Fail when a module breaks the architecture's dependency rules.
+	@bad=$$(cd shared && go list -deps -f '{{if not .Standard}}{{.ImportPath}}{{end}}' ./... | grep -v '^github.com/kube-sts/kube-sts/shared' || true); \
+	  if [ -n "$$bad" ]; then echo "shared must use only the standard library; it imports:"; echo "$$bad"; exit 1; fi
+	@bad=$$(cd sidecar && go list -deps ./... | grep '^k8s.io/' || true); \
+	  if [ -n "$$bad" ]; then echo "the sidecar must not link Kubernetes client libraries; it imports:"; echo "$$bad"; exit 1; fi
+	@for m in $(UNIT_MODULES); do \
+	  bad=$$(cd $$m && go list -deps -test ./... | grep '^github.com/kube-sts/kube-sts/e2e' || true); \
+	  if [ -n "$$bad" ]; then echo "$$m must not import the e2e module:"; echo "$$bad"; exit 1; fi; \
+	done
+	@echo "import rules hold: shared stdlib-only, sidecar without k8s.io, nothing imports e2e"
+
 .PHONY: lint
-lint: $(STATICCHECK) ## gofmt, go vet and staticcheck on every module (with the demo and kind build tags).
+lint: $(STATICCHECK) import-rules ## gofmt, go vet and staticcheck on every module (with the demo and kind build tags), and the import rules.
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	@for m in $(MODULES); do echo "== vet + staticcheck: $$m"; (cd $$m && go vet -tags demo,kind ./... && $(STATICCHECK) -tags demo,kind ./...); done
 

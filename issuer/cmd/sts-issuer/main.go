@@ -92,28 +92,28 @@ type options struct {
 
 func parseOptions(args []string, out io.Writer) (options, error) {
 	o := options{}
-	fs := flag.NewFlagSet("sts-issuer", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.StringVar(&o.ConfigFile, "config", "/etc/kube-sts/issuer.yaml", "configuration file (cluster, endpoints)")
-	fs.StringVar(&o.Listen, "listen", ":8443", "address of the exchange, discovery, /healthz and /readyz server")
-	fs.StringVar(&o.MetricsListen, "metrics-listen", ":9090", "address of /metrics; empty to disable")
-	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "/etc/kube-sts/tls/tls.crt", "serving certificate (PEM), reloaded when it changes")
-	fs.StringVar(&o.TLSKeyFile, "tls-key-file", "/etc/kube-sts/tls/tls.key", "serving private key (PEM)")
-	fs.BoolVar(&o.InsecureHTTP, "insecure-http", false, "serve plain HTTP; only behind an ingress that terminates TLS")
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig to reach the API server; empty for in-cluster")
-	fs.DurationVar(&o.APITimeout, "api-timeout", 5*time.Second, "timeout of each TokenReview and Pod lookup")
-	fs.Float64Var(&o.KubeQPS, "kube-api-qps", DefaultKubeQPS, "client-side QPS limit of exchanges towards the API server (each exchange is a TokenReview and a Pod GET)")
-	fs.IntVar(&o.KubeBurst, "kube-api-burst", DefaultKubeBurst, "client-side burst of exchanges towards the API server")
-	fs.IntVar(&o.MaxInFlight, "max-inflight-exchanges", server.DefaultMaxInFlight, "exchanges waiting on the API server at once; beyond it: 503 with Retry-After")
-	fs.IntVar(&o.PerToken, "max-exchanges-per-token", server.DefaultPerTokenPerSecond, "presentations of one subject token per second; beyond it: 429 with Retry-After")
-	fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
-	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
-	fs.BoolVar(&o.CheckConfig, "check-config", false, "load and validate --config, print what is wrong, and exit")
-	if err := fs.Parse(args); err != nil {
+	flags := flag.NewFlagSet("sts-issuer", flag.ContinueOnError)
+	flags.SetOutput(out)
+	flags.StringVar(&o.ConfigFile, "config", "/etc/kube-sts/issuer.yaml", "configuration file (cluster, endpoints)")
+	flags.StringVar(&o.Listen, "listen", ":8443", "address of the exchange, discovery, /healthz and /readyz server")
+	flags.StringVar(&o.MetricsListen, "metrics-listen", ":9090", "address of /metrics; empty to disable")
+	flags.StringVar(&o.TLSCertFile, "tls-cert-file", "/etc/kube-sts/tls/tls.crt", "serving certificate (PEM), reloaded when it changes")
+	flags.StringVar(&o.TLSKeyFile, "tls-key-file", "/etc/kube-sts/tls/tls.key", "serving private key (PEM)")
+	flags.BoolVar(&o.InsecureHTTP, "insecure-http", false, "serve plain HTTP; only behind an ingress that terminates TLS")
+	flags.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig to reach the API server; empty for in-cluster")
+	flags.DurationVar(&o.APITimeout, "api-timeout", 5*time.Second, "timeout of each TokenReview and Pod lookup")
+	flags.Float64Var(&o.KubeQPS, "kube-api-qps", DefaultKubeQPS, "client-side QPS limit of exchanges towards the API server (each exchange is a TokenReview and a Pod GET)")
+	flags.IntVar(&o.KubeBurst, "kube-api-burst", DefaultKubeBurst, "client-side burst of exchanges towards the API server")
+	flags.IntVar(&o.MaxInFlight, "max-inflight-exchanges", server.DefaultMaxInFlight, "exchanges waiting on the API server at once; beyond it: 503 with Retry-After")
+	flags.IntVar(&o.PerToken, "max-exchanges-per-token", server.DefaultPerTokenPerSecond, "presentations of one subject token per second; beyond it: 429 with Retry-After")
+	flags.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
+	flags.BoolVar(&o.Version, "version", false, "print the version and exit")
+	flags.BoolVar(&o.CheckConfig, "check-config", false, "load and validate --config, print what is wrong, and exit")
+	if err := flags.Parse(args); err != nil {
 		return o, err
 	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	if flags.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q", flags.Arg(0))
 	}
 	var errs []error
 	if o.APITimeout <= 0 {
@@ -286,7 +286,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	})
 
-	main := &http.Server{Addr: o.Listen, Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	api := &http.Server{Addr: o.Listen, Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	if !o.InsecureHTTP {
 		rl, err := certs.NewReloader(o.TLSCertFile, o.TLSKeyFile, time.Second, func(err error) {
 			log.Error("reloading the serving certificate failed; keeping the current one", zap.Error(err))
@@ -294,13 +294,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		main.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: rl.GetCertificate}
+		api.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: rl.GetCertificate}
 	}
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", o.Listen, err)
 	}
-	serve(ctx, g, main, ln, !o.InsecureHTTP)
+	serve(ctx, g, api, ln, !o.InsecureHTTP)
 	if o.MetricsListen != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))

@@ -14,14 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kube-sts/kube-sts/issuer/internal/keys"
 	"github.com/kube-sts/kube-sts/shared/contract"
-)
-
-// Signing algorithms.
-const (
-	RS256 = "RS256"
-	ES256 = "ES256"
-	EdDSA = "EdDSA"
 )
 
 // Limits and defaults.
@@ -29,7 +23,7 @@ const (
 	DefaultTTL        = 15 * time.Minute
 	MinTTL            = time.Minute
 	MaxTTL            = 24 * time.Hour
-	DefaultAlgorithm  = RS256
+	DefaultAlgorithm  = keys.RS256
 	DefaultJWKSMaxAge = 5 * time.Minute
 
 	DefaultRotateEvery  = 30 * 24 * time.Hour
@@ -241,7 +235,7 @@ func (c *Config) Validate() error {
 			bad(f+".ttl", "%v is outside the allowed %v to %v", e.TTL.Duration, MinTTL, MaxTTL)
 		}
 		switch e.Algorithm {
-		case RS256, ES256, EdDSA:
+		case keys.RS256, keys.ES256, keys.EdDSA:
 		default:
 			bad(f+".algorithm", "%q is not supported: use RS256, ES256 or EdDSA", e.Algorithm)
 		}
@@ -285,16 +279,16 @@ func (c *Config) validateKeys(e *Endpoint, f string, bad func(string, string, ..
 		if m.Resync.Duration < 100*time.Millisecond {
 			bad(f+".managed.resync", "%v is too short (at least 100ms)", m.Resync.Duration)
 		}
-		if min := c.JWKSMaxAge.Duration + m.Resync.Duration; m.PublishAhead.Duration <= min {
-			bad(f+".managed.publishAhead", "%v must exceed jwksMaxAge + resync (%v), or verifiers could meet a key they have not fetched yet", m.PublishAhead.Duration, min)
+		if least := c.JWKSMaxAge.Duration + m.Resync.Duration; m.PublishAhead.Duration <= least {
+			bad(f+".managed.publishAhead", "%v must exceed jwksMaxAge + resync (%v), or verifiers could meet a key they have not fetched yet", m.PublishAhead.Duration, least)
 		}
 		if m.RotateEvery.Duration <= m.PublishAhead.Duration {
 			bad(f+".managed.rotateEvery", "%v must exceed publishAhead (%v)", m.RotateEvery.Duration, m.PublishAhead.Duration)
 		}
 		// A replica that has not resynced yet signs with the old key for up to
 		// resync after the switch; those tokens must verify until their exp.
-		if min := m.Resync.Duration + ClockSkew; m.Leeway.Duration < min {
-			bad(f+".managed.leeway", "%v must be at least resync + %v of clock skew (%v): a replica may sign with the previous key for up to resync after a switch, and its tokens must stay verifiable until they expire", m.Leeway.Duration, ClockSkew, min)
+		if least := m.Resync.Duration + ClockSkew; m.Leeway.Duration < least {
+			bad(f+".managed.leeway", "%v must be at least resync + %v of clock skew (%v): a replica may sign with the previous key for up to resync after a switch, and its tokens must stay verifiable until they expire", m.Leeway.Duration, ClockSkew, least)
 		}
 	}
 }

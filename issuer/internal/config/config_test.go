@@ -27,7 +27,7 @@ func TestParseDefaults(t *testing.T) {
 	if e.Issuer != "https://vault-sts.apps.192-168-2-115.nip.io" || e.SubjectAudience != e.Issuer {
 		t.Errorf("issuer %q subjectAudience %q", e.Issuer, e.SubjectAudience)
 	}
-	if e.TTL.Duration != 15*time.Minute || e.Algorithm != RS256 || c.JWKSMaxAge.Duration != 5*time.Minute {
+	if e.TTL.Duration != 15*time.Minute || e.Algorithm != "RS256" || c.JWKSMaxAge.Duration != 5*time.Minute {
 		t.Errorf("defaults: ttl %v alg %s maxAge %v", e.TTL.Duration, e.Algorithm, c.JWKSMaxAge.Duration)
 	}
 	m := e.Keys.Managed

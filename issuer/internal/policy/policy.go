@@ -6,17 +6,22 @@ package policy
 import (
 	"fmt"
 	"path"
-
-	"github.com/kube-sts/kube-sts/issuer/internal/config"
 )
+
+// Rule matches ServiceAccounts by namespace and name globs (path.Match
+// syntax); an empty field matches everything.
+type Rule struct {
+	Namespace      string
+	ServiceAccount string
+}
 
 // Policy is an endpoint's rules.
 type Policy struct {
-	allow, deny []config.Rule
+	allow, deny []Rule
 }
 
-// New returns the policy of allow and deny rules (validated by config).
-func New(allow, deny []config.Rule) Policy { return Policy{allow: allow, deny: deny} }
+// New returns the policy of allow and deny rules (validated by the caller).
+func New(allow, deny []Rule) Policy { return Policy{allow: allow, deny: deny} }
 
 // Decide reports whether namespace/serviceAccount is allowed, and if not, why.
 func (p Policy) Decide(namespace, serviceAccount string) (bool, string) {
@@ -33,7 +38,7 @@ func (p Policy) Decide(namespace, serviceAccount string) (bool, string) {
 	return false, "no allow rule matches"
 }
 
-func match(r config.Rule, ns, sa string) bool {
+func match(r Rule, ns, sa string) bool {
 	return glob(r.Namespace, ns) && glob(r.ServiceAccount, sa)
 }
 

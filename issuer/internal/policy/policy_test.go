@@ -3,14 +3,12 @@ package policy
 import (
 	"strings"
 	"testing"
-
-	"github.com/kube-sts/kube-sts/issuer/internal/config"
 )
 
 func TestDecide(t *testing.T) {
 	p := New(
-		[]config.Rule{{Namespace: "test-*"}, {Namespace: "prod", ServiceAccount: "vault-*"}, {ServiceAccount: "[ab]ot"}},
-		[]config.Rule{{Namespace: "test-secret"}, {Namespace: "prod", ServiceAccount: "vault-admin"}},
+		[]Rule{{Namespace: "test-*"}, {Namespace: "prod", ServiceAccount: "vault-*"}, {ServiceAccount: "[ab]ot"}},
+		[]Rule{{Namespace: "test-secret"}, {Namespace: "prod", ServiceAccount: "vault-admin"}},
 	)
 	tests := map[string]struct {
 		ns, sa string

@@ -197,11 +197,21 @@ func New(o Options) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.endpoints = append(s.endpoints, &Endpoint{cfg: ec, cluster: o.Config.Cluster, url: u, policy: policy.New(ec.Allow, ec.Deny)})
+		s.endpoints = append(s.endpoints, &Endpoint{cfg: ec, cluster: o.Config.Cluster, url: u, policy: policy.New(rules(ec.Allow), rules(ec.Deny))})
 	}
 	// Longest paths first, so /vault/prod wins over /vault.
 	sort.SliceStable(s.endpoints, func(i, j int) bool { return len(s.endpoints[i].url.Path) > len(s.endpoints[j].url.Path) })
 	return s, nil
+}
+
+// rules hands the configuration's rules to the policy, which knows nothing
+// of the configuration file.
+func rules(rs []config.Rule) []policy.Rule {
+	out := make([]policy.Rule, len(rs))
+	for i, r := range rs {
+		out[i] = policy.Rule{Namespace: r.Namespace, ServiceAccount: r.ServiceAccount}
+	}
+	return out
 }
 
 // Endpoints returns the endpoints.

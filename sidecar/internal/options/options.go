@@ -101,15 +101,15 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Options, e
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		o.Mode, args = args[0], args[1:]
 	}
-	fs := flag.NewFlagSet("sts-creds-sidecar", flag.ContinueOnError)
-	fs.SetOutput(out)
+	flags := flag.NewFlagSet("sts-creds-sidecar", flag.ContinueOnError)
+	flags.SetOutput(out)
 	env := map[string]string{}
 	str := func(p *string, name, envName, usage string) {
-		fs.StringVar(p, name, *p, usage+" ["+envName+"]")
+		flags.StringVar(p, name, *p, usage+" ["+envName+"]")
 		env[name] = envName
 	}
 	dur := func(p *time.Duration, name, envName, usage string) {
-		fs.DurationVar(p, name, *p, usage+" ["+envName+"]")
+		flags.DurationVar(p, name, *p, usage+" ["+envName+"]")
 		env[name] = envName
 	}
 	str(&o.SubjectTokenFile, "subject-token-file", contract.EnvSubjectTokenFile, "projected ServiceAccount token to exchange")
@@ -118,35 +118,35 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Options, e
 	str(&o.CAFile, "ca-file", contract.EnvCAFile, "PEM CA bundle that signs the issuer's certificate")
 	str(&o.CAPEM, "ca-pem", contract.EnvCAPEM, "the same CA bundle inline, as PEM text")
 	dur(&o.HTTPTimeout, "http-timeout", contract.EnvHTTPTimeout, "timeout of one exchange")
-	fs.Float64Var(&o.RefreshFraction, "refresh-fraction", o.RefreshFraction, "share of the token lifetime after which it is refreshed ["+contract.EnvRefreshFraction+"]")
+	flags.Float64Var(&o.RefreshFraction, "refresh-fraction", o.RefreshFraction, "share of the token lifetime after which it is refreshed ["+contract.EnvRefreshFraction+"]")
 	env["refresh-fraction"] = contract.EnvRefreshFraction
 	dur(&o.BackoffMin, "backoff-min", contract.EnvBackoffMin, "first retry delay after a transient failure")
 	dur(&o.BackoffMax, "backoff-max", contract.EnvBackoffMax, "largest retry delay after transient failures")
 	dur(&o.RefusedRetry, "refused-retry", contract.EnvRefusedRetry, "retry delay after the issuer refused the exchange")
 	str(&o.LogLevel, "log-level", contract.EnvLogLevel, "debug, info, warn or error")
-	fs.Var(modeValue{&o.FileMode}, "file-mode", "octal mode of the token file ["+contract.EnvFileMode+"]")
+	flags.Var(modeValue{&o.FileMode}, "file-mode", "octal mode of the token file ["+contract.EnvFileMode+"]")
 	env["file-mode"] = contract.EnvFileMode
 	dur(&o.ProbeMargin, "probe-margin", contract.EnvProbeMargin, "probe fails when the token expires sooner than this")
-	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
-	fs.Usage = func() {
+	flags.BoolVar(&o.Version, "version", false, "print the version and exit")
+	flags.Usage = func() {
 		fmt.Fprint(out, Usage+"\nFlags:\n")
-		fs.PrintDefaults()
+		flags.PrintDefaults()
 	}
 
-	if err := fs.Parse(args); err != nil {
+	if err := flags.Parse(args); err != nil {
 		return Options{}, err
 	}
-	if fs.NArg() > 0 {
-		return Options{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	if flags.NArg() > 0 {
+		return Options{}, fmt.Errorf("unexpected argument %q", flags.Arg(0))
 	}
 	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	for name, envName := range env {
 		v := getenv(envName)
 		if set[name] || v == "" {
 			continue
 		}
-		if err := fs.Set(name, v); err != nil {
+		if err := flags.Set(name, v); err != nil {
 			return Options{}, fmt.Errorf("env %s: %w", envName, err)
 		}
 	}

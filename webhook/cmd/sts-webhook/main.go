@@ -99,28 +99,28 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 func parseOptions(args []string, out io.Writer) (options, error) {
 	o := options{}
-	fs := flag.NewFlagSet("sts-webhook", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.StringVar(&o.ConfigFile, "config", "/etc/kube-sts/webhook.yaml", "configuration file (injectors)")
-	fs.StringVar(&o.Listen, "listen", ":9443", "HTTPS address of the webhook")
-	fs.StringVar(&o.ProbeListen, "probe-listen", ":8081", "address of /healthz and /readyz")
-	fs.StringVar(&o.MetricsListen, "metrics-listen", ":8080", `address of /metrics; "0" disables`)
-	fs.StringVar(&o.TLSMode, "tls-mode", "certdir", "certdir (certificates from --cert-dir, reloaded on change) or self (generated, kept in --self-secret, caBundle patched)")
-	fs.StringVar(&o.CertDir, "cert-dir", "/etc/kube-sts/tls", "directory with tls.crt and tls.key")
-	fs.StringVar(&o.SelfSecret, "self-secret", "sts-webhook-tls", "Secret that keeps the self-managed CA and certificate")
-	fs.StringVar(&o.Namespace, "namespace", "", "namespace of --self-secret (default $POD_NAMESPACE, else kube-sts)")
-	fs.StringVar(&o.WebhookConfig, "webhook-config", "kube-sts", "MutatingWebhookConfiguration whose caBundle self mode maintains")
-	fs.StringVar(&o.DNSName, "dns-name", "sts-webhook.kube-sts.svc", "DNS name in the self-managed serving certificate")
-	fs.Var(&o.ExtraDNSNames, "extra-dns-name", "additional DNS name for the self-managed certificate (repeatable)")
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig; empty for in-cluster")
-	fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
-	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
-	fs.BoolVar(&o.CheckConfig, "check-config", false, "load and validate --config, print what is wrong, and exit")
-	if err := fs.Parse(args); err != nil {
+	flags := flag.NewFlagSet("sts-webhook", flag.ContinueOnError)
+	flags.SetOutput(out)
+	flags.StringVar(&o.ConfigFile, "config", "/etc/kube-sts/webhook.yaml", "configuration file (injectors)")
+	flags.StringVar(&o.Listen, "listen", ":9443", "HTTPS address of the webhook")
+	flags.StringVar(&o.ProbeListen, "probe-listen", ":8081", "address of /healthz and /readyz")
+	flags.StringVar(&o.MetricsListen, "metrics-listen", ":8080", `address of /metrics; "0" disables`)
+	flags.StringVar(&o.TLSMode, "tls-mode", "certdir", "certdir (certificates from --cert-dir, reloaded on change) or self (generated, kept in --self-secret, caBundle patched)")
+	flags.StringVar(&o.CertDir, "cert-dir", "/etc/kube-sts/tls", "directory with tls.crt and tls.key")
+	flags.StringVar(&o.SelfSecret, "self-secret", "sts-webhook-tls", "Secret that keeps the self-managed CA and certificate")
+	flags.StringVar(&o.Namespace, "namespace", "", "namespace of --self-secret (default $POD_NAMESPACE, else kube-sts)")
+	flags.StringVar(&o.WebhookConfig, "webhook-config", "kube-sts", "MutatingWebhookConfiguration whose caBundle self mode maintains")
+	flags.StringVar(&o.DNSName, "dns-name", "sts-webhook.kube-sts.svc", "DNS name in the self-managed serving certificate")
+	flags.Var(&o.ExtraDNSNames, "extra-dns-name", "additional DNS name for the self-managed certificate (repeatable)")
+	flags.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig; empty for in-cluster")
+	flags.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
+	flags.BoolVar(&o.Version, "version", false, "print the version and exit")
+	flags.BoolVar(&o.CheckConfig, "check-config", false, "load and validate --config, print what is wrong, and exit")
+	if err := flags.Parse(args); err != nil {
 		return o, err
 	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	if flags.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q", flags.Arg(0))
 	}
 	if o.Namespace == "" {
 		o.Namespace = os.Getenv("POD_NAMESPACE")
