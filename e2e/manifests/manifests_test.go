@@ -42,7 +42,6 @@ import (
 
 	"github.com/kube-sts/kube-sts/e2e/controlplane"
 	"github.com/kube-sts/kube-sts/e2e/internal/procs"
-	"github.com/kube-sts/kube-sts/e2e/node"
 )
 
 var cp = controlplane.New()
@@ -374,17 +373,8 @@ func TestLeastPrivilege(t *testing.T) {
 // TestConfigsParse: the issuer and webhook configuration files each
 // rendering carries are accepted by the binaries' own --check-config.
 func TestConfigsParse(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	bins := t.TempDir()
-	issuer, err := node.GoBinary(ctx, bins, "issuer", "./cmd/sts-issuer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	webhook, err := node.GoBinary(ctx, bins, "webhook", "./cmd/sts-webhook")
-	if err != nil {
-		t.Fatal(err)
-	}
+	issuer := procs.Build(t, "issuer", "./cmd/sts-issuer")
+	webhook := procs.Build(t, "webhook", "./cmd/sts-webhook")
 	for _, r := range renderings(t) {
 		t.Run(r.Name, func(t *testing.T) {
 			seen := map[string]bool{}

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -75,17 +74,4 @@ func goRun(ctx context.Context, args []string) error {
 		return fmt.Errorf("%v\n%s", err, b)
 	}
 	return nil
-}
-
-// GoBinary builds a static binary of a package in module (e.g. "e2e",
-// "./cmd/pause") into dir.
-func GoBinary(ctx context.Context, dir, module, pkg string) (string, error) {
-	out := filepath.Join(dir, filepath.Base(pkg))
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, pkg)
-	cmd.Dir = filepath.Join(procs.RepoRoot(), module)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build %s: %v\n%s", pkg, err, b)
-	}
-	return out, nil
 }

@@ -171,6 +171,10 @@ func (n *Node) startKubelet(ctx context.Context, bin string) error {
 	if err != nil {
 		return err
 	}
+	healthzPort, err := procs.LoopbackPort()
+	if err != nil {
+		return fmt.Errorf("a free port for the kubelet's healthz: %w", err)
+	}
 	cfg := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: 127.0.0.1
@@ -197,7 +201,7 @@ syncFrequency: 5s
 fileCheckFrequency: 5s
 nodeStatusUpdateFrequency: 5s
 resolvConf: ""
-`, freePort(), n.Socket, n.PodLogsDir)
+`, healthzPort, n.Socket, n.PodLogsDir)
 	cfgFile := filepath.Join(n.Dir, "kubelet.yaml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		return err
@@ -446,12 +450,4 @@ func hostIP() string {
 		}
 	}
 	return ""
-}
-
-func freePort() int {
-	port, err := procs.LoopbackPort()
-	if err != nil {
-		return 10250
-	}
-	return port
 }

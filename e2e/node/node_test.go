@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kube-sts/kube-sts/e2e/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/internal/procs"
 )
 
 var cp = controlplane.New()
@@ -33,14 +34,8 @@ func TestNodeRunsAPod(t *testing.T) {
 	}
 	defer n.Stop()
 	work := t.TempDir()
-	pause, err := GoBinary(ctx, work, "e2e", "./cmd/pause")
-	if err != nil {
-		t.Fatal(err)
-	}
-	app, err := GoBinary(ctx, work, "e2e", "./cmd/testapp")
-	if err != nil {
-		t.Fatal(err)
-	}
+	pause := procs.Build(t, "e2e", "./cmd/pause")
+	app := procs.Build(t, "e2e", "./cmd/testapp")
 	for _, img := range []Image{
 		{Tag: PauseImage, Add: []string{pause + ":/pause"}, Entrypoint: "/pause"},
 		{Tag: AppImage, Add: []string{app + ":/testapp"}, Entrypoint: "/testapp", User: "65532"},

@@ -165,9 +165,8 @@ func must(t testing.TB) func(string, error) string {
 
 func (s *Stack) importImages(ctx context.Context, t testing.TB, vaultK8s string, release []string) {
 	t.Helper()
-	bins := s.Work
-	pause := must(t)(node.GoBinary(ctx, bins, "e2e", "./cmd/pause"))
-	app := must(t)(node.GoBinary(ctx, bins, "e2e", "./cmd/testapp"))
+	pause := procs.Build(t, "e2e", "./cmd/pause")
+	app := procs.Build(t, "e2e", "./cmd/testapp")
 	busybox, err := exec.LookPath("busybox")
 	if err != nil {
 		t.Fatal(err)
