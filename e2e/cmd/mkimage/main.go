@@ -5,8 +5,9 @@
 //	mkimage --tag local/sts-creds-sidecar:e2e --out sidecar.tar \
 //	  --add bin/sts-creds-sidecar:/sts-creds-sidecar --entrypoint /sts-creds-sidecar --user 65532
 //
-// The suites call package ociimage directly; `make images-local` builds the
-// release images with cmd/images.
+// The node harness runs it (node.BuildImage) for the test images (pause,
+// testapp, Vault's); `make images-local` builds the release images with
+// cmd/images.
 package main
 
 import (
