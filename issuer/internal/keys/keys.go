@@ -14,7 +14,6 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -223,18 +222,4 @@ func (s *Set) Algorithms() []string {
 		}
 	}
 	return algs
-}
-
-// JWKS renders the public key set. It holds public keys only: each is taken
-// through crypto.Signer.Public, and the result is checked.
-func (s *Set) JWKS() ([]byte, error) {
-	set := jose.JSONWebKeySet{}
-	for _, k := range s.Keys {
-		pub := k.Public()
-		if !pub.IsPublic() {
-			return nil, fmt.Errorf("key %s: refusing to publish private material", k.ID)
-		}
-		set.Keys = append(set.Keys, pub)
-	}
-	return json.Marshal(set)
 }

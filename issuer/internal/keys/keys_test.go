@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"os"
 	"path/filepath"
@@ -54,44 +53,6 @@ func TestGenerateSignVerify(t *testing.T) {
 				t.Fatalf("kid after round trip %q, want %q (%v)", again.ID, k.ID, err)
 			}
 		})
-	}
-}
-
-func TestJWKSHasNoPrivateMaterial(t *testing.T) {
-	var all []*Key
-	for _, alg := range []string{RS256, ES256, EdDSA} {
-		k, err := Generate(alg, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, k)
-	}
-	set, err := NewSet(all[1], all)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := set.JWKS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var raw struct {
-		Keys []map[string]any `json:"keys"`
-	}
-	if err := json.Unmarshal(data, &raw); err != nil || len(raw.Keys) != 3 {
-		t.Fatalf("JWKS %s: %v", data, err)
-	}
-	for _, k := range raw.Keys {
-		for _, private := range []string{"d", "p", "q", "dp", "dq", "qi"} {
-			if _, ok := k[private]; ok {
-				t.Fatalf("JWK %v holds private member %q", k["kid"], private)
-			}
-		}
-		if k["use"] != "sig" || k["kid"] == "" || k["alg"] == "" {
-			t.Fatalf("JWK %v lacks use/kid/alg", k)
-		}
-	}
-	if got := strings.Join(set.Algorithms(), ","); got != "RS256,ES256,EdDSA" {
-		t.Fatalf("algorithms %s", got)
 	}
 }
 

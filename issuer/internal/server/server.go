@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/kube-sts/kube-sts/issuer/internal/config"
+	"github.com/kube-sts/kube-sts/issuer/internal/discovery"
 	"github.com/kube-sts/kube-sts/issuer/internal/keys"
 	"github.com/kube-sts/kube-sts/issuer/internal/limit"
 	"github.com/kube-sts/kube-sts/issuer/internal/metrics"
@@ -35,9 +36,9 @@ import (
 
 // Paths below an issuer URL.
 const (
-	PathDiscovery = "/.well-known/openid-configuration"
-	PathJWKS      = "/jwks"
-	PathToken     = "/token"
+	PathDiscovery = discovery.PathDiscovery
+	PathJWKS      = discovery.PathJWKS
+	PathToken     = discovery.PathToken
 )
 
 // Reviewer confirms subject tokens; *review.Reviewer is one.
@@ -74,25 +75,11 @@ func (e *Endpoint) Ready() bool { return e.docs.Load() != nil }
 
 // SetKeys installs a new key set and renders the documents for it.
 func (e *Endpoint) SetKeys(set *keys.Set) error {
-	jwks, err := set.JWKS()
+	docs, err := discovery.Render(e.cfg.Issuer, claimsSupported(e.cfg.Claims), set)
 	if err != nil {
 		return err
 	}
-	iss := e.cfg.Issuer
-	disc, err := json.Marshal(map[string]any{
-		"issuer":                                iss,
-		"jwks_uri":                              iss + PathJWKS,
-		"token_endpoint":                        iss + PathToken,
-		"response_types_supported":              []string{"id_token"},
-		"subject_types_supported":               []string{"public"},
-		"id_token_signing_alg_values_supported": set.Algorithms(),
-		"claims_supported":                      claimsSupported(e.cfg.Claims),
-		"grant_types_supported":                 []string{exchange.GrantTypeTokenExchange},
-	})
-	if err != nil {
-		return err
-	}
-	e.docs.Store(&documents{keys: set, discovery: disc, jwks: jwks})
+	e.docs.Store(&documents{keys: set, discovery: docs.Discovery, jwks: docs.JWKS})
 	return nil
 }
 
