@@ -51,10 +51,6 @@ type Failure struct {
 	OAuth  *exchange.Error
 	// Partial identity, when the review got that far (for the audit log).
 	Identity Identity
-	// Status overrides the HTTP status the OAuth error implies (429).
-	Status int
-	// RetryAfter is sent as Retry-After with a retryable answer (default 1s).
-	RetryAfter time.Duration
 }
 
 func (f *Failure) Error() string { return f.Reason + ": " + f.OAuth.Error() }

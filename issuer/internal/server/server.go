@@ -337,8 +337,24 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, e *Endpoint)
 	s.metrics.Exchange(e.cfg.Name, result, s.now().Sub(start))
 }
 
+// failure is a refused or unanswered exchange: a stable reason for logs and
+// metrics, the OAuth error for the client, the identity known so far (for
+// the audit log), and how to answer (an HTTP status other than the error's,
+// a Retry-After). Refusals of the review come from review.Failure.
+type failure struct {
+	Reason     string
+	OAuth      *exchange.Error
+	Identity   review.Identity
+	Status     int
+	RetryAfter time.Duration
+}
+
+func fromReview(f *review.Failure) *failure {
+	return &failure{Reason: f.Reason, OAuth: f.OAuth, Identity: f.Identity}
+}
+
 // exchange runs the checks in order and mints; every outcome is audited once.
-func (s *Server) exchange(r *http.Request, e *Endpoint) (mint.Token, *review.Failure) {
+func (s *Server) exchange(r *http.Request, e *Endpoint) (mint.Token, *failure) {
 	id, tok, fail := s.decide(r, e)
 	fields := []zap.Field{
 		zap.String("sts", e.cfg.Name),
@@ -360,17 +376,17 @@ func (s *Server) exchange(r *http.Request, e *Endpoint) (mint.Token, *review.Fai
 	return tok, nil
 }
 
-func resultOf(f *review.Failure) string {
+func resultOf(f *failure) string {
 	if f.OAuth.Retryable() {
 		return "unavailable"
 	}
 	return "refused"
 }
 
-func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Token, *review.Failure) {
+func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Token, *failure) {
 	var none review.Identity
-	bad := func(reason, format string, args ...any) *review.Failure {
-		return &review.Failure{Reason: reason, OAuth: exchange.Errorf(exchange.InvalidRequest, format, args...)}
+	bad := func(reason, format string, args ...any) *failure {
+		return &failure{Reason: reason, OAuth: exchange.Errorf(exchange.InvalidRequest, format, args...)}
 	}
 	if r.URL.RawQuery != "" {
 		// Tokens in a URL end up in access logs; RFC 6749 §3.2 wants the body.
@@ -389,7 +405,7 @@ func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Tok
 		if !errors.As(err, &oe) {
 			oe = exchange.Errorf(exchange.InvalidRequest, "bad request")
 		}
-		return none, mint.Token{}, &review.Failure{Reason: "bad_request", OAuth: oe}
+		return none, mint.Token{}, &failure{Reason: "bad_request", OAuth: oe}
 	}
 	if f := e.checkTarget(req); f != nil {
 		return none, mint.Token{}, f
@@ -399,7 +415,7 @@ func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Tok
 	}
 	d := e.docs.Load()
 	if d == nil {
-		return none, mint.Token{}, &review.Failure{Reason: "keys_not_loaded", OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "the issuer has no signing key yet; retry")}
+		return none, mint.Token{}, &failure{Reason: "keys_not_loaded", OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "the issuer has no signing key yet; retry")}
 	}
 	if f := s.admit(r.Context(), req.SubjectToken, e.cfg.SubjectAudience); f != nil {
 		return none, mint.Token{}, f
@@ -407,14 +423,14 @@ func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Tok
 	defer s.inflight.Leave()
 	id, err := s.reviewer.Review(r.Context(), req.SubjectToken, e.cfg.SubjectAudience)
 	if err != nil {
-		var f *review.Failure
-		if !errors.As(err, &f) {
-			f = &review.Failure{Reason: "review_failed", OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "the review failed; retry")}
+		var rf *review.Failure
+		if !errors.As(err, &rf) {
+			return review.Identity{}, mint.Token{}, &failure{Reason: "review_failed", OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "the review failed; retry")}
 		}
-		return f.Identity, mint.Token{}, f
+		return rf.Identity, mint.Token{}, fromReview(rf)
 	}
 	if ok, why := e.policy.Decide(id.Namespace, id.ServiceAccount); !ok {
-		return id, mint.Token{}, &review.Failure{Reason: "denied", Identity: id,
+		return id, mint.Token{}, &failure{Reason: "denied", Identity: id,
 			OAuth: exchange.Errorf(exchange.InvalidRequest, "ServiceAccount %s/%s may not use endpoint %s: %s", id.Namespace, id.ServiceAccount, e.cfg.Name, why)}
 	}
 	mr := mint.Request{
@@ -431,17 +447,17 @@ func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Tok
 	tok, err := mint.Mint(d.keys.Signing, mr)
 	if err != nil {
 		s.log.Error("signing failed", zap.String("sts", e.cfg.Name), zap.Error(err))
-		return id, mint.Token{}, &review.Failure{Reason: "signing_failed", Identity: id, OAuth: exchange.Errorf(exchange.ServerError, "signing failed")}
+		return id, mint.Token{}, &failure{Reason: "signing_failed", Identity: id, OAuth: exchange.Errorf(exchange.ServerError, "signing failed")}
 	}
 	return id, tok, nil
 }
 
 // checkTarget answers invalid_target (RFC 8693 §2.2.2) for an audience or
 // resource this endpoint cannot issue for: it issues for its audience only.
-func (e *Endpoint) checkTarget(req exchange.Request) *review.Failure {
+func (e *Endpoint) checkTarget(req exchange.Request) *failure {
 	for _, t := range append(slices.Clone(req.Audiences), req.Resources...) {
 		if t != e.cfg.Audience {
-			return &review.Failure{Reason: "invalid_target", OAuth: exchange.Errorf(exchange.InvalidTarget,
+			return &failure{Reason: "invalid_target", OAuth: exchange.Errorf(exchange.InvalidTarget,
 				"endpoint %s issues tokens for audience %q only; omit audience and resource, or ask for that one", e.cfg.Name, e.cfg.Audience)}
 		}
 	}
@@ -451,7 +467,7 @@ func (e *Endpoint) checkTarget(req exchange.Request) *review.Failure {
 // admit spends nothing of the API server's on a token the cluster did not
 // sign, on a token presented too often, or beyond the in-flight cap. When it
 // returns nil the caller holds an in-flight slot and must Leave it.
-func (s *Server) admit(ctx context.Context, token, audience string) *review.Failure {
+func (s *Server) admit(ctx context.Context, token, audience string) *failure {
 	if s.verifier != nil {
 		if err := s.verifier.Verify(ctx, token, audience); err != nil {
 			var ve *satoken.Error
@@ -459,23 +475,23 @@ func (s *Server) admit(ctx context.Context, token, audience string) *review.Fail
 				ve = &satoken.Error{Reason: "bad_signature", Description: "subject_token could not be verified"}
 			}
 			if ve.Retryable {
-				return &review.Failure{Reason: ve.Reason, RetryAfter: ve.RetryAfter, OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "%s", ve.Description)}
+				return &failure{Reason: ve.Reason, RetryAfter: ve.RetryAfter, OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "%s", ve.Description)}
 			}
-			return &review.Failure{Reason: ve.Reason, OAuth: exchange.Errorf(exchange.InvalidRequest, "%s", ve.Description)}
+			return &failure{Reason: ve.Reason, OAuth: exchange.Errorf(exchange.InvalidRequest, "%s", ve.Description)}
 		}
 	}
 	if ok, wait := s.perToken.Allow(token); !ok {
-		return &review.Failure{Reason: "rate_limited", Status: http.StatusTooManyRequests, RetryAfter: wait,
+		return &failure{Reason: "rate_limited", Status: http.StatusTooManyRequests, RetryAfter: wait,
 			OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "this subject token was presented more than %d times in a second; retry after the Retry-After delay", s.perToken.Limit())}
 	}
 	if !s.inflight.TryEnter() {
-		return &review.Failure{Reason: "overloaded", RetryAfter: time.Second,
+		return &failure{Reason: "overloaded", RetryAfter: time.Second,
 			OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "the issuer is at its limit of exchanges in flight; retry after the Retry-After delay")}
 	}
 	return nil
 }
 
-func writeError(w http.ResponseWriter, f *review.Failure) {
+func writeError(w http.ResponseWriter, f *failure) {
 	e := f.OAuth
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
