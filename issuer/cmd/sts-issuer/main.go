@@ -62,6 +62,8 @@ const (
 type options struct {
 	// ConfigFile is the YAML configuration (cluster, endpoints).
 	ConfigFile string
+	// Namespace is the issuer's own: the default namespace of managed key Secrets.
+	Namespace string
 	// Listen is the address of the exchange, discovery and probe server.
 	Listen string
 	// MetricsListen is the address of /metrics; empty disables it.
@@ -95,6 +97,7 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	flags := flag.NewFlagSet("sts-issuer", flag.ContinueOnError)
 	flags.SetOutput(out)
 	flags.StringVar(&o.ConfigFile, "config", "/etc/kube-sts/issuer.yaml", "configuration file (cluster, endpoints)")
+	flags.StringVar(&o.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the issuer's own namespace, where managed key Secrets live unless the configuration names one [POD_NAMESPACE; else kube-sts]")
 	flags.StringVar(&o.Listen, "listen", ":8443", "address of the exchange, discovery, /healthz and /readyz server")
 	flags.StringVar(&o.MetricsListen, "metrics-listen", ":9090", "address of /metrics; empty to disable")
 	flags.StringVar(&o.TLSCertFile, "tls-cert-file", "/etc/kube-sts/tls/tls.crt", "serving certificate (PEM), reloaded when it changes")
@@ -143,7 +146,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, "sts-issuer", buildinfo.Version)
 		return nil
 	}
-	cfg, err := config.Load(o.ConfigFile)
+	cfg, err := config.Load(o.ConfigFile, o.Namespace)
 	if err != nil {
 		return fmt.Errorf("load config %s: %w", o.ConfigFile, err)
 	}
@@ -204,7 +207,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return
 			}
 			m.Keys(ec.Name, set.Signing.Created, len(set.Keys))
-			log.Info("keys loaded", zap.String("sts", ec.Name), zap.String("signing_kid", set.Signing.ID), zap.Int("published", len(set.Keys)))
+			log.Info("keys loaded", zap.String("sts", ec.Name), zap.String("kid", set.Signing.ID), zap.Int("published", len(set.Keys)))
 		}
 		if len(ec.Keys.Files) > 0 {
 			src := keys.NewFileSource(ec.Keys.Files, ec.Keys.SigningFile, ec.Algorithm, ec.Keys.ReloadInterval.Duration, keys.FilePolicy{

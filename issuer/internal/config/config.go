@@ -89,7 +89,7 @@ type Keys struct {
 type Managed struct {
 	// Secret is the name of the Secret holding the keys.
 	Secret string `json:"secret"`
-	// Namespace of the Secret; default: the issuer's own ($POD_NAMESPACE), else kube-sts.
+	// Namespace of the Secret; default: the issuer's own (--namespace, $POD_NAMESPACE), else kube-sts.
 	Namespace string `json:"namespace,omitempty"`
 	// RotateEvery is how long a key signs before its successor takes over (default 30 days).
 	RotateEvery metav1.Duration `json:"rotateEvery,omitempty"`
@@ -117,37 +117,46 @@ type ExtraClaims struct {
 	PodUID bool `json:"podUID,omitempty"`
 }
 
-// Load reads, defaults and validates a configuration file.
-func Load(file string) (*Config, error) {
+// DefaultNamespace is where managed key Secrets live when neither the
+// configuration nor the issuer's own namespace says otherwise.
+const DefaultNamespace = "kube-sts"
+
+// Load reads, defaults and validates a configuration file; namespace is the
+// issuer's own (the binary's options read it from the environment), the
+// default of managed keys' Secret namespace.
+func Load(file, namespace string) (*Config, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
 		return nil, err
 	}
-	return Parse(data)
+	return ParseIn(data, namespace)
 }
 
-// Parse decodes YAML strictly (unknown fields are errors), applies defaults
-// and validates the result.
-func Parse(data []byte) (*Config, error) {
+// Parse is ParseIn for an issuer in DefaultNamespace.
+func Parse(data []byte) (*Config, error) { return ParseIn(data, DefaultNamespace) }
+
+// ParseIn decodes YAML strictly (unknown fields are errors), applies
+// defaults and validates the result.
+func ParseIn(data []byte, namespace string) (*Config, error) {
 	var c Config
 	if err := yaml.UnmarshalStrict(data, &c); err != nil {
 		return nil, fmt.Errorf("parse: %w", err)
 	}
-	c.Default()
+	c.Default(namespace)
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	return &c, nil
 }
 
-// Default fills in defaults.
-func (c *Config) Default() {
+// Default fills in defaults; namespace is the issuer's own.
+func (c *Config) Default(namespace string) {
 	if c.JWKSMaxAge.Duration == 0 {
 		c.JWKSMaxAge.Duration = DefaultJWKSMaxAge
 	}
-	ns := os.Getenv("POD_NAMESPACE")
+	ns := namespace
 	if ns == "" {
-		ns = "kube-sts"
+		ns = DefaultNamespace
 	}
 	for i := range c.Endpoints {
 		e := &c.Endpoints[i]

@@ -21,6 +21,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/open-policy-agent/cert-controller/pkg/rotator"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -167,8 +168,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "%s: %s is valid\n", "sts-webhook", o.ConfigFile)
 		return nil
 	}
+	// The same JSON lines as sts-issuer and the sidecar (ts ISO8601, level,
+	// logger, msg, snake_case keys); controller-runtime's logr goes through it.
 	lvl, _ := zapcore.ParseLevel(o.LogLevel)
-	ctrl.SetLogger(crzap.New(crzap.WriteTo(stderr), crzap.Level(lvl), crzap.UseDevMode(false)))
+	enc := zap.NewProductionEncoderConfig()
+	enc.TimeKey = "ts"
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	ctrl.SetLogger(crzap.New(crzap.WriteTo(stderr), crzap.Level(lvl), crzap.UseDevMode(false), crzap.Encoder(zapcore.NewJSONEncoder(enc))))
 	log := ctrl.Log.WithName("sts-webhook")
 
 	restCfg, err := clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
@@ -283,10 +289,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	for _, in := range cfg.Injectors {
-		log.Info("injector", "injector", in.Name, "exchangeURL", in.ExchangeURL, "subjectAudience", in.SubjectAudience,
-			"image", in.Image, "nativeSidecar", native[in.Name])
+		log.Info("injector", "injector", in.Name, "exchange_url", in.ExchangeURL, "subject_audience", in.SubjectAudience,
+			"image", in.Image, "native_sidecar", native[in.Name])
 	}
-	log.Info("starting", "version", buildinfo.Version, "listen", o.Listen, "tlsMode", o.TLSMode)
+	log.Info("starting", "version", buildinfo.Version, "listen", o.Listen, "tls_mode", o.TLSMode)
 	errc := make(chan error, 1)
 	go func() {
 		select {
