@@ -30,6 +30,7 @@ import (
 	"github.com/kube-sts/kube-sts/issuer/internal/certs"
 	"github.com/kube-sts/kube-sts/issuer/internal/config"
 	"github.com/kube-sts/kube-sts/issuer/internal/keys"
+	"github.com/kube-sts/kube-sts/issuer/internal/keysource"
 	"github.com/kube-sts/kube-sts/issuer/internal/metrics"
 	"github.com/kube-sts/kube-sts/issuer/internal/review"
 	"github.com/kube-sts/kube-sts/issuer/internal/satoken"
@@ -210,7 +211,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			log.Info("keys loaded", zap.String("sts", ec.Name), zap.String("kid", set.Signing.ID), zap.Int("published", len(set.Keys)))
 		}
 		if len(ec.Keys.Files) > 0 {
-			src := keys.NewFileSource(ec.Keys.Files, ec.Keys.SigningFile, ec.Algorithm, ec.Keys.ReloadInterval.Duration, keys.FilePolicy{
+			src := keysource.NewFileSource(ec.Keys.Files, ec.Keys.SigningFile, ec.Algorithm, ec.Keys.ReloadInterval.Duration, keys.FilePolicy{
 				// Every replica sees a changed file within one reload interval.
 				PublishAhead: cfg.JWKSMaxAge.Duration + ec.Keys.ReloadInterval.Duration,
 				RetireAfter:  ec.TTL.Duration + ec.Keys.ReloadInterval.Duration + config.ClockSkew,
@@ -222,7 +223,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			continue
 		}
 		mc := ec.Keys.Managed
-		src := keys.NewManagedSource(keys.ManagedOptions{
+		src := keysource.NewManagedSource(keysource.ManagedOptions{
 			Client: control, Namespace: mc.Namespace, Secret: mc.Secret, Endpoint: ec.Name,
 			Schedule: keys.Schedule{
 				Algorithm:    ec.Algorithm,

@@ -1,7 +1,8 @@
 // Package keys holds signing keys: parsing and generating them, naming them
-// (kid = RFC 7638 thumbprint, the same on every replica), and the key set an
-// endpoint publishes and signs with. Key sources (files, a managed Secret)
-// produce sets; they never publish private material.
+// (kid = RFC 7638 thumbprint, the same on every replica), the key set an
+// endpoint publishes and signs with, and the pure planners that move sets
+// through time (Plan for managed keys, PlanFiles for key files). It does no
+// I/O; package keysource reads files and the managed Secret.
 package keys
 
 import (

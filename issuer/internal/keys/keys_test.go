@@ -5,16 +5,10 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
-	"go.uber.org/zap"
 )
 
 func TestGenerateSignVerify(t *testing.T) {
@@ -70,64 +64,6 @@ func TestKeyTypeMustFit(t *testing.T) {
 		if tc.err == nil {
 			t.Errorf("%s: accepted", name)
 		}
-	}
-}
-
-func writeKey(t *testing.T, path string, pemType string, der []byte) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: pemType, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func TestFileSourceReload(t *testing.T) {
-	dir := t.TempDir()
-	cur, prev := filepath.Join(dir, "current.key"), filepath.Join(dir, "previous.key")
-	k1, _ := rsa.GenerateKey(rand.Reader, 2048)
-	k2, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	writeKey(t, cur, "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(k1))
-	der2, _ := x509.MarshalECPrivateKey(k2)
-	writeKey(t, prev, "EC PRIVATE KEY", der2)
-
-	var sets []*Set
-	src := NewFileSource([]string{cur, prev}, cur, RS256, time.Second, FilePolicy{}, zap.NewNop(), func(s *Set) { sets = append(sets, s) })
-	if err := src.Load(); err != nil {
-		t.Fatal(err)
-	}
-	if len(sets) != 1 || len(sets[0].Keys) != 2 || sets[0].Signing.Algorithm != RS256 {
-		t.Fatalf("first load: %+v", sets)
-	}
-	first := sets[0].Signing.ID
-
-	// Unchanged files: no new set.
-	if err := src.Load(); err != nil || len(sets) != 1 {
-		t.Fatalf("reload of unchanged files made a new set (%v)", err)
-	}
-	// A broken file: the error is reported and the old set stays.
-	if err := os.WriteFile(cur, []byte("-----BEGIN RSA PRIVATE KEY-----\nnope\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := src.Load(); err == nil || len(sets) != 1 {
-		t.Fatalf("broken file: err %v, sets %d", err, len(sets))
-	}
-	// A renewed key: a new set signing with it, the other still published.
-	k3, _ := rsa.GenerateKey(rand.Reader, 2048)
-	der3, _ := x509.MarshalPKCS8PrivateKey(k3)
-	writeKey(t, cur, "PRIVATE KEY", der3)
-	if err := src.Load(); err != nil {
-		t.Fatal(err)
-	}
-	if len(sets) != 2 || sets[1].Signing.ID == first || len(sets[1].Keys) != 2 {
-		t.Fatalf("after renewal: %d sets", len(sets))
-	}
-	// The signing file must hold the endpoint's algorithm.
-	bad := NewFileSource([]string{prev}, prev, RS256, time.Second, FilePolicy{}, zap.NewNop(), func(*Set) {})
-	if err := bad.Load(); err == nil || !strings.Contains(err.Error(), "holds a ES256 key, but the endpoint signs RS256") {
-		t.Fatalf("mismatched algorithm: %v", err)
 	}
 }
 

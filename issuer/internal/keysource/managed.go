@@ -1,4 +1,4 @@
-package keys
+package keysource
 
 import (
 	"context"
@@ -13,135 +13,15 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/kube-sts/kube-sts/issuer/internal/keys"
 )
 
 // SecretKey is the data key of the managed Secret that holds the key records.
 const SecretKey = "keys.json"
 
-// Record is one managed key as stored in the Secret.
-type Record struct {
-	ID        string    `json:"kid"`
-	Algorithm string    `json:"alg"`
-	Created   time.Time `json:"created"`
-	// ActiveAt is when the key starts to sign. Before that it is only published.
-	ActiveAt time.Time `json:"activeAt"`
-	// PrivateKey is PKCS#8 PEM.
-	PrivateKey []byte `json:"privateKey"`
-}
-
 type stored struct {
-	Keys []Record `json:"keys"`
-}
-
-// Schedule is the rotation policy of managed keys.
-type Schedule struct {
-	Algorithm string
-	// RotateEvery is how long a key signs before its successor takes over.
-	RotateEvery time.Duration
-	// PublishAhead is how long a successor is published before it signs.
-	PublishAhead time.Duration
-	// RetireAfter is how long a superseded key stays published: the token TTL
-	// plus leeway, so every token it signed expires first.
-	RetireAfter time.Duration
-}
-
-// Plan computes the next key records from the current ones at now. It is pure
-// (gen makes new keys) so every replica computes the same plan from the same
-// Secret, and tests can walk it through time. It returns the records and
-// whether they changed.
-func Plan(records []Record, now time.Time, s Schedule, gen func(activeAt time.Time) (Record, error)) ([]Record, bool, error) {
-	recs := slices.Clone(records)
-	slices.SortFunc(recs, func(a, b Record) int { return a.ActiveAt.Compare(b.ActiveAt) })
-	changed := false
-
-	if len(recs) == 0 {
-		// Bootstrap: nobody can have cached an older JWKS of ours, so the first key signs at once.
-		r, err := gen(now)
-		if err != nil {
-			return nil, false, err
-		}
-		return []Record{r}, true, nil
-	}
-
-	signing := signingIndex(recs, now)
-	pending := signing < len(recs)-1
-	switch {
-	case signing < 0:
-		// Only future keys (clock skew between replicas); wait for them.
-	case !pending && (recs[signing].Algorithm != s.Algorithm || !now.Before(recs[signing].ActiveAt.Add(s.RotateEvery-s.PublishAhead))):
-		r, err := gen(now.Add(s.PublishAhead))
-		if err != nil {
-			return nil, false, err
-		}
-		recs = append(recs, r)
-		changed = true
-	}
-
-	// A key superseded at time T signed its last token before T; it stays
-	// published until those tokens expired.
-	var kept []Record
-	for i, r := range recs {
-		if i+1 < len(recs) && i < signing && !now.Before(recs[i+1].ActiveAt.Add(s.RetireAfter)) {
-			changed = true
-			continue
-		}
-		kept = append(kept, r)
-	}
-	return kept, changed, nil
-}
-
-// signingIndex is the index of the newest record active at now, or -1.
-func signingIndex(recs []Record, now time.Time) int {
-	idx := -1
-	for i, r := range recs {
-		if !r.ActiveAt.After(now) {
-			idx = i
-		}
-	}
-	return idx
-}
-
-// NewRecord generates a key for alg, active from activeAt.
-func NewRecord(alg string, now, activeAt time.Time) (Record, error) {
-	k, err := Generate(alg, now)
-	if err != nil {
-		return Record{}, err
-	}
-	pemBytes, err := k.MarshalPEM()
-	if err != nil {
-		return Record{}, err
-	}
-	return Record{ID: k.ID, Algorithm: alg, Created: now, ActiveAt: activeAt, PrivateKey: pemBytes}, nil
-}
-
-// SetOf builds the key set of records at now: all published, the newest
-// active one signs.
-func SetOf(records []Record, now time.Time) (*Set, error) {
-	recs := slices.Clone(records)
-	slices.SortFunc(recs, func(a, b Record) int { return a.ActiveAt.Compare(b.ActiveAt) })
-	var all []*Key
-	var signing *Key
-	for _, r := range recs {
-		priv, err := ParsePEM(r.PrivateKey)
-		if err != nil {
-			return nil, fmt.Errorf("key %s: %w", r.ID, err)
-		}
-		k, err := New(priv, r.Algorithm, r.Created)
-		if err != nil {
-			return nil, fmt.Errorf("key %s: %w", r.ID, err)
-		}
-		if k.ID != r.ID {
-			return nil, fmt.Errorf("key %s: stored kid does not match the key (%s)", r.ID, k.ID)
-		}
-		all = append(all, k)
-		if !r.ActiveAt.After(now) {
-			signing = k
-		}
-	}
-	if signing == nil {
-		return nil, errors.New("no key is active yet")
-	}
-	return NewSet(signing, all)
+	Keys []keys.Record `json:"keys"`
 }
 
 // ManagedSource keeps an endpoint's keys in a Secret it owns. Every replica
@@ -155,16 +35,16 @@ type ManagedSource struct {
 	namespace string
 	name      string
 	endpoint  string
-	schedule  Schedule
+	schedule  keys.Schedule
 	resync    time.Duration
 	log       *zap.Logger
-	onChange  func(*Set)
+	onChange  func(*keys.Set)
 	onWrite   func(kind string)
 	now       func() time.Time
 
-	current *Set
+	current *keys.Set
 	// held are the records this replica last read or wrote.
-	held []Record
+	held []keys.Record
 }
 
 // ManagedOptions configure a ManagedSource.
@@ -173,10 +53,10 @@ type ManagedOptions struct {
 	Namespace string
 	Secret    string
 	Endpoint  string
-	Schedule  Schedule
+	Schedule  keys.Schedule
 	Resync    time.Duration
 	Log       *zap.Logger
-	OnChange  func(*Set)
+	OnChange  func(*keys.Set)
 	// OnWrite is told of each change this replica writes ("created", "retired").
 	OnWrite func(kind string)
 	// Now is the clock; time.Now when nil.
@@ -255,8 +135,8 @@ func (m *ManagedSource) syncOnce(ctx context.Context) error {
 		}
 	}
 	now := m.now()
-	planned, changed, err := Plan(st.Keys, now, m.schedule, func(activeAt time.Time) (Record, error) {
-		return NewRecord(m.schedule.Algorithm, now, activeAt)
+	planned, changed, err := keys.Plan(st.Keys, now, m.schedule, func(activeAt time.Time) (keys.Record, error) {
+		return keys.NewRecord(m.schedule.Algorithm, now, activeAt)
 	})
 	if err != nil {
 		return err
@@ -289,7 +169,7 @@ func (m *ManagedSource) syncOnce(ctx context.Context) error {
 			m.log.Info("retired signing key", zap.String("sts", m.endpoint), zap.String("kid", r.ID))
 		}
 	}
-	set, err := SetOf(planned, now)
+	set, err := keys.SetOf(planned, now)
 	if err != nil {
 		return fmt.Errorf("secret %s/%s: %w", m.namespace, m.name, err)
 	}
@@ -305,9 +185,9 @@ func (m *ManagedSource) syncOnce(ctx context.Context) error {
 	return nil
 }
 
-func diff(before, after []Record) (created, retired []Record) {
-	has := func(rs []Record, id string) bool {
-		return slices.ContainsFunc(rs, func(r Record) bool { return r.ID == id })
+func diff(before, after []keys.Record) (created, retired []keys.Record) {
+	has := func(rs []keys.Record, id string) bool {
+		return slices.ContainsFunc(rs, func(r keys.Record) bool { return r.ID == id })
 	}
 	for _, r := range after {
 		if !has(before, r.ID) {

@@ -1,4 +1,4 @@
-package keys
+package keysource
 
 import (
 	"context"
@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/kube-sts/kube-sts/issuer/internal/keys"
 )
 
 func storedIDs(t *testing.T, cs *fake.Clientset) []string {
@@ -41,11 +43,11 @@ func TestManagedSecretDeletedWritesBack(t *testing.T) {
 	ctx := context.Background()
 	cs := fake.NewClientset()
 	now := time.Unix(1_800_000_000, 0)
-	var sets []*Set
+	var sets []*keys.Set
 	src := NewManagedSource(ManagedOptions{
 		Client: cs, Namespace: "kube-sts", Secret: "keys", Endpoint: "vault",
-		Schedule: Schedule{Algorithm: ES256, RotateEvery: time.Hour, PublishAhead: 10 * time.Minute, RetireAfter: 20 * time.Minute},
-		Resync:   time.Second, Log: zap.NewNop(), OnChange: func(s *Set) { sets = append(sets, s) },
+		Schedule: keys.Schedule{Algorithm: keys.ES256, RotateEvery: time.Hour, PublishAhead: 10 * time.Minute, RetireAfter: 20 * time.Minute},
+		Resync:   time.Second, Log: zap.NewNop(), OnChange: func(s *keys.Set) { sets = append(sets, s) },
 		Now: func() time.Time { return now },
 	})
 	if err := src.Sync(ctx); err != nil {
@@ -78,11 +80,11 @@ func sharing(cs *fake.Clientset) *fake.Clientset {
 	return other
 }
 
-func newTestSource(cs *fake.Clientset, now *time.Time, sets *[]*Set) *ManagedSource {
+func newTestSource(cs *fake.Clientset, now *time.Time, sets *[]*keys.Set) *ManagedSource {
 	return NewManagedSource(ManagedOptions{
 		Client: cs, Namespace: "kube-sts", Secret: "keys", Endpoint: "vault",
-		Schedule: Schedule{Algorithm: ES256, RotateEvery: time.Hour, PublishAhead: 10 * time.Minute, RetireAfter: 20 * time.Minute},
-		Resync:   time.Second, Log: zap.NewNop(), OnChange: func(s *Set) { *sets = append(*sets, s) },
+		Schedule: keys.Schedule{Algorithm: keys.ES256, RotateEvery: time.Hour, PublishAhead: 10 * time.Minute, RetireAfter: 20 * time.Minute},
+		Resync:   time.Second, Log: zap.NewNop(), OnChange: func(s *keys.Set) { *sets = append(*sets, s) },
 		Now: func() time.Time { return *now },
 	})
 }
@@ -94,7 +96,7 @@ func TestManagedConflictRetried(t *testing.T) {
 	ctx := context.Background()
 	cs := fake.NewClientset()
 	now := time.Unix(1_800_000_000, 0)
-	var setsA, setsB []*Set
+	var setsA, setsB []*keys.Set
 	a, b := newTestSource(sharing(cs), &now, &setsA), newTestSource(cs, &now, &setsB)
 	if err := a.Sync(ctx); err != nil {
 		t.Fatal(err)
@@ -131,7 +133,7 @@ func TestManagedRacingFirstWrite(t *testing.T) {
 	ctx := context.Background()
 	cs := fake.NewClientset()
 	now := time.Unix(1_800_000_000, 0)
-	var setsA, setsB []*Set
+	var setsA, setsB []*keys.Set
 	a, b := newTestSource(sharing(cs), &now, &setsA), newTestSource(cs, &now, &setsB)
 	raced := false
 	cs.PrependReactor("create", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
@@ -161,7 +163,7 @@ func TestManagedCorruptSecret(t *testing.T) {
 	ctx := context.Background()
 	cs := fake.NewClientset()
 	now := time.Unix(1_800_000_000, 0)
-	var sets []*Set
+	var sets []*keys.Set
 	src := newTestSource(cs, &now, &sets)
 	if err := src.Sync(ctx); err != nil {
 		t.Fatal(err)
