@@ -77,6 +77,26 @@ func NewManagedSource(o ManagedOptions) *ManagedSource {
 		schedule: o.Schedule, resync: o.Resync, log: o.Log, onChange: o.OnChange, onWrite: onWrite, now: now}
 }
 
+// Start syncs until the first sync succeeds (the API server may not answer
+// yet; until then the endpoint has no keys and is not ready), retrying every
+// retry, and then runs. It returns when ctx is done.
+func (m *ManagedSource) Start(ctx context.Context, retry time.Duration) error {
+	for ctx.Err() == nil {
+		err := m.Sync(ctx)
+		if err == nil {
+			return m.Run(ctx)
+		}
+		m.log.Error("loading managed keys failed; retrying", zap.String("sts", m.endpoint), zap.Error(err))
+		t := time.NewTimer(retry)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
 // Run syncs every resync until ctx is done. Failures are logged; the last
 // good set keeps serving.
 func (m *ManagedSource) Run(ctx context.Context) error {

@@ -187,3 +187,47 @@ func TestManagedCorruptSecret(t *testing.T) {
 		t.Fatal("the corrupt Secret was overwritten")
 	}
 }
+
+// TestManagedStartRetriesFirstSync: while the API server refuses, Start
+// retries the first sync; once it answers, keys arrive and the source runs
+// on until the context ends.
+func TestManagedStartRetriesFirstSync(t *testing.T) {
+	cs := fake.NewClientset()
+	failures := 3
+	cs.PrependReactor("get", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if failures > 0 {
+			failures--
+			return true, nil, errors.New("connection refused")
+		}
+		return false, nil, nil
+	})
+	got := make(chan *keys.Set, 10)
+	src := NewManagedSource(ManagedOptions{
+		Client: cs, Namespace: "kube-sts", Secret: "keys", Endpoint: "vault",
+		Schedule: keys.Schedule{Algorithm: keys.ES256, RotateEvery: time.Hour, PublishAhead: 10 * time.Minute, RetireAfter: 20 * time.Minute},
+		Resync:   time.Hour, Log: zap.NewNop(), OnChange: func(s *keys.Set) { got <- s },
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Start(ctx, time.Millisecond) }()
+	select {
+	case s := <-got:
+		if s.Signing == nil {
+			t.Fatal("a set without a signing key")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no keys after the API server answered")
+	}
+	if failures != 0 {
+		t.Fatalf("%d failures left: the first sync was not retried", failures)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Start did not return after the context ended")
+	}
+}

@@ -293,3 +293,29 @@ func TestScreenedRefusalsSampled(t *testing.T) {
 		t.Fatalf("metrics counted %v of 1000", got)
 	}
 }
+
+// TestReportKeyAges: the key-age gauge follows the clock between key changes.
+func TestReportKeyAges(t *testing.T) {
+	srv, _, _, set := newHarness(t)
+	age := func() float64 {
+		mfs, _ := srv.metrics.Registry.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "sts_issuer_signing_key_age_seconds" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		return -1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.ReportKeyAges(ctx, 5*time.Millisecond); close(done) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for age() < time.Since(set.Signing.Created).Seconds()-1 || age() <= 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("key age %v not reported", age())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+}

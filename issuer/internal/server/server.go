@@ -214,6 +214,25 @@ func (s *Server) Endpoint(name string) *Endpoint {
 	return nil
 }
 
+// ReportKeyAges refreshes the key-age and published-keys metrics of every
+// endpoint every interval until ctx is done (ages grow between key changes).
+func (s *Server) ReportKeyAges(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for _, e := range s.endpoints {
+				if set := e.Keys(); set != nil {
+					s.metrics.Keys(e.Name(), set.Signing.Created, len(set.Keys))
+				}
+			}
+		}
+	}
+}
+
 // Ready reports whether every endpoint has keys and the API server answered.
 func (s *Server) Ready() bool {
 	for _, e := range s.endpoints {

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -29,10 +29,10 @@ endpoints:
 		t.Fatal(err)
 	}
 	var out strings.Builder
-	if err := run(context.Background(), []string{"--check-config", "--config", good, "--kubeconfig", "/nonexistent"}, &out, io.Discard); err != nil || !strings.Contains(out.String(), "is valid") {
+	if err := Run(context.Background(), []string{"--check-config", "--config", good, "--kubeconfig", "/nonexistent"}, &out, io.Discard); err != nil || !strings.Contains(out.String(), "is valid") {
 		t.Fatalf("valid file: %v %q", err, out.String())
 	}
-	err := run(context.Background(), []string{"--check-config", "--config", bad}, io.Discard, io.Discard)
+	err := Run(context.Background(), []string{"--check-config", "--config", bad}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "endpoints[0].audience") || !strings.Contains(err.Error(), "endpoints[0].ttl") {
 		t.Fatalf("invalid file: %v", err)
 	}

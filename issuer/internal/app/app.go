@@ -1,0 +1,98 @@
+// Package app is sts-issuer put together: Options from the command line and
+// environment, and Run, which composes the parts (clients, the local token
+// screen, the server, key sources, readiness) and serves until the context
+// ends.
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/kube-sts/kube-sts/issuer/internal/config"
+	"github.com/kube-sts/kube-sts/issuer/internal/metrics"
+	"github.com/kube-sts/kube-sts/issuer/internal/readiness"
+	"github.com/kube-sts/kube-sts/issuer/internal/review"
+	"github.com/kube-sts/kube-sts/issuer/internal/satoken"
+	"github.com/kube-sts/kube-sts/issuer/internal/server"
+	"github.com/kube-sts/kube-sts/shared/buildinfo"
+)
+
+// Run is sts-issuer's main: it returns when ctx ends or a part fails.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parse(args, stderr)
+	if err != nil {
+		return err
+	}
+	if o.Version {
+		fmt.Fprintln(stdout, "sts-issuer", buildinfo.Version)
+		return nil
+	}
+	cfg, err := config.Load(o.ConfigFile, o.Namespace)
+	if err != nil {
+		return fmt.Errorf("load config %s: %w", o.ConfigFile, err)
+	}
+	if o.CheckConfig {
+		fmt.Fprintf(stdout, "sts-issuer: %s is valid\n", o.ConfigFile)
+		return nil
+	}
+	log := NewLogger(o.LogLevel, stderr)
+	defer func() { _ = log.Sync() }()
+
+	c, err := newClients(o)
+	if err != nil {
+		return err
+	}
+	verifier := satoken.New(satoken.Options{Get: c.getter(o.APITimeout)})
+	ready := readiness.New(log,
+		readiness.Step{Name: "reaching the API server", Retry: 2 * time.Second, Do: c.ping},
+		readiness.Step{Name: "loading the cluster's service-account keys", Retry: 6 * time.Second, Do: verifier.Refresh,
+			Hint: "the issuer needs get on the non-resource URLs " + satoken.PathDiscovery + " and " + satoken.PathJWKS})
+	m := metrics.New()
+	srv, err := server.New(server.Options{
+		Config: cfg, Reviewer: review.New(c.exchange, o.APITimeout, m), Verifier: verifier,
+		MaxInFlight: o.MaxInFlight, PerTokenPerSecond: o.PerToken, Log: log, Metrics: m, APIReady: ready.Ready,
+	})
+	if err != nil {
+		return fmt.Errorf("build server: %w", err)
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	if err := startKeys(ctx, g, cfg, srv, c.control, log, m); err != nil {
+		return err
+	}
+	g.Go(func() error { ready.Run(ctx); return nil })
+	g.Go(func() error { srv.ReportKeyAges(ctx, 15*time.Second); return nil })
+	addr, err := startServers(ctx, g, o, srv, m, log)
+	if err != nil {
+		return err
+	}
+	logStart(log, o, cfg, addr)
+	err = g.Wait()
+	log.Info("stopped")
+	return err
+}
+
+// NewLogger is the one log style of kube-sts's binaries: JSON lines with ts
+// (ISO 8601), level, logger, msg and snake_case keys.
+func NewLogger(level string, w io.Writer) *zap.Logger {
+	lvl, _ := zapcore.ParseLevel(level)
+	enc := zap.NewProductionEncoderConfig()
+	enc.TimeKey = "ts"
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	return zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(w), lvl))
+}
+
+func logStart(log *zap.Logger, o *Options, cfg *config.Config, addr string) {
+	log.Info("serving", zap.String("version", buildinfo.Version), zap.String("listen", addr), zap.Bool("tls", !o.InsecureHTTP),
+		zap.String("metrics", o.MetricsListen), zap.String("cluster", cfg.Cluster), zap.Int("endpoints", len(cfg.Endpoints)))
+	for _, e := range cfg.Endpoints {
+		log.Info("endpoint", zap.String("sts", e.Name), zap.String("issuer", e.Issuer), zap.String("audience", e.Audience),
+			zap.String("subject_audience", e.SubjectAudience), zap.Duration("ttl", e.TTL.Duration), zap.String("algorithm", e.Algorithm))
+	}
+}

@@ -1,0 +1,39 @@
+package app
+
+import (
+	"io"
+	"strings"
+	"testing"
+)
+
+// TestOptions: literal defaults, the namespace from the environment unless a
+// flag names it, and Validate reporting every problem at once.
+func TestOptions(t *testing.T) {
+	o := NewOptions()
+	if o.Listen != ":8443" || o.KubeQPS != 1000 || o.KubeBurst != 2000 || o.MaxInFlight != 512 || o.PerToken != 5 || o.APITimeout.String() != "5s" {
+		t.Fatalf("defaults: %+v", o)
+	}
+	env := func(k string) string { return map[string]string{"POD_NAMESPACE": "sts-system"}[k] }
+	o.Complete(env)
+	if o.Namespace != "sts-system" {
+		t.Fatalf("namespace from the environment: %q", o.Namespace)
+	}
+	o = NewOptions()
+	o.Namespace = "explicit"
+	o.Complete(env)
+	if o.Namespace != "explicit" {
+		t.Fatalf("--namespace overridden by the environment: %q", o.Namespace)
+	}
+
+	o = NewOptions()
+	o.APITimeout, o.KubeQPS, o.MaxInFlight, o.TLSCertFile, o.LogLevel = 0, 0, 0, "", "loud"
+	err := o.Validate()
+	for _, want := range []string{"--api-timeout", "--kube-api-qps", "--max-inflight-exchanges", "--tls-cert-file", "--log-level"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v, want it to name %s", err, want)
+		}
+	}
+	if _, err := parse([]string{"stray"}, io.Discard); err == nil || !strings.Contains(err.Error(), `unexpected argument "stray"`) {
+		t.Fatalf("stray argument: %v", err)
+	}
+}

@@ -1,0 +1,159 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kube-sts/kube-sts/issuer/internal/certs"
+	"github.com/kube-sts/kube-sts/issuer/internal/config"
+	"github.com/kube-sts/kube-sts/issuer/internal/keys"
+	"github.com/kube-sts/kube-sts/issuer/internal/keysource"
+	"github.com/kube-sts/kube-sts/issuer/internal/metrics"
+	"github.com/kube-sts/kube-sts/issuer/internal/server"
+	"github.com/kube-sts/kube-sts/shared/buildinfo"
+)
+
+// clients reach the API server with two rate limiters: exchanges can use
+// all of theirs without delaying a key rotation or the readiness check.
+type clients struct {
+	exchange kubernetes.Interface
+	control  kubernetes.Interface
+}
+
+func newClients(o *Options) (*clients, error) {
+	base, err := clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client config: %w", err)
+	}
+	base.UserAgent = "sts-issuer/" + buildinfo.Version
+	build := func(qps float32, burst int) (kubernetes.Interface, error) {
+		cfg := rest.CopyConfig(base)
+		cfg.QPS, cfg.Burst = qps, burst
+		return kubernetes.NewForConfig(cfg)
+	}
+	c := &clients{}
+	if c.exchange, err = build(float32(o.KubeQPS), o.KubeBurst); err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	if c.control, err = build(controlQPS, controlBurst); err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return c, nil
+}
+
+// getter reads a path of the API server (service-account issuer discovery).
+func (c *clients) getter(timeout time.Duration) func(context.Context, string) ([]byte, error) {
+	return func(ctx context.Context, path string) ([]byte, error) {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return c.control.Discovery().RESTClient().Get().AbsPath(path).DoRaw(ctx)
+	}
+}
+
+func (c *clients) ping(context.Context) error {
+	_, err := c.control.Discovery().ServerVersion()
+	return err
+}
+
+// startKeys loads each endpoint's keys into the server and keeps them
+// current: key files must load at once (a bad key stops the issuer), managed
+// keys retry until the API server answers.
+func startKeys(ctx context.Context, g *errgroup.Group, cfg *config.Config, srv *server.Server, control kubernetes.Interface, log *zap.Logger, m *metrics.Metrics) error {
+	for _, ec := range cfg.Endpoints {
+		ep := srv.Endpoint(ec.Name)
+		onChange := func(set *keys.Set) {
+			if err := ep.SetKeys(set); err != nil {
+				log.Error("rendering key documents failed", zap.String("sts", ec.Name), zap.Error(err))
+				return
+			}
+			m.Keys(ec.Name, set.Signing.Created, len(set.Keys))
+			log.Info("keys loaded", zap.String("sts", ec.Name), zap.String("kid", set.Signing.ID), zap.Int("published", len(set.Keys)))
+		}
+		if len(ec.Keys.Files) > 0 {
+			src := keysource.NewFileSource(ec.Keys.Files, ec.Keys.SigningFile, ec.Algorithm, ec.Keys.ReloadInterval.Duration, keys.FilePolicy{
+				// Every replica sees a changed file within one reload interval.
+				PublishAhead: cfg.JWKSMaxAge.Duration + ec.Keys.ReloadInterval.Duration,
+				RetireAfter:  ec.TTL.Duration + ec.Keys.ReloadInterval.Duration + config.ClockSkew,
+			}, log, onChange)
+			if err := src.Load(); err != nil {
+				return fmt.Errorf("load signing keys of endpoint %s: %w", ec.Name, err)
+			}
+			g.Go(func() error { return src.Run(ctx) })
+			continue
+		}
+		mc := ec.Keys.Managed
+		src := keysource.NewManagedSource(keysource.ManagedOptions{
+			Client: control, Namespace: mc.Namespace, Secret: mc.Secret, Endpoint: ec.Name,
+			Schedule: keys.Schedule{Algorithm: ec.Algorithm, RotateEvery: mc.RotateEvery.Duration,
+				PublishAhead: mc.PublishAhead.Duration, RetireAfter: ec.TTL.Duration + mc.Leeway.Duration},
+			Resync: mc.Resync.Duration, Log: log, OnChange: onChange,
+			OnWrite: func(kind string) { m.KeyChange(ec.Name, kind) },
+		})
+		g.Go(func() error { return src.Start(ctx, 2*time.Second) })
+	}
+	return nil
+}
+
+// startServers serves the exchange, discovery and probes (TLS unless
+// --insecure-http) and /metrics; it returns the exchange listener's address.
+func startServers(ctx context.Context, g *errgroup.Group, o *Options, srv *server.Server, m *metrics.Metrics, log *zap.Logger) (string, error) {
+	api := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	if !o.InsecureHTTP {
+		rl, err := certs.NewReloader(o.TLSCertFile, o.TLSKeyFile, time.Second, func(err error) {
+			log.Error("reloading the serving certificate failed; keeping the current one", zap.Error(err))
+		})
+		if err != nil {
+			return "", err
+		}
+		api.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: rl.GetCertificate}
+	}
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return "", fmt.Errorf("listen %s: %w", o.Listen, err)
+	}
+	serve(ctx, g, api, ln, !o.InsecureHTTP)
+	if o.MetricsListen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+		mln, err := net.Listen("tcp", o.MetricsListen)
+		if err != nil {
+			return "", fmt.Errorf("listen %s: %w", o.MetricsListen, err)
+		}
+		serve(ctx, g, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, mln, false)
+	}
+	return ln.Addr().String(), nil
+}
+
+// serve runs s on ln until ctx is done, then shuts it down gracefully.
+func serve(ctx context.Context, g *errgroup.Group, s *http.Server, ln net.Listener, useTLS bool) {
+	g.Go(func() error {
+		var err error
+		if useTLS {
+			err = s.ServeTLS(ln, "", "")
+		} else {
+			err = s.Serve(ln)
+		}
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return s.Shutdown(sctx)
+	})
+}
