@@ -8,26 +8,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
-	"time"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-
-	"github.com/kube-sts/kube-sts/shared/buildinfo"
-	"github.com/kube-sts/kube-sts/shared/contract"
-	"github.com/kube-sts/kube-sts/sidecar/internal/exchanger"
-	"github.com/kube-sts/kube-sts/sidecar/internal/options"
-	"github.com/kube-sts/kube-sts/sidecar/internal/refresh"
+	"github.com/kube-sts/kube-sts/sidecar/internal/app"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	err := app.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
@@ -35,87 +25,4 @@ func main() {
 		fmt.Fprintf(os.Stderr, "sts-creds-sidecar: %v\n", err)
 		os.Exit(1)
 	}
-}
-
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	o, err := options.Parse(args, getenv, stderr)
-	if err != nil {
-		return err
-	}
-	if o.Version {
-		fmt.Fprintln(stdout, "sts-creds-sidecar", buildinfo.Version)
-		return nil
-	}
-	if o.Mode == contract.ModeProbe {
-		// Quiet on success: the kubelet runs this every few seconds.
-		return refresh.Probe(o.OutputFile, time.Now(), o.ProbeMargin)
-	}
-
-	log, err := newLogger(o.LogLevel, stderr)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = log.Sync() }()
-
-	httpClient, err := exchanger.NewHTTPClient(o.CAFile, o.CAPEM, o.HTTPTimeout)
-	if err != nil {
-		return fmt.Errorf("configure TLS: %w", err)
-	}
-	caSource := "system roots"
-	switch {
-	case o.CAFile != "" && o.CAPEM != "":
-		caSource = "file and inline PEM"
-	case o.CAFile != "":
-		caSource = "file " + o.CAFile
-	case o.CAPEM != "":
-		caSource = "inline PEM"
-	}
-	log.Info("starting",
-		zap.String("version", buildinfo.Version),
-		zap.String("mode", o.Mode),
-		zap.String("subject_token_file", o.SubjectTokenFile),
-		zap.String("exchange_url", o.ExchangeURL),
-		zap.String("output_file", o.OutputFile),
-		zap.String("ca", caSource),
-		zap.Duration("http_timeout", o.HTTPTimeout),
-		zap.Float64("refresh_fraction", o.RefreshFraction),
-		zap.Duration("backoff_min", o.BackoffMin),
-		zap.Duration("backoff_max", o.BackoffMax),
-		zap.String("file_mode", fmt.Sprintf("%04o", uint32(o.FileMode))))
-	if strings.HasPrefix(o.ExchangeURL, "http:") {
-		log.Warn("exchange URL is plain HTTP: the ServiceAccount token crosses the network unencrypted")
-	}
-
-	r := refresh.New(refresh.Config{
-		SubjectTokenFile: o.SubjectTokenFile,
-		OutputFile:       o.OutputFile,
-		FileMode:         o.FileMode,
-		Fraction:         o.RefreshFraction,
-		Jitter:           0.05,
-		Margin:           time.Minute,
-		BackoffMin:       o.BackoffMin,
-		BackoffMax:       o.BackoffMax,
-		RefusedRetry:     o.RefusedRetry,
-	}, &exchanger.Client{URL: o.ExchangeURL, HTTP: httpClient, Now: time.Now}, log)
-
-	if o.Mode == contract.ModeOnce {
-		if err := r.Once(ctx); err != nil {
-			log.Error("exchange failed", zap.Error(err))
-			return fmt.Errorf("exchange at %s: %w", o.ExchangeURL, err)
-		}
-		return nil
-	}
-	return r.Run(ctx)
-}
-
-func newLogger(level string, w io.Writer) (*zap.Logger, error) {
-	lvl, err := zapcore.ParseLevel(level)
-	if err != nil {
-		return nil, err
-	}
-	enc := zap.NewProductionEncoderConfig()
-	enc.TimeKey = "ts"
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(w), lvl)
-	return zap.New(core), nil
 }

@@ -13,13 +13,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/kube-sts/kube-sts/webhook/internal/config"
 	"github.com/kube-sts/kube-sts/webhook/internal/inject"
 )
 
-// Metrics of the handler, registered on controller-runtime's registry by main.
+// Metrics of the handler. They live on controller-runtime's registry, beside
+// its webhook server's own request metrics, because the manager serves that
+// registry on /metrics; sts-issuer, which has no manager, keeps a registry of
+// its own (issuer/internal/metrics).
 var (
 	Admissions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sts_webhook_admissions_total",
@@ -31,6 +35,11 @@ var (
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
 	}, []string{"injector"})
 )
+
+// Register adds the handler's metrics to controller-runtime's registry.
+func Register() error {
+	return errors.Join(crmetrics.Registry.Register(Admissions), crmetrics.Registry.Register(Duration))
+}
 
 // Handler mutates labeled Pods.
 type Handler struct {

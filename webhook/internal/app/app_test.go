@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -48,7 +48,7 @@ func TestParseOptions(t *testing.T) {
 		"self needs names": {args: []string{"--tls-mode", "self", "--dns-name", ""}, wantIn: "required with --tls-mode=self"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := parseOptions(tc.args, io.Discard)
+			_, err := parse(tc.args, io.Discard)
 			if tc.wantIn == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -56,7 +56,7 @@ func TestParseOptions(t *testing.T) {
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.wantIn) {
-				t.Fatalf("parseOptions = %v, want %q", err, tc.wantIn)
+				t.Fatalf("parse = %v, want %q", err, tc.wantIn)
 			}
 		})
 	}
@@ -74,40 +74,24 @@ func TestCheckConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out strings.Builder
-	if err := run(context.Background(), []string{"--check-config", "--config", good, "--kubeconfig", "/nonexistent"}, &out, io.Discard); err != nil || !strings.Contains(out.String(), "is valid") {
+	if err := Run(context.Background(), []string{"--check-config", "--config", good, "--kubeconfig", "/nonexistent"}, &out, io.Discard); err != nil || !strings.Contains(out.String(), "is valid") {
 		t.Fatalf("valid file: %v %q", err, out.String())
 	}
-	err := run(context.Background(), []string{"--check-config", "--config", bad}, io.Discard, io.Discard)
+	err := Run(context.Background(), []string{"--check-config", "--config", bad}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "injectors[0].name") || !strings.Contains(err.Error(), "injectors[0].exchangeURL") {
 		t.Fatalf("invalid file: %v", err)
 	}
 }
 
-func TestSelfCertDir(t *testing.T) {
-	want := t.TempDir() + "/tls"
-	dir, cleanup, err := selfCertDir(want)
-	if err != nil || dir != want {
-		t.Fatalf("writable --cert-dir: %q %v", dir, err)
-	}
-	cleanup()
-	if _, err := os.Stat(want); err != nil {
-		t.Fatalf("cleanup removed the configured folder: %v", err)
-	}
-	// A --cert-dir that cannot be a folder (below a file; fails for root
-	// too) falls back to a private temporary folder, removed by cleanup.
-	file := t.TempDir() + "/file"
-	if err := os.WriteFile(file, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	dir, cleanup, err = selfCertDir(file + "/tls")
-	if err != nil || dir == file+"/tls" {
-		t.Fatalf("unusable --cert-dir: %q %v", dir, err)
-	}
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		t.Fatalf("fallback folder: %v", err)
-	}
-	cleanup()
-	if _, err := os.Stat(dir); !os.IsNotExist(err) {
-		t.Fatalf("fallback folder not removed: %v", err)
+// TestComplete: the namespace comes from --namespace, else $POD_NAMESPACE,
+// else kube-sts.
+func TestComplete(t *testing.T) {
+	for _, tc := range []struct{ flag, env, want string }{{"", "", "kube-sts"}, {"", "sts-system", "sts-system"}, {"mine", "sts-system", "mine"}} {
+		o := NewOptions()
+		o.Namespace = tc.flag
+		o.Complete(func(string) string { return tc.env })
+		if o.Namespace != tc.want {
+			t.Errorf("--namespace %q, POD_NAMESPACE %q: %q, want %q", tc.flag, tc.env, o.Namespace, tc.want)
+		}
 	}
 }
