@@ -125,6 +125,7 @@ fuzz: ## Fuzz the network-facing parsers for FUZZTIME each (default 30s).
 	cd sidecar && go test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./internal/jwtinfo
 	cd issuer && go test -run '^$$' -fuzz FuzzPrecheck -fuzztime $${FUZZTIME:-30s} ./internal/server
 	cd issuer && go test -run '^$$' -fuzz FuzzExchangeForm -fuzztime $${FUZZTIME:-30s} ./internal/server
+	cd issuer && go test -run '^$$' -fuzz FuzzVerify -fuzztime $${FUZZTIME:-30s} ./internal/satoken
 	cd webhook && go test -run '^$$' -fuzz FuzzAnnotations -fuzztime $${FUZZTIME:-30s} ./internal/inject
 
 .PHONY: bench

@@ -58,7 +58,7 @@ func (c *cluster) count() int {
 	return c.fetches
 }
 
-func rsaKey(t *testing.T, kid string) jose.JSONWebKey {
+func rsaKey(t testing.TB, kid string) jose.JSONWebKey {
 	t.Helper()
 	k, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {

@@ -1,0 +1,37 @@
+package satoken
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+// FuzzVerify feeds the network-facing token screen arbitrary subject tokens:
+// it never panics, refuses everything that the cluster key did not sign, and
+// never quotes the input in its error.
+func FuzzVerify(f *testing.F) {
+	f.Add("eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiJ4In0.c2ln")
+	f.Add("a.b.c")
+	f.Add("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.")
+	f.Add(strings.Repeat(".", 100))
+	f.Add("eyJhbGciOiJFUzI1NiIsImtpZCI6ImsxIn0.e30.AAAA")
+	c := &cluster{}
+	c.publish(rsaKey(f, "k1"))
+	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	v := New(Options{Get: c.get, MinRefresh: time.Hour, Now: clk.now})
+	f.Fuzz(func(t *testing.T, token string) {
+		err := v.Verify(context.Background(), token, aud)
+		if err == nil {
+			t.Fatalf("accepted a token the cluster did not sign: %q", token)
+		}
+		var e *Error
+		if !errors.As(err, &e) {
+			t.Fatalf("error is %T, want *Error", err)
+		}
+		if len(token) >= 12 && strings.Contains(e.Description, token) {
+			t.Fatalf("the error quotes the token: %q", e.Description)
+		}
+	})
+}
