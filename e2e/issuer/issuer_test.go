@@ -100,7 +100,6 @@ func TestIssuer(t *testing.T) {
 	defer cancel()
 	cs := f.env.Clientset
 	pod := kube.Workload(ctx, t, cs, "test-vault", "for-vault", "watch-vault-volume")
-	var minted []string
 
 	t.Run("live pod gets a token that verifies with go-oidc and cap/jwt", func(t *testing.T) {
 		for _, issuer := range []string{f.vault, f.files} {
@@ -110,7 +109,7 @@ func TestIssuer(t *testing.T) {
 				t.Fatalf("%s: exchange: %v %+v", issuer, err, res)
 			}
 			tok := res.Response.AccessToken
-			minted = append(minted, tok, subject)
+			f.track(t, tok, subject)
 
 			octx := oidc.ClientContext(ctx, f.iss.Client)
 			provider, err := oidc.NewProvider(octx, issuer)
@@ -163,7 +162,7 @@ func TestIssuer(t *testing.T) {
 
 	t.Run("wrong subject audience refused", func(t *testing.T) {
 		subject := kube.PodToken(ctx, t, cs, pod, "https://someone-else.test")
-		minted = append(minted, subject)
+		f.track(t, subject)
 		res, err := f.iss.Exchange(ctx, f.vault, subject)
 		if err != nil || res.Status != 400 || res.Error.Code != "invalid_request" {
 			t.Fatalf("exchange = %v %+v, want 400 invalid_request", err, res)
@@ -172,7 +171,7 @@ func TestIssuer(t *testing.T) {
 
 	t.Run("API server audience token refused", func(t *testing.T) {
 		subject := kube.PodToken(ctx, t, cs, pod, "")
-		minted = append(minted, subject)
+		f.track(t, subject)
 		res, err := f.iss.Exchange(ctx, f.vault, subject)
 		if err != nil || res.Status != 400 || !strings.Contains(res.Error.Description, "audience") {
 			t.Fatalf("exchange = %v %+v, want 400 naming the audience", err, res)
@@ -183,7 +182,7 @@ func TestIssuer(t *testing.T) {
 		for _, ns := range []string{"test-denied", "prod"} {
 			p := kube.Workload(ctx, t, cs, ns, "for-vault", "app")
 			subject := kube.PodToken(ctx, t, cs, p, f.vault)
-			minted = append(minted, subject)
+			f.track(t, subject)
 			res, err := f.iss.Exchange(ctx, f.vault, subject)
 			if err != nil || res.Status != 400 || !strings.Contains(res.Error.Description, "may not use endpoint vault") {
 				t.Fatalf("%s: exchange = %v %+v, want a policy refusal", ns, err, res)
@@ -194,11 +193,11 @@ func TestIssuer(t *testing.T) {
 	t.Run("deleted pod refused at once, while the API server still accepts its token", func(t *testing.T) {
 		p := kube.Workload(ctx, t, cs, "test-vault", "for-vault", "short-lived")
 		subject := kube.PodToken(ctx, t, cs, p, f.vault)
-		minted = append(minted, subject)
+		f.track(t, subject)
 		if res, err := f.iss.Exchange(ctx, f.vault, subject); err != nil || res.Status != 200 {
 			t.Fatalf("exchange before delete: %v %+v", err, res)
 		} else {
-			minted = append(minted, res.Response.AccessToken)
+			f.track(t, res.Response.AccessToken)
 		}
 		kube.DeletePod(ctx, t, cs, p)
 		deleted := time.Now()
@@ -210,7 +209,7 @@ func TestIssuer(t *testing.T) {
 			if res.Status != 200 {
 				break
 			}
-			minted = append(minted, res.Response.AccessToken)
+			f.track(t, res.Response.AccessToken)
 			time.Sleep(10 * time.Millisecond)
 		}
 		took := time.Since(deleted)
@@ -248,7 +247,7 @@ func TestIssuer(t *testing.T) {
 			}
 		}()
 		subject := kube.PodToken(ctx, t, cs, p, f.vault)
-		minted = append(minted, subject)
+		f.track(t, subject)
 		if res, err := f.iss.Exchange(ctx, f.vault, subject); err != nil || res.Status != 200 {
 			t.Fatalf("exchange before delete: %v %+v", err, res)
 		}
@@ -307,7 +306,7 @@ func TestIssuer(t *testing.T) {
 			if err != nil || res.Status != 200 {
 				t.Fatalf("exchange %d during the key swap: %v %+v", n, err, res)
 			}
-			minted = append(minted, res.Response.AccessToken)
+			f.track(t, res.Response.AccessToken)
 			after, err := f.iss.JWKS(ctx, f.files)
 			if err != nil {
 				t.Fatal(err)
@@ -324,6 +323,18 @@ func TestIssuer(t *testing.T) {
 	})
 
 	t.Run("metrics count exchanges", func(t *testing.T) {
+		// Its own issued, denied and pod_gone exchanges: no other subtest needed.
+		issued := kube.PodToken(ctx, t, cs, pod, f.vault)
+		denied := kube.PodToken(ctx, t, cs, kube.Workload(ctx, t, cs, "test-denied", "for-vault", "metrics-denied"), f.vault)
+		gonePod := kube.Workload(ctx, t, cs, "test-vault", "for-vault", "metrics-gone")
+		gone := kube.PodToken(ctx, t, cs, gonePod, f.vault)
+		kube.DeletePod(ctx, t, cs, gonePod)
+		f.track(t, issued, denied, gone)
+		for _, subject := range []string{issued, denied, gone} {
+			if _, err := f.iss.Exchange(ctx, f.vault, subject); err != nil {
+				t.Fatal(err)
+			}
+		}
 		resp, err := http.Get(f.iss.MetricsURL)
 		if err != nil {
 			t.Fatal(err)
@@ -344,15 +355,38 @@ func TestIssuer(t *testing.T) {
 		}
 	})
 
-	t.Run("no token in the issuer's log", func(t *testing.T) {
+	t.Run("audit lines, and no token in the issuer's log", func(t *testing.T) {
+		// Every subtest checks its own tokens at its end (f.track); this one
+		// checks the audit lines of one issuance and one refusal.
+		subject := kube.PodToken(ctx, t, cs, pod, f.vault)
+		res, err := f.iss.Exchange(ctx, f.vault, subject)
+		if err != nil || res.Status != 200 {
+			t.Fatalf("exchange: %v %+v", err, res)
+		}
+		f.track(t, subject, res.Response.AccessToken)
+		other := kube.PodToken(ctx, t, cs, pod, "https://someone-else.test")
+		f.track(t, other)
+		if _, err := f.iss.Exchange(ctx, f.vault, other); err != nil {
+			t.Fatal(err)
+		}
 		log := string(f.iss.Log())
 		if !strings.Contains(log, `"token issued"`) || !strings.Contains(log, `"exchange refused"`) {
 			t.Fatalf("the audit lines are missing from the log:\n%s", log)
 		}
-		for _, tok := range minted {
+	})
+}
+
+// track fails t at its end if any segment of toks appears in the issuer's
+// log, so that every subtest proves on its own that no token is logged.
+func (f *fixture) track(t *testing.T, toks ...string) {
+	t.Helper()
+	t.Cleanup(func() {
+		log := string(f.iss.Log())
+		for _, tok := range toks {
 			for _, part := range strings.Split(tok, ".") {
 				if len(part) > 20 && strings.Contains(log, part) {
-					t.Fatal("a token (or a segment of one) appears in the issuer's log")
+					t.Error("a token (or a segment of one) appears in the issuer's log")
+					return
 				}
 			}
 		}
