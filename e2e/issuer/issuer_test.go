@@ -328,6 +328,12 @@ func TestIssuer(t *testing.T) {
 		denied := kube.PodToken(ctx, t, cs, kube.Workload(ctx, t, cs, "test-denied", "for-vault", "metrics-denied"), f.vault)
 		gonePod := kube.Workload(ctx, t, cs, "test-vault", "for-vault", "metrics-gone")
 		gone := kube.PodToken(ctx, t, cs, gonePod, f.vault)
+		// Exchanged once while the Pod lives, so that after the delete the
+		// API server (which caches its verdict ~10 s) still accepts it and
+		// the issuer's live Pod check is what refuses it.
+		if res, err := f.iss.Exchange(ctx, f.vault, gone); err != nil || res.Status != 200 {
+			t.Fatalf("exchange before delete: %v %+v", err, res)
+		}
 		kube.DeletePod(ctx, t, cs, gonePod)
 		f.track(t, issued, denied, gone)
 		for _, subject := range []string{issued, denied, gone} {
