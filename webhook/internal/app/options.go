@@ -9,6 +9,8 @@ import (
 	"os"
 
 	"go.uber.org/zap/zapcore"
+
+	"github.com/kube-sts/kube-sts/shared/cli"
 )
 
 // TLS modes.
@@ -115,15 +117,5 @@ func (o *Options) Validate() error {
 // parse reads args into options: flags, then the environment, then validation.
 func parse(args []string, out io.Writer) (*Options, error) {
 	o := NewOptions()
-	flags := flag.NewFlagSet("sts-webhook", flag.ContinueOnError)
-	flags.SetOutput(out)
-	o.AddFlags(flags)
-	if err := flags.Parse(args); err != nil {
-		return nil, err
-	}
-	if flags.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", flags.Arg(0))
-	}
-	o.Complete(os.Getenv)
-	return o, o.Validate()
+	return o, cli.Parse("sts-webhook", o, args, os.Getenv, out)
 }
