@@ -16,11 +16,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/kube-sts/kube-sts/e2e/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/internal/kube"
 	"github.com/kube-sts/kube-sts/e2e/internal/procs"
 	"github.com/kube-sts/kube-sts/e2e/internal/testca"
 	"github.com/kube-sts/kube-sts/shared/exchange"
@@ -43,51 +44,36 @@ type Issuer struct {
 	Dir        string
 }
 
-// Setup grants the issuer's user what it needs: create tokenreviews, get
-// pods, read the service-account issuer discovery, and its key Secrets in
-// its own namespace. It is idempotent.
-func Setup(ctx context.Context, env *controlplane.Env) error {
-	c := env.Clientset
-	create := func(err error) error {
-		if apierrors.IsAlreadyExists(err) {
-			return nil
+// Setup grants the issuer's user exactly what the shipped manifest
+// (manifests/base/issuer/rbac.yaml) grants sts-issuer, with its key Secret
+// renamed to the managed Secrets of this configuration. It is idempotent.
+func Setup(ctx context.Context, env *controlplane.Env, config string) error {
+	if _, err := env.Clientset.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	var file struct {
+		Endpoints []struct {
+			Keys struct {
+				Managed *struct {
+					Secret string `json:"secret"`
+				} `json:"managed"`
+			} `json:"keys"`
+		} `json:"endpoints"`
+	}
+	if err := yaml.Unmarshal([]byte(config), &file); err != nil {
+		return fmt.Errorf("read the managed Secrets of the configuration: %w", err)
+	}
+	var secrets []string
+	for _, e := range file.Endpoints {
+		if m := e.Keys.Managed; m != nil {
+			secrets = append(secrets, m.Secret)
 		}
-		return err
 	}
-	if _, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}, metav1.CreateOptions{}); create(err) != nil {
-		return err
-	}
-	if _, err := c.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: "kube-sts-issuer"},
-		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
-			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
-			{NonResourceURLs: []string{"/.well-known/openid-configuration", "/openid/v1/jwks"}, Verbs: []string{"get"}},
-		},
-	}, metav1.CreateOptions{}); create(err) != nil {
-		return err
-	}
-	if _, err := c.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "kube-sts-issuer"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "kube-sts-issuer"},
-		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: User}},
-	}, metav1.CreateOptions{}); create(err) != nil {
-		return err
-	}
-	if _, err := c.RbacV1().Roles(Namespace).Create(ctx, &rbacv1.Role{
-		ObjectMeta: metav1.ObjectMeta{Name: "kube-sts-issuer-keys"},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "create", "update"}}},
-	}, metav1.CreateOptions{}); create(err) != nil {
-		return err
-	}
-	if _, err := c.RbacV1().RoleBindings(Namespace).Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "kube-sts-issuer-keys"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "kube-sts-issuer-keys"},
-		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: User}},
-	}, metav1.CreateOptions{}); create(err) != nil {
-		return err
-	}
-	return nil
+	return kube.ShippedRBAC{
+		File: filepath.Join(procs.RepoRoot(), "manifests", "base", "issuer", "rbac.yaml"),
+		User: User, Namespace: Namespace,
+		Rename: map[string][]string{"vault-sts-keys": secrets},
+	}.Apply(ctx, env.Clientset)
 }
 
 // Start runs an issuer whose configuration config(base) renders, where base
@@ -95,9 +81,6 @@ func Setup(ctx context.Context, env *controlplane.Env) error {
 func Start(t testing.TB, env *controlplane.Env, ca *testca.CA, config func(base string) string, extraArgs ...string) *Issuer {
 	t.Helper()
 	ctx := context.Background()
-	if err := Setup(ctx, env); err != nil {
-		t.Fatalf("issuer RBAC: %v", err)
-	}
 	dir := t.TempDir()
 	certFile, keyFile, err := ca.Serving(dir)
 	if err != nil {
@@ -110,8 +93,12 @@ func Start(t testing.TB, env *controlplane.Env, ca *testca.CA, config func(base 
 	port, mport := procs.FreePort(t), procs.FreePort(t)
 	base := fmt.Sprintf("https://127.0.0.1:%d", port)
 	cfgFile := filepath.Join(dir, "issuer.yaml")
-	if err := os.WriteFile(cfgFile, []byte(config(base)), 0o644); err != nil {
+	rendered := config(base)
+	if err := os.WriteFile(cfgFile, []byte(rendered), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	if err := Setup(ctx, env, rendered); err != nil {
+		t.Fatalf("issuer RBAC: %v", err)
 	}
 	bin := procs.Build(t, "issuer", "./cmd/sts-issuer")
 	args := append([]string{

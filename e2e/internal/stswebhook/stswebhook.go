@@ -15,13 +15,13 @@ import (
 
 	admissionregv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kube-sts/kube-sts/e2e/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/internal/kube"
 	"github.com/kube-sts/kube-sts/e2e/internal/procs"
 	"github.com/kube-sts/kube-sts/e2e/internal/testca"
 )
@@ -99,7 +99,10 @@ func Register(ctx context.Context, t testing.TB, env *controlplane.Env, name, ur
 func Start(t testing.TB, env *controlplane.Env, o Options) *Webhook {
 	t.Helper()
 	ctx := context.Background()
-	if err := setupRBAC(ctx, env, o.ConfigName); err != nil {
+	if o.SelfSecret == "" {
+		o.SelfSecret = SelfSecret
+	}
+	if err := setupRBAC(ctx, env, o.ConfigName, o.SelfSecret); err != nil {
 		t.Fatalf("webhook RBAC: %v", err)
 	}
 	dir := t.TempDir()
@@ -132,9 +135,6 @@ func Start(t testing.TB, env *controlplane.Env, o Options) *Webhook {
 		args = append(args, "--tls-mode", "certdir", "--cert-dir", certDir)
 	} else {
 		// The webhook writes the pair and ca.crt from its Secret here.
-		if o.SelfSecret == "" {
-			o.SelfSecret = SelfSecret
-		}
 		args = append(args, "--tls-mode", "self", "--dns-name", o.Host, "--webhook-config", o.ConfigName, "--self-secret", o.SelfSecret,
 			"--cert-dir", filepath.Join(dir, SelfCertDir))
 	}
@@ -161,51 +161,20 @@ func (w *Webhook) WaitReady(t testing.TB) {
 	}
 }
 
-// setupRBAC grants what self mode needs: its Secret in its namespace and its
-// webhook configuration. certdir mode needs nothing beyond discovery.
-func setupRBAC(ctx context.Context, env *controlplane.Env, configName string) error {
-	c := env.Clientset
-	ignoreExists := func(err error) error {
-		if apierrors.IsAlreadyExists(err) {
-			return nil
-		}
-		return err
-	}
-	if _, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}, metav1.CreateOptions{}); ignoreExists(err) != nil {
-		return err
-	}
-	if _, err := c.RbacV1().Roles(Namespace).Create(ctx, &rbacv1.Role{
-		ObjectMeta: metav1.ObjectMeta{Name: "kube-sts-webhook"},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "watch", "create", "update"}}},
-	}, metav1.CreateOptions{}); ignoreExists(err) != nil {
-		return err
-	}
-	if _, err := c.RbacV1().RoleBindings(Namespace).Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "kube-sts-webhook"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "kube-sts-webhook"},
-		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: User}},
-	}, metav1.CreateOptions{}); ignoreExists(err) != nil {
+// setupRBAC grants self mode exactly what the shipped overlay
+// (manifests/overlays/self-managed/webhook-rbac.yaml) grants sts-webhook,
+// with its Secret and webhook configuration renamed to this run's; certdir
+// mode needs nothing beyond discovery.
+func setupRBAC(ctx context.Context, env *controlplane.Env, configName, secret string) error {
+	if _, err := env.Clientset.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
 	if configName == "" {
 		return nil
 	}
-	// list/watch cannot be limited by name; get/update are, to this configuration only.
-	if _, err := c.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: "kube-sts-webhook-" + configName},
-		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, Verbs: []string{"list", "watch"}},
-			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{configName}, Verbs: []string{"get", "update", "patch"}},
-		},
-	}, metav1.CreateOptions{}); ignoreExists(err) != nil {
-		return err
-	}
-	if _, err := c.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "kube-sts-webhook-" + configName},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "kube-sts-webhook-" + configName},
-		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: User}},
-	}, metav1.CreateOptions{}); ignoreExists(err) != nil {
-		return err
-	}
-	return nil
+	return kube.ShippedRBAC{
+		File: filepath.Join(procs.RepoRoot(), "manifests", "overlays", "self-managed", "webhook-rbac.yaml"),
+		User: User, Namespace: Namespace, Suffix: "-" + configName,
+		Rename: map[string][]string{"kube-sts-tls": {secret}, "kube-sts": {configName}},
+	}.Apply(ctx, env.Clientset)
 }
