@@ -75,8 +75,9 @@ type Verifier struct {
 	now        func() time.Time
 
 	current atomic.Pointer[keySet]
-	// fetchMu serializes fetches; attempted is when the last one started,
-	// successful or not, so neither garbage nor an outage makes them frequent.
+	// fetchMu allows one fetch at a time (others do not wait for it);
+	// attempted is when the last one started, successful or not, so neither
+	// garbage nor an outage makes fetches frequent.
 	fetchMu   sync.Mutex
 	attempted time.Time
 }
@@ -114,7 +115,11 @@ func (v *Verifier) Refresh(ctx context.Context) error {
 // refresh fetches the keys unless one was tried within minRefresh or the set
 // changed since the caller saw seen; it returns the set to use.
 func (v *Verifier) refresh(ctx context.Context, seen *keySet) (*keySet, error) {
-	v.fetchMu.Lock()
+	// Nobody waits for a fetch in progress: a flood of unknown kids while the
+	// API server is slow must not pile up goroutines behind it.
+	if !v.fetchMu.TryLock() {
+		return v.current.Load(), errors.New("the cluster's keys are being fetched")
+	}
 	defer v.fetchMu.Unlock()
 	cur := v.current.Load()
 	if cur != seen {

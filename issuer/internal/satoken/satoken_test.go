@@ -214,3 +214,33 @@ func TestFloodFetchesBounded(t *testing.T) {
 		t.Fatal("ready without keys")
 	}
 }
+
+// TestNoWaitingBehindAFetch: while one fetch hangs on a slow API server,
+// other requests with unknown kids are answered at once, not queued.
+func TestNoWaitingBehindAFetch(t *testing.T) {
+	c := &cluster{}
+	c.publish(rsaKey(t, "k1"))
+	release := make(chan struct{})
+	slow := func(ctx context.Context, path string) ([]byte, error) {
+		<-release
+		return c.get(ctx, path)
+	}
+	v := New(Options{Get: slow, MinRefresh: time.Millisecond})
+	go func() { _ = v.Refresh(context.Background()) }() // hangs until release
+	time.Sleep(50 * time.Millisecond)
+	other := sign(t, rsaKey(t, "other"), claims(time.Now()))
+	start := time.Now()
+	for range 100 {
+		// Were these to wait for the fetch, the loop would never end: it is
+		// released only after it.
+		err := v.Verify(context.Background(), other, aud)
+		var e *Error
+		if !errors.As(err, &e) || !e.Retryable {
+			t.Fatalf("during a hanging fetch: %v", err)
+		}
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Fatalf("100 requests took %v behind a hanging fetch", took)
+	}
+	close(release)
+}
