@@ -34,13 +34,6 @@ import (
 	"github.com/kube-sts/kube-sts/shared/exchange"
 )
 
-// Paths below an issuer URL.
-const (
-	PathDiscovery = discovery.PathDiscovery
-	PathJWKS      = discovery.PathJWKS
-	PathToken     = discovery.PathToken
-)
-
 // Reviewer confirms subject tokens; *review.Reviewer is one.
 type Reviewer interface {
 	Review(ctx context.Context, token, audience string) (review.Identity, error)
@@ -263,11 +256,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch rest {
-	case PathToken:
+	case discovery.PathToken:
 		s.serveToken(w, r, e)
-	case PathDiscovery:
+	case discovery.PathDiscovery:
 		s.serveDoc(w, r, e, "application/json", func(d *documents) []byte { return d.discovery })
-	case PathJWKS:
+	case discovery.PathJWKS:
 		s.serveDoc(w, r, e, "application/jwk-set+json", func(d *documents) []byte { return d.jwks })
 	default:
 		http.NotFound(w, r)
