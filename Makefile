@@ -5,9 +5,9 @@ SHELL := /usr/bin/env bash
 
 # Modules of the workspace; BINARY_MODULES each build one binary and must build
 # on their own (GOWORK=off), as images are built per module.
-MODULES        := shared issuer webhook sidecar e2e
+MODULES        := shared issuer webhook sidecar release e2e
 BINARY_MODULES := issuer webhook sidecar
-UNIT_MODULES   := shared issuer webhook sidecar
+UNIT_MODULES   := shared issuer webhook sidecar release
 
 export KUBE_STS_CACHE ?= $(HOME)/.cache/kube-sts
 TOOLCHAIN      := e2e/hack/toolchain.sh
@@ -79,7 +79,7 @@ testdata-check: ## Fail when a test run changed or added files under testdata/ (
 	fi
 
 .PHONY: test-unit
-test-unit: ## Unit tests of every module, with -race.
+test-unit: ## Unit tests of every module, with -race (the release module builds the six release images).
 	@for m in $(UNIT_MODULES); do echo "== unit: $$m"; (cd $$m && go test -race -count=1 $(GO_TEST_FLAGS) ./...); done
 
 # -p 1: one suite at a time. The node suites run a kubelet each, and two
@@ -92,7 +92,8 @@ test-integration: toolchain ## The e2e suites: real kube-apiserver + etcd; the m
 
 # The dependency rules of the Architecture section: shared uses only the
 # standard library, the sidecar never links client-go (or any k8s.io
-# module), and no product module imports the e2e module.
+# module), no module imports the e2e module, and no product module imports
+# the release tooling.
 .PHONY: import-rules
 import-rules: ## Fail when a module breaks the architecture's dependency rules.
 	@bad=$$(cd shared && go list -deps -f '{{if not .Standard}}{{.ImportPath}}{{end}}' ./... | grep -v '^github.com/kube-sts/kube-sts/shared' || true); \
@@ -103,7 +104,11 @@ import-rules: ## Fail when a module breaks the architecture's dependency rules.
 	  bad=$$(cd $$m && go list -deps -test ./... | grep '^github.com/kube-sts/kube-sts/e2e' || true); \
 	  if [ -n "$$bad" ]; then echo "$$m must not import the e2e module:"; echo "$$bad"; exit 1; fi; \
 	done
-	@echo "import rules hold: shared stdlib-only, sidecar without k8s.io, nothing imports e2e"
+	@for m in shared $(BINARY_MODULES); do \
+	  bad=$$(cd $$m && go list -deps -test ./... | grep '^github.com/kube-sts/kube-sts/release' || true); \
+	  if [ -n "$$bad" ]; then echo "$$m must not import the release tooling:"; echo "$$bad"; exit 1; fi; \
+	done
+	@echo "import rules hold: shared stdlib-only, sidecar without k8s.io, nothing imports e2e, no product module imports release"
 
 .PHONY: lint
 lint: $(STATICCHECK) import-rules ## gofmt, go vet and staticcheck on every module (with the demo and kind build tags), and the import rules.
@@ -151,7 +156,7 @@ images: ## Build the three images with docker buildx for PLATFORMS (see IMAGE_PR
 
 .PHONY: images-local
 images-local: ## The same images without Docker (amd64 and arm64): docker-archives and OCI layouts in dist/images.
-	cd e2e && go run ./cmd/images --out ../dist/images --prefix $(IMAGE_PREFIX) --version $(VERSION)
+	cd release && go run ./cmd/images --out ../dist/images --prefix $(IMAGE_PREFIX) --version $(VERSION)
 
 .PHONY: manifests
 manifests: toolchain-deploy ## Render the Helm chart (default values) and every kustomize overlay into dist/manifests.

@@ -27,9 +27,10 @@ type Image struct {
 	User       string
 }
 
-// BuildImage writes img as a docker-archive into dir with the mkimage tool,
-// in its own process: the suites run with -race, under which compressing
-// Vault's 400 MB binary in the test process takes minutes and gigabytes.
+// BuildImage writes img as a docker-archive into dir with the release
+// module's mkimage tool, in its own process: the suites run with -race, under
+// which compressing Vault's 400 MB binary in the test process takes minutes
+// and gigabytes.
 func BuildImage(ctx context.Context, dir string, img Image) (string, error) {
 	out := filepath.Join(dir, filepath.Base(img.Tag)+".tar")
 	args := []string{"run", "./cmd/mkimage", "--tag", img.Tag, "--out", out}
@@ -51,7 +52,7 @@ func BuildImage(ctx context.Context, dir string, img Image) (string, error) {
 	return out, nil
 }
 
-// ReleaseImages builds our release images (e2e/internal/release, as
+// ReleaseImages builds our release images (release/cmd/images, as
 // `make images-local` does) for this machine's architecture, tagged
 // local/<name>:e2e, in their own process like BuildImage, and returns the
 // docker-archives.
@@ -69,7 +70,7 @@ func ReleaseImages(ctx context.Context, dir string, names ...string) ([]string, 
 
 func goRun(ctx context.Context, args []string) error {
 	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Dir = filepath.Join(procs.RepoRoot(), "e2e")
+	cmd.Dir = filepath.Join(procs.RepoRoot(), "release")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("%v\n%s", err, b)
 	}

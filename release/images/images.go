@@ -1,8 +1,8 @@
-// Package release builds kube-sts's three images without Docker, laid out as
+// Package images builds kube-sts's three release images without Docker, laid out as
 // the Dockerfiles lay them out: the static binary at /<name>, the CA bundle at
 // /etc/ssl/certs/ca-certificates.crt, user 65532:65532, nothing else. Each
 // architecture's image carries a binary compiled for that architecture.
-package release
+package images
 
 import (
 	"context"
@@ -14,8 +14,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/kube-sts/kube-sts/e2e/internal/ociimage"
-	"github.com/kube-sts/kube-sts/e2e/internal/procs"
+	"github.com/kube-sts/kube-sts/release/ociimage"
 )
 
 // Binary is one of our binaries: its name, its module folder and its package.
@@ -46,8 +45,9 @@ type Built struct {
 	Image   v1.Image
 }
 
-// Options of Images.
+// Options of Build.
 type Options struct {
+	Root    string   // the repository's root (default: found from the working directory)
 	Dir     string   // output folder
 	Prefix  string   // image name prefix, e.g. kube-sts (tag: <prefix>/<name>:<version>)
 	Version string   // stamped into the binary and used as the tag
@@ -55,10 +55,17 @@ type Options struct {
 	Only    []string // binary names; default: all
 }
 
-// Images builds the binaries and images, writes one docker-archive per image
+// Build compiles the binaries and builds the images, writes one docker-archive per image
 // (<name>-<arch>.tar) and, for more than one architecture, one OCI layout per
 // binary with every architecture behind an index (<name>.oci).
-func Images(ctx context.Context, o Options) ([]Built, error) {
+func Build(ctx context.Context, o Options) ([]Built, error) {
+	if o.Root == "" {
+		root, err := RepoRoot()
+		if err != nil {
+			return nil, err
+		}
+		o.Root = root
+	}
 	if o.Prefix == "" {
 		o.Prefix = "kube-sts"
 	}
@@ -88,7 +95,7 @@ func Images(ctx context.Context, o Options) ([]Built, error) {
 		var imgs []v1.Image
 		for _, arch := range o.Arches {
 			bin := filepath.Join(o.Dir, "bin", arch, b.Name)
-			if err := goBuild(ctx, b, arch, o.Version, bin); err != nil {
+			if err := goBuild(ctx, o.Root, b, arch, o.Version, bin); err != nil {
 				return nil, err
 			}
 			img, err := ociimage.Build(ociimage.Spec{
@@ -119,14 +126,33 @@ func Images(ctx context.Context, o Options) ([]Built, error) {
 
 // goBuild cross-compiles like the Dockerfiles do: static, trimmed, stamped,
 // the module on its own (GOWORK=off).
-func goBuild(ctx context.Context, b Binary, arch, version, out string) error {
+func goBuild(ctx context.Context, root string, b Binary, arch, version, out string) error {
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath",
 		"-ldflags", "-s -w -X github.com/kube-sts/kube-sts/shared/buildinfo.Version="+version,
 		"-o", out, b.Package)
-	cmd.Dir = filepath.Join(procs.RepoRoot(), b.Module)
+	cmd.Dir = filepath.Join(root, b.Module)
 	cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
 	if o, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("build %s for %s: %v\n%s", b.Name, arch, err, o)
 	}
 	return nil
+}
+
+// RepoRoot is the nearest folder at or above the working directory that holds
+// go.work: the workspace whose modules Build compiles.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.work at or above the working directory: run from inside the kube-sts repository")
+		}
+		dir = parent
+	}
 }

@@ -17,7 +17,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/kube-sts/kube-sts/e2e/internal/release"
+	"github.com/kube-sts/kube-sts/release/images"
 )
 
 func main() {
@@ -34,16 +34,16 @@ func run(ctx context.Context, args []string) error {
 	out := fs.String("out", "dist/images", "output folder")
 	version := fs.String("version", "dev", "version stamped into the binaries and used as the tag")
 	prefix := fs.String("prefix", "kube-sts", "image name prefix: <prefix>/<binary>:<version>")
-	arches := fs.String("arch", strings.Join(release.Arches, ","), "comma-separated GOARCH list")
+	arches := fs.String("arch", strings.Join(images.Arches, ","), "comma-separated GOARCH list")
 	only := fs.String("only", "", "comma-separated binaries to build (default: all)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	o := release.Options{Dir: *out, Prefix: *prefix, Version: *version, Arches: strings.Split(*arches, ",")}
+	o := images.Options{Dir: *out, Prefix: *prefix, Version: *version, Arches: strings.Split(*arches, ",")}
 	if *only != "" {
 		o.Only = strings.Split(*only, ",")
 	}
-	built, err := release.Images(ctx, o)
+	built, err := images.Build(ctx, o)
 	if err != nil {
 		return err
 	}

@@ -1,8 +1,9 @@
-// Package images checks the release images built without Docker: every
-// architecture's image carries a binary for that architecture (the reference
-// project's arm64 sidecar image carried an amd64 binary), the layout and user
-// match the Dockerfiles, and the sidecar image stays under 15 MB.
 package images
+
+// The release images built without Docker: every architecture's image
+// carries a binary for that architecture (the reference project's arm64
+// sidecar image carried an amd64 binary), the layout and user match the
+// Dockerfiles, and the sidecar image stays under 15 MB.
 
 import (
 	"archive/tar"
@@ -20,9 +21,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 
-	"github.com/kube-sts/kube-sts/e2e/internal/ociimage"
-	"github.com/kube-sts/kube-sts/e2e/internal/procs"
-	"github.com/kube-sts/kube-sts/e2e/internal/release"
+	"github.com/kube-sts/kube-sts/release/ociimage"
 )
 
 var machines = map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
@@ -32,11 +31,11 @@ func TestReleaseImages(t *testing.T) {
 	defer cancel()
 	dir := t.TempDir()
 	const version = "v0.0.0-imagetest"
-	built, err := release.Images(ctx, release.Options{Dir: dir, Prefix: "example.invalid/kube-sts", Version: version})
+	built, err := Build(ctx, Options{Dir: dir, Prefix: "example.invalid/kube-sts", Version: version})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := len(release.Binaries) * len(release.Arches); len(built) != want {
+	if want := len(Binaries) * len(Arches); len(built) != want {
 		t.Fatalf("built %d images, want %d", len(built), want)
 	}
 	for _, b := range built {
@@ -48,15 +47,15 @@ func TestReleaseImages(t *testing.T) {
 			if cf.OS != "linux" || cf.Architecture != b.Arch {
 				t.Errorf("platform %s/%s, want linux/%s", cf.OS, cf.Architecture, b.Arch)
 			}
-			if cf.Config.User != release.User {
-				t.Errorf("user %q, want %q (non-root)", cf.Config.User, release.User)
+			if cf.Config.User != User {
+				t.Errorf("user %q, want %q (non-root)", cf.Config.User, User)
 			}
 			if len(cf.Config.Entrypoint) != 1 || cf.Config.Entrypoint[0] != "/"+b.Name {
 				t.Errorf("entrypoint %q", cf.Config.Entrypoint)
 			}
 			files := layerFiles(t, b)
-			if len(files[release.CABundle]) == 0 {
-				t.Errorf("no CA bundle at %s", release.CABundle)
+			if len(files[CABundle]) == 0 {
+				t.Errorf("no CA bundle at %s", CABundle)
 			}
 			bin := files["/"+b.Name]
 			ef, err := elf.NewFile(bytes.NewReader(bin))
@@ -93,7 +92,7 @@ func TestReleaseImages(t *testing.T) {
 	}
 
 	// One OCI layout per binary, with every architecture behind its index.
-	for _, b := range release.Binaries {
+	for _, b := range Binaries {
 		idx, err := layout.ImageIndexFromPath(filepath.Join(dir, b.Name+".oci"))
 		if err != nil {
 			t.Fatal(err)
@@ -121,7 +120,7 @@ func TestReleaseImages(t *testing.T) {
 }
 
 // compressed is the size of the image's layers as pushed.
-func compressed(t *testing.T, b release.Built) int64 {
+func compressed(t *testing.T, b Built) int64 {
 	t.Helper()
 	layers, err := b.Image.Layers()
 	if err != nil {
@@ -139,7 +138,7 @@ func compressed(t *testing.T, b release.Built) int64 {
 }
 
 // layerFiles reads the regular files of the image's layers by path.
-func layerFiles(t *testing.T, b release.Built) map[string][]byte {
+func layerFiles(t *testing.T, b Built) map[string][]byte {
 	t.Helper()
 	entries, err := ociimage.Contents(b.Image)
 	if err != nil {
@@ -155,11 +154,15 @@ func layerFiles(t *testing.T, b release.Built) map[string][]byte {
 }
 
 // TestDockerfilesMatch: the Dockerfiles, which GitHub Actions and users build,
-// lay the images out as release.Images does (same path, user, CA bundle,
+// lay the images out as Build does (same path, user, CA bundle,
 // version stamp, cross-compiled per target architecture).
 func TestDockerfilesMatch(t *testing.T) {
-	for _, b := range release.Binaries {
-		data, err := os.ReadFile(filepath.Join(procs.RepoRoot(), b.Module, "Dockerfile"))
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range Binaries {
+		data, err := os.ReadFile(filepath.Join(root, b.Module, "Dockerfile"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -171,9 +174,9 @@ func TestDockerfilesMatch(t *testing.T) {
 			"GOWORK=off",
 			"-X github.com/kube-sts/kube-sts/shared/buildinfo.Version=${VERSION}",
 			"FROM scratch",
-			"COPY --from=build " + release.CABundle + " " + release.CABundle,
+			"COPY --from=build " + CABundle + " " + CABundle,
 			"COPY --from=build /out/" + b.Name + " /" + b.Name,
-			"USER " + release.User,
+			"USER " + User,
 			`ENTRYPOINT ["/` + b.Name + `"]`,
 			"./" + strings.TrimPrefix(b.Package, "./"),
 		} {

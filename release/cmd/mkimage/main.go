@@ -2,12 +2,12 @@
 // without Docker or a registry, and writes it as a docker-archive tarball that
 // `ctr images import` loads.
 //
-//	mkimage --tag local/sts-creds-sidecar:e2e --out sidecar.tar \
-//	  --add bin/sts-creds-sidecar:/sts-creds-sidecar --entrypoint /sts-creds-sidecar --user 65532
+//	go run ./cmd/mkimage --tag local/pause:e2e --out pause.tar \
+//	  --add /tmp/pause:/pause --entrypoint /pause --user 65532
 //
-// The node harness runs it (node.BuildImage) for the test images (pause,
-// testapp, Vault's); `make images-local` builds the release images with
-// cmd/images.
+// It is for images that are not ours: the e2e node harness (node.BuildImage)
+// builds its test images with it (pause, testapp, Vault's). Our release
+// images are built by cmd/images, which lays them out like the Dockerfiles.
 package main
 
 import (
@@ -18,7 +18,7 @@ import (
 	"runtime"
 	"strings"
 
-	"github.com/kube-sts/kube-sts/e2e/internal/ociimage"
+	"github.com/kube-sts/kube-sts/release/ociimage"
 )
 
 type list []string
