@@ -1,6 +1,6 @@
 module github.com/kube-sts/kube-sts/sidecar
 
-go 1.26
+go 1.26.0
 
 require (
 	github.com/cenkalti/backoff/v4 v4.3.0
@@ -10,8 +10,11 @@ require (
 )
 
 require (
+	github.com/kube-sts/kube-sts/logging v0.0.0
 	go.uber.org/multierr v1.10.0 // indirect
 	golang.org/x/sys v0.47.0 // indirect
 )
 
 replace github.com/kube-sts/kube-sts/shared => ../shared
+
+replace github.com/kube-sts/kube-sts/logging => ../logging

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kube-sts/kube-sts/issuer/internal/config"
@@ -20,6 +19,7 @@ import (
 	"github.com/kube-sts/kube-sts/issuer/internal/review"
 	"github.com/kube-sts/kube-sts/issuer/internal/satoken"
 	"github.com/kube-sts/kube-sts/issuer/internal/server"
+	"github.com/kube-sts/kube-sts/logging"
 	"github.com/kube-sts/kube-sts/shared/buildinfo"
 )
 
@@ -41,7 +41,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "sts-issuer: %s is valid\n", o.ConfigFile)
 		return nil
 	}
-	log := NewLogger(o.LogLevel, stderr)
+	log, err := logging.New(o.LogLevel, stderr)
+	if err != nil {
+		return err
+	}
 	defer func() { _ = log.Sync() }()
 
 	c, err := newClients(o)
@@ -76,16 +79,6 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	err = g.Wait()
 	log.Info("stopped")
 	return err
-}
-
-// NewLogger is the one log style of kube-sts's binaries: JSON lines with ts
-// (ISO 8601), level, logger, msg and snake_case keys.
-func NewLogger(level string, w io.Writer) *zap.Logger {
-	lvl, _ := zapcore.ParseLevel(level)
-	enc := zap.NewProductionEncoderConfig()
-	enc.TimeKey = "ts"
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	return zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(w), lvl))
 }
 
 func logStart(log *zap.Logger, o *Options, cfg *config.Config, addr string) {

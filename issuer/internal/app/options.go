@@ -8,9 +8,8 @@ import (
 	"os"
 	"time"
 
-	"go.uber.org/zap/zapcore"
-
 	"github.com/kube-sts/kube-sts/issuer/internal/server"
+	"github.com/kube-sts/kube-sts/logging"
 	"github.com/kube-sts/kube-sts/shared/cli"
 )
 
@@ -113,7 +112,7 @@ func (o *Options) Validate() error {
 	if !o.InsecureHTTP && (o.TLSCertFile == "" || o.TLSKeyFile == "") {
 		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file are required unless --insecure-http"))
 	}
-	if _, err := zapcore.ParseLevel(o.LogLevel); err != nil {
+	if err := logging.CheckLevel(o.LogLevel); err != nil {
 		errs = append(errs, fmt.Errorf("--log-level: %w", err))
 	}
 	return errors.Join(errs...)

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
+	"github.com/kube-sts/kube-sts/logging"
 	"github.com/kube-sts/kube-sts/shared/buildinfo"
 	"github.com/kube-sts/kube-sts/shared/contract"
 	"github.com/kube-sts/kube-sts/sidecar/internal/exchanger"
@@ -40,7 +40,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return refresh.Probe(o.OutputFile, time.Now(), o.ProbeMargin)
 	}
 
-	log, err := newLogger(o.LogLevel, stderr)
+	log, err := logging.New(o.LogLevel, stderr)
 	if err != nil {
 		return err
 	}
@@ -95,18 +95,4 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	}
 	return r.Run(ctx)
-}
-
-// newLogger is kube-sts's one log style: JSON lines with ts (ISO 8601),
-// level, logger, msg and snake_case keys.
-func newLogger(level string, w io.Writer) (*zap.Logger, error) {
-	lvl, err := zapcore.ParseLevel(level)
-	if err != nil {
-		return nil, err
-	}
-	enc := zap.NewProductionEncoderConfig()
-	enc.TimeKey = "ts"
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(w), lvl)
-	return zap.New(core), nil
 }

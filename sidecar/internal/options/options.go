@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kube-sts/kube-sts/logging"
 	"github.com/kube-sts/kube-sts/shared/contract"
 )
 
@@ -196,10 +197,8 @@ func (o Options) Validate() error {
 			bad("--file-mode (%s) %04o must be a permission mode the owner can read and others cannot write", contract.EnvFileMode, uint32(o.FileMode))
 		}
 	}
-	switch o.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		bad("--log-level (%s) %q: use debug, info, warn or error", contract.EnvLogLevel, o.LogLevel)
+	if err := logging.CheckLevel(o.LogLevel); err != nil {
+		bad("--log-level (%s) %v", contract.EnvLogLevel, err)
 	}
 	return errors.Join(errs...)
 }

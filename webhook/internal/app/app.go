@@ -16,9 +16,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/zapr"
 	"github.com/open-policy-agent/cert-controller/pkg/rotator"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -32,12 +31,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/kube-sts/kube-sts/logging"
 	"github.com/kube-sts/kube-sts/shared/buildinfo"
 	"github.com/kube-sts/kube-sts/webhook/internal/admit"
 	"github.com/kube-sts/kube-sts/webhook/internal/config"
@@ -65,7 +64,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "sts-webhook: %s is valid\n", o.ConfigFile)
 		return nil
 	}
-	ctrl.SetLogger(newLogger(o.LogLevel, stderr))
+	zl, err := logging.New(o.LogLevel, stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = zl.Sync() }()
+	ctrl.SetLogger(zapr.NewLogger(zl))
 	log := ctrl.Log.WithName("sts-webhook")
 	restCfg, err := clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
 	if err != nil {
@@ -96,16 +100,6 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("starting", "version", buildinfo.Version, "listen", o.Listen, "tls_mode", o.TLSMode)
 	return mgr.Start(ctx)
-}
-
-// newLogger is kube-sts's one log style (JSON lines: ts in ISO 8601, level,
-// logger, msg, snake_case keys), with controller-runtime's logr on top.
-func newLogger(level string, w io.Writer) logr.Logger {
-	lvl, _ := zapcore.ParseLevel(level)
-	enc := zap.NewProductionEncoderConfig()
-	enc.TimeKey = "ts"
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	return crzap.New(crzap.WriteTo(w), crzap.Level(lvl), crzap.UseDevMode(false), crzap.Encoder(zapcore.NewJSONEncoder(enc)))
 }
 
 func serverVersion(restCfg *rest.Config) func() (string, error) {

@@ -8,8 +8,7 @@ import (
 	"net"
 	"os"
 
-	"go.uber.org/zap/zapcore"
-
+	"github.com/kube-sts/kube-sts/logging"
 	"github.com/kube-sts/kube-sts/shared/cli"
 )
 
@@ -108,7 +107,7 @@ func (o *Options) Validate() error {
 	if _, _, err := net.SplitHostPort(o.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("--listen: %w", err))
 	}
-	if _, err := zapcore.ParseLevel(o.LogLevel); err != nil {
+	if err := logging.CheckLevel(o.LogLevel); err != nil {
 		errs = append(errs, fmt.Errorf("--log-level: %w", err))
 	}
 	return errors.Join(errs...)
