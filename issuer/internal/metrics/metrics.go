@@ -1,5 +1,9 @@
-// Package metrics holds sts-issuer's Prometheus metrics. All methods are safe
-// on a nil *Metrics, so packages can be used without metrics in tests.
+// Package metrics holds sts-issuer's Prometheus metrics. kube-sts has one
+// metrics pattern: a struct of collectors, no package-level state, every
+// method safe on a nil *Metrics (so packages can be used without metrics in
+// tests), built on the registry its binary serves. The issuer has no
+// controller-runtime manager, so it serves a registry of its own; the webhook
+// builds its struct on controller-runtime's (webhook/internal/admit).
 package metrics
 
 import (

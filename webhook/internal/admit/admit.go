@@ -6,6 +6,7 @@ package admit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -13,32 +14,48 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
-	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/kube-sts/kube-sts/webhook/internal/config"
 	"github.com/kube-sts/kube-sts/webhook/internal/inject"
 )
 
-// Metrics of the handler. They live on controller-runtime's registry, beside
-// its webhook server's own request metrics, because the manager serves that
-// registry on /metrics; sts-issuer, which has no manager, keeps a registry of
-// its own (issuer/internal/metrics).
-var (
-	Admissions = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sts_webhook_admissions_total",
-		Help: "Pod admissions by injector and result (injected, skipped, denied, error).",
-	}, []string{"injector", "result"})
-	Duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "sts_webhook_admission_duration_seconds",
-		Help:    "Time to decide one admission, by injector.",
-		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
-	}, []string{"injector"})
-)
+// Metrics are the handler's collectors. kube-sts has one metrics pattern: a
+// struct of collectors, no package-level state, every method safe on nil (so
+// tests can leave it out), built on the registry its binary serves. The
+// webhook's is controller-runtime's registry, which the manager serves on
+// /metrics beside its webhook server's request metrics; sts-issuer, which
+// has no manager, serves a registry of its own (issuer/internal/metrics).
+type Metrics struct {
+	admissions *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+}
 
-// Register adds the handler's metrics to controller-runtime's registry.
-func Register() error {
-	return errors.Join(crmetrics.Registry.Register(Admissions), crmetrics.Registry.Register(Duration))
+// NewMetrics registers the handler's collectors on reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sts_webhook_admissions_total",
+			Help: "Pod admissions by injector and result (injected, skipped, denied, error).",
+		}, []string{"injector", "result"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sts_webhook_admission_duration_seconds",
+			Help:    "Time to decide one admission, by injector.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
+		}, []string{"injector"}),
+	}
+	if err := errors.Join(reg.Register(m.admissions), reg.Register(m.duration)); err != nil {
+		return nil, fmt.Errorf("register the webhook's metrics: %w", err)
+	}
+	return m, nil
+}
+
+func (m *Metrics) admission(injector, result string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.admissions.WithLabelValues(injector, result).Inc()
+	m.duration.WithLabelValues(injector).Observe(d.Seconds())
 }
 
 // Handler mutates labeled Pods.
@@ -48,6 +65,7 @@ type Handler struct {
 	Native  map[string]bool
 	Decoder admission.Decoder
 	Log     logr.Logger
+	Metrics *Metrics // nil: none
 
 	cas caFiles
 }
@@ -57,8 +75,7 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 	start := time.Now()
 	injector, result := "", "skipped"
 	defer func() {
-		Admissions.WithLabelValues(injector, result).Inc()
-		Duration.WithLabelValues(injector).Observe(time.Since(start).Seconds())
+		h.Metrics.admission(injector, result, time.Since(start))
 	}()
 	if req.Operation != admissionv1.Create || req.Kind.Kind != "Pod" {
 		return admission.Allowed("kube-sts only mutates Pods on create")

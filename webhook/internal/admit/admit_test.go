@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -86,6 +88,44 @@ func TestHandle(t *testing.T) {
 	if resp := h.Handle(context.Background(), req); resp.Allowed {
 		t.Fatal("an undecodable Pod was allowed")
 	}
+}
+
+// TestMetrics: every admission is counted once under its injector and result,
+// and timed; a second registration on the same registry is an error, not a
+// silent second set of collectors.
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := handler(t)
+	h.Metrics = m
+	labeled := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{"tremolo.io/vault-sts": "true"}},
+		Spec: corev1.PodSpec{ServiceAccountName: "sa", Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+	bad := labeled.DeepCopy()
+	bad.Annotations = map[string]string{"tremolo.io/group": "staff"}
+	plain := labeled.DeepCopy()
+	plain.Labels = nil
+	for _, p := range []*corev1.Pod{labeled, labeled, bad, plain} {
+		h.Handle(context.Background(), request(t, admissionv1.Create, p))
+	}
+	for _, c := range []struct {
+		injector, result string
+		want             float64
+	}{{"vault-sts", "injected", 2}, {"vault-sts", "denied", 1}, {"", "skipped", 1}} {
+		if got := testutil.ToFloat64(m.admissions.WithLabelValues(c.injector, c.result)); got != c.want {
+			t.Errorf("admissions{injector=%q,result=%q} = %v, want %v", c.injector, c.result, got, c.want)
+		}
+	}
+	if n := testutil.CollectAndCount(m.duration); n != 2 {
+		t.Errorf("duration series = %d, want 2 (vault-sts and the unlabeled Pod's)", n)
+	}
+	if _, err := NewMetrics(reg); err == nil {
+		t.Error("registering the webhook's metrics twice on one registry succeeded")
+	}
+	var none *Metrics
+	none.admission("x", "y", time.Millisecond) // nil-safe: must not panic
 }
 
 // BenchmarkHandle is a whole admission in process: decode, select, mutate,

@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -88,8 +89,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer cleanup()
+	m, err := admit.NewMetrics(crmetrics.Registry)
+	if err != nil {
+		return err
+	}
 	srv.Register(MutatePath, &webhook.Admission{Handler: &admit.Handler{
-		Injectors: cfg.Injectors, Native: native, Decoder: admission.NewDecoder(scheme), Log: log,
+		Injectors: cfg.Injectors, Native: native, Decoder: admission.NewDecoder(scheme), Log: log, Metrics: m,
 	}})
 	if err := probes(mgr, srv, certsReady); err != nil {
 		return err
@@ -137,9 +142,6 @@ func newManager(restCfg *rest.Config, o *Options) (manager.Manager, *runtime.Sch
 	mgr, err := ctrl.NewManager(restCfg, opts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("manager: %w", err)
-	}
-	if err := admit.Register(); err != nil {
-		return nil, nil, err
 	}
 	return mgr, scheme, nil
 }
