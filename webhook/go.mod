@@ -17,7 +17,10 @@ require (
 	sigs.k8s.io/yaml v1.6.0
 )
 
-require go.uber.org/zap v1.28.0 // indirect
+require (
+	github.com/kylelemons/godebug v1.1.0 // indirect
+	go.uber.org/zap v1.28.0 // indirect
+)
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
