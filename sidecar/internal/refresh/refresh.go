@@ -69,24 +69,12 @@ type Refresher struct {
 	unwritten *exchanger.Token
 }
 
-// Option changes a Refresher; used by tests.
-type Option func(*Refresher)
-
-// WithClock sets the clock used for scheduling and expiry decisions.
-func WithClock(now func() time.Time) Option { return func(r *Refresher) { r.now = now } }
-
-// WithRand sets the jitter source (values in [0,1)).
-func WithRand(f func() float64) Option { return func(r *Refresher) { r.rand = f } }
-
 // New returns a refresher.
-func New(cfg Config, ex Exchanger, log *zap.Logger, opts ...Option) *Refresher {
+func New(cfg Config, ex Exchanger, log *zap.Logger) *Refresher {
 	if cfg.MinInterval <= 0 {
 		cfg.MinInterval = time.Second
 	}
 	r := &Refresher{cfg: cfg, ex: ex, log: log, now: time.Now, rand: rand.Float64}
-	for _, o := range opts {
-		o(r)
-	}
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval = cfg.BackoffMin
 	bo.MaxInterval = cfg.BackoffMax
