@@ -9,19 +9,13 @@ package install
 
 import (
 	"context"
-	"crypto/x509"
 	"fmt"
-	"maps"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -39,10 +33,7 @@ var cp = &controlplane.Harness{ExtraAPIServerArgs: map[string][]string{"disable-
 
 func TestMain(m *testing.M) { os.Exit(cp.Main(m)) }
 
-const (
-	release   = "kube-sts"
-	releaseNS = "kube-sts"
-)
+const releaseNS = scenario.ReleaseNS
 
 func TestChartOnLocalNode(t *testing.T) {
 	env := cp.Require(t)
@@ -60,66 +51,15 @@ func TestChartOnLocalNode(t *testing.T) {
 
 	s := scenario.Base(t, cp, env, t.Logf, "sts-issuer", "sts-webhook", "sts-creds-sidecar")
 
-	// Free loopback ports for the host-network Pods; the API server's port
-	// for their in-cluster clients (no kube-proxy routes the Service VIP).
-	issuerPort, webhookPort := procs.FreePort(t), procs.FreePort(t)
-	apiHost, apiPort, _ := strings.Cut(strings.TrimSuffix(strings.TrimPrefix(env.Config.Host, "https://"), "/"), ":")
-	helm, err := controlplane.Binary(ctx, "helm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig, err := env.KubeconfigFile(s.Work, "helm-admin", "system:masters")
-	if err != nil {
-		t.Fatal(err)
-	}
-	chart := filepath.Join(procs.RepoRoot(), "manifests", "charts", "kube-sts")
-	set := []string{
-		fmt.Sprintf("issuer.port=%d", issuerPort),
-		fmt.Sprintf("issuer.metricsPort=%d", procs.FreePort(t)),
-		fmt.Sprintf("issuer.url=https://localhost:%d", issuerPort),
-		fmt.Sprintf("webhook.port=%d", webhookPort),
-		fmt.Sprintf("webhook.probePort=%d", procs.FreePort(t)),
-		fmt.Sprintf("webhook.metricsPort=%d", procs.FreePort(t)),
-		fmt.Sprintf("webhook.url=https://localhost:%d/mutate", webhookPort),
-		"kubernetesAPI.host=" + apiHost,
-		"kubernetesAPI.port=" + apiPort,
-	}
 	t.Log("helm install, waiting for the Deployments to become Ready")
-	start := time.Now()
-	out, err := exec.CommandContext(ctx, helm, "install", release, chart, "--namespace", releaseNS, "--create-namespace",
-		"--kubeconfig", kubeconfig, "--values", filepath.Join(chart, "ci", "local-values.yaml"),
-		"--set", strings.Join(set, ","), "--wait", "--timeout", "5m").CombinedOutput()
-	if err != nil {
-		t.Fatalf("helm install: %v\n%s\n%s", err, out, podReport(ctx, s))
+	chart := scenario.InstallChart(ctx, t, s, scenario.ChartOptions{})
+	t.Logf("installed and Ready in %v", chart.Took.Round(time.Second))
+	if !strings.Contains(chart.Output, "vault write auth/jwt-vault/config") {
+		t.Errorf("the install printed no Vault commands:\n%s", chart.Output)
 	}
-	t.Logf("installed and Ready in %v", time.Since(start).Round(time.Second))
-	if !strings.Contains(string(out), "vault write auth/jwt-vault/config") {
-		t.Errorf("the install printed no Vault commands:\n%s", out)
-	}
-	// helm --wait already waited; the Deployments must say so themselves.
-	for _, name := range []string{"kube-sts-issuer", "kube-sts-webhook"} {
-		d, err := c.AppsV1().Deployments(releaseNS).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d.Status.ReadyReplicas != *d.Spec.Replicas || !available(d) {
-			t.Fatalf("%s: %d of %d ready after helm --wait, conditions %+v\n%s", name, d.Status.ReadyReplicas, *d.Spec.Replicas, d.Status.Conditions, podReport(ctx, s))
-		}
-	}
-
-	// The issuer serves the self-managed certificate the webhook made; Vault
-	// and our client trust its CA, read from the Secret as the NOTES say.
-	tlsSecret, err := c.CoreV1().Secrets(releaseNS).Get(ctx, "kube-sts-tls", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	caPEM := tlsSecret.Data["ca.crt"]
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		t.Fatalf("no CA in the self-managed Secret (keys %v)", slices.Sorted(maps.Keys(tlsSecret.Data)))
-	}
-	s.IssuerURL = fmt.Sprintf("https://localhost:%d/vault", issuerPort)
-	target := &scenario.Local{Env: env, Node: s.Node, ExchangeURL: s.IssuerURL + "/token", HTTP: procs.TLSClient(pool)}
+	caPEM := chart.CAPEM
+	s.IssuerURL = fmt.Sprintf("https://localhost:%d/vault", chart.IssuerPort)
+	target := &scenario.Local{Env: env, Node: s.Node, ExchangeURL: s.IssuerURL + "/token", HTTP: procs.TLSClient(chart.Pool)}
 
 	t.Logf("configuring Vault's JWT auth to trust %s", s.IssuerURL)
 	if s.Accessor, err = flow.ConfigureVault(s.VaultRunner(), flow.VaultConfig{IssuerURL: s.IssuerURL, CAPEM: caPEM, TokenTTL: "10s", TokenMaxTTL: "20s"}); err != nil {
@@ -242,7 +182,7 @@ func restartIssuer(ctx context.Context, t *testing.T, s *scenario.Stack, target 
 		checkToken()
 		pods, _ := c.CoreV1().Pods(releaseNS).List(ctx, metav1.ListOptions{LabelSelector: sel})
 		for i := range pods.Items {
-			if p := &pods.Items[i]; p.UID != old.Items[0].UID && p.DeletionTimestamp == nil && ready(p) {
+			if p := &pods.Items[i]; p.UID != old.Items[0].UID && p.DeletionTimestamp == nil && scenario.Ready(p) {
 				newPod = p
 			}
 		}
@@ -281,13 +221,7 @@ func restartIssuer(ctx context.Context, t *testing.T, s *scenario.Stack, target 
 // scale sets the issuer Deployment's replicas.
 func scale(ctx context.Context, t *testing.T, s *scenario.Stack, n int32) {
 	t.Helper()
-	api := s.Env.Clientset.AppsV1().Deployments(releaseNS)
-	sc, err := api.GetScale(ctx, "kube-sts-issuer", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc.Spec.Replicas = n
-	if _, err := api.UpdateScale(ctx, "kube-sts-issuer", sc, metav1.UpdateOptions{}); err != nil {
+	if err := scenario.Scale(ctx, s, releaseNS, "kube-sts-issuer", n); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -313,42 +247,6 @@ func linesAfter(log string, t time.Time, msg string) int {
 	return n
 }
 
-func ready(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-func available(d *appsv1.Deployment) bool {
-	for _, c := range d.Status.Conditions {
-		if c.Type == appsv1.DeploymentAvailable {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-// podReport shows the release's Pods and their logs, for failures.
 func podReport(ctx context.Context, s *scenario.Stack) string {
-	var b strings.Builder
-	pods, err := s.Env.Clientset.CoreV1().Pods(releaseNS).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return err.Error()
-	}
-	for i := range pods.Items {
-		p := &pods.Items[i]
-		fmt.Fprintf(&b, "pod %s: phase %s node %q conditions %+v\n", p.Name, p.Status.Phase, p.Spec.NodeName, p.Status.Conditions)
-		for _, c := range p.Spec.Containers {
-			l, _ := s.Node.ContainerLog(p, c.Name)
-			fmt.Fprintf(&b, "--- %s:\n%s\n", c.Name, flow.Tail(l, 2000))
-		}
-	}
-	ev, _ := s.Env.Clientset.CoreV1().Events(releaseNS).List(ctx, metav1.ListOptions{Limit: 50})
-	for _, e := range ev.Items {
-		fmt.Fprintf(&b, "event %s %s: %s\n", e.InvolvedObject.Name, e.Reason, e.Message)
-	}
-	return b.String()
+	return scenario.PodReport(ctx, s, releaseNS)
 }
