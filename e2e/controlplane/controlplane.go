@@ -47,7 +47,8 @@ type Env struct {
 	// LogDir holds the API server's and etcd's output.
 	LogDir string
 
-	env *envtest.Environment
+	env       *envtest.Environment
+	restarted []*exec.Cmd // API servers started again by RestartAPIServer
 }
 
 // Harness starts a control plane once per test package and stops it when the
@@ -261,6 +262,7 @@ func (e *Env) StopAPIServer() error {
 
 // Stop stops the API server and etcd and removes their data.
 func (e *Env) Stop() error {
+	e.stopRestarted()
 	err := e.env.Stop()
 	forgetChildren()
 	return err
