@@ -1,6 +1,7 @@
 // Command testapp stands in for the reference Pod's application container:
 // every second it prints the file Vault's agent renders (or that it is not
-// there yet), like the write-up's `cat /etc/secrets/myenv` loop.
+// there yet), like the write-up's `cat /etc/secrets/myenv` loop. As
+// `testapp consume ...` it is the soak's application (consume.go).
 package main
 
 import (
@@ -12,6 +13,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "consume" {
+		if err := consume(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "consume:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	file := "/etc/secrets/myenv"
 	if len(os.Args) > 1 {
 		file = os.Args[1]
