@@ -147,6 +147,10 @@ const (
 	ModeRun   = "run"
 	ModeOnce  = "once"
 	ModeProbe = "probe"
+	// ModeAwait waits until the token file holds a valid token: the native
+	// sidecar's postStart hook, which the kubelet completes before it starts
+	// the next init container.
+	ModeAwait = "await"
 )
 
 // Env vars the sidecar reads; each has a flag of the same meaning. The webhook
@@ -163,6 +167,7 @@ const (
 	EnvBackoffMax       = "STS_BACKOFF_MAX"
 	EnvRefusedRetry     = "STS_REFUSED_RETRY"
 	EnvProbeMargin      = "STS_PROBE_MARGIN"
+	EnvAwaitTimeout     = "STS_AWAIT_TIMEOUT"
 	EnvLogLevel         = "STS_LOG_LEVEL"
 	EnvFileMode         = "STS_FILE_MODE"
 )

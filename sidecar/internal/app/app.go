@@ -35,9 +35,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, "sts-creds-sidecar", buildinfo.Version)
 		return nil
 	}
-	if o.Mode == contract.ModeProbe {
+	switch o.Mode {
+	case contract.ModeProbe:
 		// Quiet on success: the kubelet runs this every few seconds.
 		return refresh.Probe(o.OutputFile, time.Now(), o.ProbeMargin)
+	case contract.ModeAwait:
+		return refresh.Await(ctx, o.OutputFile, o.ProbeMargin, o.AwaitTimeout)
 	}
 
 	log, err := logging.New(o.LogLevel, stderr)

@@ -19,7 +19,8 @@ import (
 
 // Options configures sts-creds-sidecar.
 type Options struct {
-	// Mode is run (the loop), once (exchange, write, exit) or probe (check the file).
+	// Mode is run (the loop), once (exchange, write, exit), probe (check the
+	// file) or await (wait until the file holds a valid token).
 	Mode string
 	// SubjectTokenFile is the projected ServiceAccount token, re-read at every exchange.
 	SubjectTokenFile string
@@ -46,6 +47,8 @@ type Options struct {
 	FileMode fs.FileMode
 	// ProbeMargin: probe fails when the token expires sooner than this.
 	ProbeMargin time.Duration
+	// AwaitTimeout bounds await; the kubelet then restarts the sidecar.
+	AwaitTimeout time.Duration
 	// Version asks for the version only.
 	Version bool
 }
@@ -64,6 +67,7 @@ func Defaults() Options {
 		LogLevel:         "info",
 		FileMode:         0o440,
 		ProbeMargin:      10 * time.Second,
+		AwaitTimeout:     5 * time.Minute,
 	}
 }
 
@@ -86,11 +90,13 @@ func (v modeValue) Set(s string) error {
 }
 
 // Usage is printed by -h.
-const Usage = `Usage: sts-creds-sidecar [run|once|probe] [flags]
+const Usage = `Usage: sts-creds-sidecar [run|once|probe|await] [flags]
 
   run    (default) exchange now, then keep the token fresh until stopped
   once   exchange once, write the token and exit (an init container)
   probe  exit 0 only if the token file holds a JWT valid for --probe-margin
+  await  wait until probe would pass (at most --await-timeout): the native
+         sidecar's postStart hook, so the next init container starts at once
 
 Every flag can also be set with the env var shown in brackets; a flag wins over its env var.
 `
@@ -128,6 +134,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Options, e
 	flags.Var(modeValue{&o.FileMode}, "file-mode", "octal mode of the token file ["+contract.EnvFileMode+"]")
 	env["file-mode"] = contract.EnvFileMode
 	dur(&o.ProbeMargin, "probe-margin", contract.EnvProbeMargin, "probe fails when the token expires sooner than this")
+	dur(&o.AwaitTimeout, "await-timeout", contract.EnvAwaitTimeout, "how long await waits for the first token")
 	flags.BoolVar(&o.Version, "version", false, "print the version and exit")
 	flags.Usage = func() {
 		fmt.Fprint(out, Usage+"\nFlags:\n")
@@ -162,9 +169,9 @@ func (o Options) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	switch o.Mode {
-	case contract.ModeRun, contract.ModeOnce, contract.ModeProbe:
+	case contract.ModeRun, contract.ModeOnce, contract.ModeProbe, contract.ModeAwait:
 	default:
-		bad("unknown mode %q: use %s, %s or %s", o.Mode, contract.ModeRun, contract.ModeOnce, contract.ModeProbe)
+		bad("unknown mode %q: use %s, %s, %s or %s", o.Mode, contract.ModeRun, contract.ModeOnce, contract.ModeProbe, contract.ModeAwait)
 	}
 	if o.OutputFile == "" {
 		bad("--output-file (%s) is empty", contract.EnvOutputFile)
@@ -172,7 +179,10 @@ func (o Options) Validate() error {
 	if o.ProbeMargin < 0 {
 		bad("--probe-margin (%s) is negative", contract.EnvProbeMargin)
 	}
-	if o.Mode != contract.ModeProbe {
+	if o.AwaitTimeout <= 0 {
+		bad("--await-timeout (%s) must be positive", contract.EnvAwaitTimeout)
+	}
+	if o.Mode != contract.ModeProbe && o.Mode != contract.ModeAwait {
 		if o.SubjectTokenFile == "" {
 			bad("--subject-token-file (%s) is empty", contract.EnvSubjectTokenFile)
 		}

@@ -37,6 +37,7 @@ func TestParse(t *testing.T) {
 					LogLevel:         "info",
 					FileMode:         0o440,
 					ProbeMargin:      10 * time.Second,
+					AwaitTimeout:     5 * time.Minute,
 				}
 				if o != want {
 					t.Fatalf("got %+v, want %+v", o, want)
@@ -48,12 +49,13 @@ func TestParse(t *testing.T) {
 				"STS_EXCHANGE_URL": "https://sts.example/token", "STS_SUBJECT_TOKEN_FILE": "/sa/token", "STS_OUTPUT_FILE": "/out/t.jwt",
 				"STS_CA_FILE": "/ca.crt", "STS_CA_PEM": "PEM", "STS_HTTP_TIMEOUT": "3s", "STS_REFRESH_FRACTION": "0.7",
 				"STS_BACKOFF_MIN": "2s", "STS_BACKOFF_MAX": "1m", "STS_REFUSED_RETRY": "2m", "STS_LOG_LEVEL": "debug",
-				"STS_FILE_MODE": "0400", "STS_PROBE_MARGIN": "30s",
+				"STS_FILE_MODE": "0400", "STS_PROBE_MARGIN": "30s", "STS_AWAIT_TIMEOUT": "2m",
 			},
 			check: func(t *testing.T, o Options) {
 				want := Options{Mode: "run", ExchangeURL: "https://sts.example/token", SubjectTokenFile: "/sa/token", OutputFile: "/out/t.jwt",
 					CAFile: "/ca.crt", CAPEM: "PEM", HTTPTimeout: 3 * time.Second, RefreshFraction: 0.7, BackoffMin: 2 * time.Second,
-					BackoffMax: time.Minute, RefusedRetry: 2 * time.Minute, LogLevel: "debug", FileMode: 0o400, ProbeMargin: 30 * time.Second}
+					BackoffMax: time.Minute, RefusedRetry: 2 * time.Minute, LogLevel: "debug", FileMode: 0o400, ProbeMargin: 30 * time.Second,
+					AwaitTimeout: 2 * time.Minute}
 				if o != want {
 					t.Fatalf("got %+v, want %+v", o, want)
 				}

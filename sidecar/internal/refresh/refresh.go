@@ -349,3 +349,28 @@ func Probe(path string, now time.Time, margin time.Duration) error {
 	}
 	return nil
 }
+
+// awaitPoll is how often Await looks at the file: a Pod's start waits for it,
+// and a stat of a tmpfs file costs nothing.
+const awaitPoll = 20 * time.Millisecond
+
+// Await returns once Probe passes, or Probe's error after timeout. As the
+// native sidecar's postStart hook it holds back the next init container
+// (Vault's agent) until the first token is on disk, without a probe period.
+func Await(ctx context.Context, path string, margin, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(awaitPoll)
+	defer tick.Stop()
+	for {
+		err := Probe(path, time.Now(), margin)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no valid token after %v: %w", timeout, err)
+		case <-tick.C:
+		}
+	}
+}

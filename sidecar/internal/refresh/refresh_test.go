@@ -433,6 +433,34 @@ func TestProbe(t *testing.T) {
 	}
 }
 
+// TestAwait: await returns as soon as a valid token lands (well within a
+// probe period), and fails after its timeout with the probe's reason.
+func TestAwait(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "token.jwt")
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		_ = os.WriteFile(path+".tmp", []byte(testissuer.Mint(1, time.Now(), time.Now().Add(time.Hour))), 0o440)
+		_ = os.Rename(path+".tmp", path)
+	}()
+	start := time.Now()
+	if err := Await(context.Background(), path, 10*time.Second, 10*time.Second); err != nil {
+		t.Fatalf("Await: %v", err)
+	}
+	if took := time.Since(start); took < 100*time.Millisecond || took > 500*time.Millisecond {
+		t.Errorf("Await returned after %v, want soon after the write at 100ms", took)
+	}
+	err := Await(context.Background(), filepath.Join(dir, "never"), 10*time.Second, 100*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "no valid token after 100ms") || !strings.Contains(err.Error(), "no token yet") {
+		t.Fatalf("Await on a file that never comes: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := Await(ctx, filepath.Join(dir, "never"), 10*time.Second, time.Hour); err == nil {
+		t.Fatal("Await ignored its context")
+	}
+}
+
 func TestOnce(t *testing.T) {
 	f := newFixture(t, time.Hour, nil)
 	if err := f.r.Once(context.Background()); err != nil {
