@@ -58,7 +58,7 @@ func TestDemo(t *testing.T) {
 	for _, c := range pod.Spec.InitContainers {
 		rp := ""
 		if c.RestartPolicy != nil {
-			rp = " (native sidecar, restartPolicy " + string(*c.RestartPolicy) + ", startupProbe: " + strings.Join(c.StartupProbe.Exec.Command, " ") + ")"
+			rp = " (native sidecar, restartPolicy " + string(*c.RestartPolicy) + ", postStart: " + strings.Join(c.Lifecycle.PostStart.Exec.Command, " ") + ")"
 		}
 		fmt.Fprintf(&b, "initContainer %-20s %s%s\n", c.Name, c.Image, rp)
 	}

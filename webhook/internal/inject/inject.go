@@ -103,13 +103,14 @@ func Mutate(pod *corev1.Pod, inj *config.Injector, native bool) error {
 		c := sidecar(inj, uid, gid, contract.ContainerName, contract.ModeRun)
 		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
 		// Later init containers (Vault's vault-agent-init) start only once
-		// the first token is on disk.
-		c.StartupProbe = &corev1.Probe{
-			ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{contract.SidecarBinary, contract.ModeProbe}}},
-			PeriodSeconds:    1,
-			TimeoutSeconds:   5,
-			FailureThreshold: 300,
-		}
+		// the first token is on disk: the kubelet completes a postStart hook
+		// before it starts the next init container. A startupProbe would do
+		// the same a probe period later (about a second on every Pod start);
+		// await polls the tmpfs file every 20 ms, gives up after 5 minutes,
+		// and the kubelet then restarts the sidecar.
+		c.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{
+			Exec: &corev1.ExecAction{Command: []string{contract.SidecarBinary, contract.ModeAwait}},
+		}}
 		pod.Spec.InitContainers = append([]corev1.Container{c}, pod.Spec.InitContainers...)
 	} else {
 		initC := sidecar(inj, uid, gid, contract.InitContainerName, contract.ModeOnce)

@@ -116,8 +116,8 @@ func TestReferencePod(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := out.Spec.InitContainers[0]
-	if first.Name != contract.ContainerName || first.RestartPolicy == nil || *first.RestartPolicy != corev1.ContainerRestartPolicyAlways || first.StartupProbe == nil {
-		t.Fatalf("initContainers[0] = %s, want the native sidecar with a startup probe", first.Name)
+	if first.Name != contract.ContainerName || first.RestartPolicy == nil || *first.RestartPolicy != corev1.ContainerRestartPolicyAlways || first.Lifecycle == nil || first.Lifecycle.PostStart == nil {
+		t.Fatalf("initContainers[0] = %s, want the native sidecar with its postStart await", first.Name)
 	}
 	if sc := first.SecurityContext; *sc.RunAsUser != 100 || *sc.RunAsGroup != 1000 || !*sc.RunAsNonRoot || *sc.AllowPrivilegeEscalation || !*sc.ReadOnlyRootFilesystem {
 		t.Fatalf("security context %+v", sc)
