@@ -6,11 +6,15 @@ package limit
 import (
 	"crypto/sha256"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // Gate admits at most n holders at once; it never queues.
-type Gate struct{ slots chan struct{} }
+type Gate struct {
+	slots chan struct{}
+	peak  atomic.Int64
+}
 
 // NewGate returns a gate with n slots.
 func NewGate(n int) *Gate { return &Gate{slots: make(chan struct{}, n)} }
@@ -19,6 +23,11 @@ func NewGate(n int) *Gate { return &Gate{slots: make(chan struct{}, n)} }
 func (g *Gate) TryEnter() bool {
 	select {
 	case g.slots <- struct{}{}:
+		for n := int64(len(g.slots)); ; {
+			if p := g.peak.Load(); n <= p || g.peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
 		return true
 	default:
 		return false
@@ -30,6 +39,9 @@ func (g *Gate) Leave() { <-g.slots }
 
 // InUse is the number of slots taken.
 func (g *Gate) InUse() int { return len(g.slots) }
+
+// Peak is the most slots ever taken at once.
+func (g *Gate) Peak() int { return int(g.peak.Load()) }
 
 // PerKey allows each key at most Limit times per fixed window. Memory is
 // bounded: counts live for one window, and at most MaxKeys keys are tracked

@@ -22,6 +22,11 @@ func TestGate(t *testing.T) {
 	if !g.TryEnter() {
 		t.Fatal("freed slot not granted")
 	}
+	g.Leave()
+	g.Leave()
+	if g.InUse() != 0 || g.Peak() != 2 {
+		t.Fatalf("after everyone left: InUse %d, Peak %d; want 0 and 2", g.InUse(), g.Peak())
+	}
 }
 
 func TestPerKey(t *testing.T) {

@@ -89,6 +89,19 @@ func (m *Metrics) Keys(endpoint string, signingCreated time.Time, published int)
 	m.keysPublished.WithLabelValues(endpoint).Set(float64(published))
 }
 
+// InFlight exports the exchanges waiting on the API server now and the most
+// there ever were at once (a herd after an outage shows there).
+func (m *Metrics) InFlight(now, peak func() int) {
+	if m == nil {
+		return
+	}
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sts_issuer_exchanges_in_flight", Help: "Exchanges being answered now."},
+			func() float64 { return float64(now()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sts_issuer_exchanges_in_flight_peak", Help: "The most exchanges answered at once since the issuer started."},
+			func() float64 { return float64(peak()) }))
+}
+
 // KeyChange records a change this replica wrote to a managed key set.
 func (m *Metrics) KeyChange(endpoint, kind string) {
 	if m == nil {

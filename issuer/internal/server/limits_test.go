@@ -177,6 +177,27 @@ func TestInFlightCap(t *testing.T) {
 	if got := exchanges(t, srv, "overloaded"); got != 1 {
 		t.Fatalf("overloaded counted %v", got)
 	}
+	// The gauges: none in flight now, two at most (the herd's peak).
+	for name, want := range map[string]float64{"sts_issuer_exchanges_in_flight": 0, "sts_issuer_exchanges_in_flight_peak": 2} {
+		if got := gauge(t, srv, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+}
+
+func gauge(t *testing.T, srv *Server, name string) float64 {
+	t.Helper()
+	mfs, err := srv.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }
 
 // TestRFCExactness: audience/resource the endpoint cannot serve is

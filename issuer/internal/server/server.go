@@ -169,6 +169,7 @@ func New(o Options) (*Server, error) {
 		s.now = time.Now
 	}
 	s.perToken = limit.NewPerKey(o.PerTokenPerSecond, time.Second, perTokenKeys, s.now)
+	s.metrics.InFlight(s.inflight.InUse, s.inflight.Peak)
 	if s.ready == nil {
 		s.ready = func() bool { return true }
 	}
