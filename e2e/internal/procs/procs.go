@@ -8,13 +8,17 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -82,14 +86,46 @@ func FreePort(t testing.TB) int {
 	return port
 }
 
-// LoopbackPort is FreePort for code without a testing.TB.
+// LoopbackPort is FreePort for code without a testing.TB. It never hands
+// out a port twice in one process (two calls in a row could otherwise get
+// the same one, the kernel's choice for port 0 being free again at once) and
+// picks below the kernel's ephemeral range, where outgoing connections take
+// their source ports and could take ours between the check and the bind.
 func LoopbackPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	low := ephemeralLow()
+	for range 1000 {
+		port := 20000 + rand.IntN(max(low-20000, 1)) // above the well-known ports of kubelet (10250), schedulers, Vault
+		if handedOut[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		_ = l.Close()
+		handedOut[port] = true
+		return port, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("no free loopback port below the ephemeral range after 1000 tries")
+}
+
+var (
+	portsMu   sync.Mutex
+	handedOut = map[int]bool{}
+)
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768 when
+// it cannot be read).
+func ephemeralLow() int {
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if f := strings.Fields(string(data)); err == nil && len(f) == 2 {
+		if low, err := strconv.Atoi(f[0]); err == nil && low > 21000 {
+			return low
+		}
+	}
+	return 32768
 }
 
 // Proc is a running binary.
