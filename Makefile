@@ -90,6 +90,15 @@ test-integration: toolchain ## The e2e suites: real kube-apiserver + etcd; the m
 	cd e2e && KUBEBUILDER_ASSETS="$$(bash hack/toolchain.sh --print-dir all)" KUBE_STS_REQUIRE_CONTROLPLANE=1 \
 		go test -race -count=1 -v -p 1 -timeout 30m $(GO_TEST_FLAGS) ./...
 
+# The soak (e2e/soak): the chart on the real node with faults for
+# SOAK_DURATION; `make test` runs it for 3 minutes with 20 Pods.
+SOAK_DURATION ?= 15m
+SOAK_PODS     ?= 30
+.PHONY: soak
+soak: toolchain toolchain-node toolchain-deploy ## The long soak on the real node with faults (SOAK_DURATION=15m, SOAK_PODS=30): dist/soak/{timeline.svg,events.jsonl,summary.txt}.
+	cd e2e && KUBEBUILDER_ASSETS="$$(bash hack/toolchain.sh --print-dir all)" KUBE_STS_REQUIRE_CONTROLPLANE=1 \
+		SOAK_DURATION=$(SOAK_DURATION) SOAK_PODS=$(SOAK_PODS) SOAK_START_SAMPLES=20 go test -count=1 -v -timeout 90m -run TestSoak ./soak/
+
 # The dependency rules of the Architecture section: shared uses only the
 # standard library, the sidecar never links client-go (or any k8s.io
 # module), no module imports the e2e module, and no product module imports

@@ -1,0 +1,76 @@
+package soak
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestAnalyze: the soak's verdicts on a made-up run, so that a soak that
+// passes means what it says. A red stretch inside an outage (plus the
+// backoff maximum) is excused, one outside is a gap; a token logged as
+// issued after its Pod's deletion is counted; the remove-after-read Pod's
+// absences are not gaps; the picture has a row per Pod.
+func TestAnalyze(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	at := func(s float64) int64 { return t0.Add(time.Duration(s * float64(time.Second))).UnixMilli() }
+	rec := &recorder{state: map[string]string{}}
+	for _, e := range []Event{
+		{Kind: "fault", Name: "etcd stopped for 20s", At: at(10), Until: at(30)},
+		{Pod: "a", Kind: "state", State: "valid", JTI: "1", At: at(0)},
+		{Pod: "a", Kind: "state", State: "invalid", Detail: "expired", At: at(25)}, // inside etcd + backoff: excused
+		{Pod: "a", Kind: "state", State: "valid", JTI: "2", At: at(40)},
+		{Pod: "a", Kind: "state", State: "absent", At: at(100)}, // reachable: a gap of 2 s
+		{Pod: "a", Kind: "state", State: "valid", JTI: "3", At: at(102)},
+		{Pod: "a", Kind: "count", Reads: 1000, Bad: 0, At: at(119)},
+		{Pod: "r", Kind: "state", State: "valid", JTI: "1", At: at(0)},
+		{Pod: "r", Kind: "state", State: "absent", At: at(0.1)},
+		{Pod: "r", Kind: "state", State: "valid", JTI: "2", At: at(50)},
+		{Pod: "r", Kind: "state", State: "absent", At: at(50.1)},
+		{Pod: "r", Kind: "state", State: "valid", JTI: "3", At: at(100)},
+		{Pod: "r", Kind: "state", State: "absent", At: at(100.1)},
+		{Pod: "d", Kind: "state", State: "valid", JTI: "1", At: at(0)},
+		{Pod: "f", Kind: "fill", Detail: "full after 1048576 bytes (no space left on device)", At: at(70)},
+		{Pod: "f", Kind: "fill", Detail: "freed", At: at(100)},
+		{Pod: "d", Kind: "count", Reads: 10, Bad: 1, At: at(5)},
+	} {
+		rec.add(e)
+	}
+	pods := &podSet{deleted: map[string]time.Time{"d": t0.Add(60 * time.Second)}, special: map[string]string{"r": "remove-after-read"},
+		created: map[string]time.Time{"a": t0, "r": t0, "d": t0, "f": t0}}
+	logs := &logCollector{logs: map[string]string{"kube-sts/iss/u/sts-issuer": strings.Join([]string{
+		t0.Add(30*time.Second).Format(time.RFC3339Nano) + ` stdout F {"msg":"token issued","pod":"d"}`,
+		t0.Add(62*time.Second).Format(time.RFC3339Nano) + ` stdout F {"msg":"token issued","pod":"d"}`,
+	}, "\n")}}
+	rep := analyze(rec, logs, pods, t0, t0.Add(120*time.Second))
+
+	got := map[string]*podReport{}
+	for _, p := range rep.pods {
+		got[p.name] = p
+	}
+	if g := got["a"].gap; g != 2*time.Second {
+		t.Errorf("a: gap %v, want 2s (the 15 s inside the etcd fault are excused)", g)
+	}
+	if l := rep.longest["etcd stopped for 20s"]; l != 15*time.Second {
+		t.Errorf("longest gap in the etcd fault %v, want 15s", l)
+	}
+	if g := got["r"].gap; g != 0 || len(got["r"].jtis) != 3 {
+		t.Errorf("remove-after-read: gap %v, %d tokens; want 0 and 3", g, len(got["r"].jtis))
+	}
+	if got["d"].bad != 1 {
+		t.Errorf("d: bad reads %d, want 1", got["d"].bad)
+	}
+	if rep.issued != 2 || len(rep.deadIssued) != 1 {
+		t.Errorf("issued %d, to deleted Pods %v; want 2 and one", rep.issued, rep.deadIssued)
+	}
+	if p := rep.problems(); len(p) != 3 {
+		t.Errorf("problems %q; want three: the gap, the bad read, the token for a deleted Pod", p)
+	}
+	svg := rep.svg()
+	if n := strings.Count(svg, `<text x="4"`); n != 4 || !strings.Contains(svg, "etcd stopped") {
+		t.Errorf("the picture has %d rows (want 4) or lacks the fault band:\n%s", n, svg)
+	}
+	if !strings.Contains(rep.summary(), "tokens issued to deleted Pods                1\n") {
+		t.Errorf("summary:\n%s", rep.summary())
+	}
+}

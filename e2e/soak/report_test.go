@@ -1,0 +1,596 @@
+package soak
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"html"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kube-sts/kube-sts/e2e/scenario"
+)
+
+// --- logs: kept while Pods come and go ---
+
+type logCollector struct {
+	s    *scenario.Stack
+	mu   sync.Mutex
+	logs map[string]string // namespace/pod/uid/container → everything it wrote so far
+}
+
+func newLogCollector(s *scenario.Stack) *logCollector {
+	return &logCollector{s: s, logs: map[string]string{}}
+}
+
+func (l *logCollector) run(ctx context.Context) {
+	for {
+		l.collect(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func (l *logCollector) collect(ctx context.Context) {
+	for _, namespace := range []string{scenario.ReleaseNS, ns} {
+		pods, err := l.s.Env.Clientset.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			continue // the API server may be down: a fault
+		}
+		for i := range pods.Items {
+			p := &pods.Items[i]
+			for _, c := range append(p.Spec.InitContainers, p.Spec.Containers...) {
+				text, err := l.s.Node.ContainerLog(p, c.Name)
+				if err != nil || text == "" {
+					continue
+				}
+				key := strings.Join([]string{p.Namespace, p.Name, string(p.UID), c.Name}, "/")
+				l.mu.Lock()
+				if len(text) >= len(l.logs[key]) {
+					l.logs[key] = text
+				}
+				l.mu.Unlock()
+			}
+		}
+	}
+}
+
+// lines returns every collected line of containers named container.
+func (l *logCollector) lines(container string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for k, v := range l.logs {
+		if container == "" || strings.HasSuffix(k, "/"+container) {
+			out = append(out, strings.Split(v, "\n")...)
+		}
+	}
+	return out
+}
+
+// criTime is the time the kubelet gave a log line (CRI format: "<RFC3339Nano> stdout F <line>").
+func criTime(line string) (time.Time, bool) {
+	ts, _, ok := strings.Cut(line, " ")
+	if !ok {
+		return time.Time{}, false
+	}
+	at, err := time.Parse(time.RFC3339Nano, ts)
+	return at, err == nil
+}
+
+// firstAfter is when msg was first logged after after (zero: never).
+func firstAfter(log, msg string, after time.Time) time.Time {
+	for _, line := range strings.Split(log, "\n") {
+		if at, ok := criTime(line); ok && at.After(after) && strings.Contains(line, msg) {
+			return at
+		}
+	}
+	return time.Time{}
+}
+
+// --- resources ---
+
+type resources struct {
+	at                                  time.Time
+	issuerRSS, issuerGoroutines, issFDs float64
+	sidecars                            map[int]proc // pid → process
+}
+
+type proc struct{ rss, fds, threads int }
+
+func sample(ctx context.Context, t *testing.T, s *scenario.Stack, metricsPort int) resources {
+	r := resources{at: time.Now(), sidecars: map[int]proc{}}
+	m, err := metrics(ctx, metricsPort)
+	if err != nil {
+		t.Logf("issuer metrics: %v", err)
+	}
+	r.issuerRSS, r.issuerGoroutines, r.issFDs = m["process_resident_memory_bytes"], m["go_goroutines"], m["process_open_fds"]
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if exe, err := os.Readlink("/proc/" + e.Name() + "/exe"); err != nil || filepath.Base(exe) != "sts-creds-sidecar" {
+			continue
+		}
+		status, _ := os.ReadFile("/proc/" + e.Name() + "/status")
+		var p proc
+		for _, line := range strings.Split(string(status), "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 2 && f[0] == "VmRSS:" {
+				p.rss, _ = strconv.Atoi(f[1])
+			}
+			if len(f) >= 2 && f[0] == "Threads:" {
+				p.threads, _ = strconv.Atoi(f[1])
+			}
+		}
+		fds, _ := os.ReadDir("/proc/" + e.Name() + "/fd")
+		p.fds = len(fds)
+		r.sidecars[pid] = p
+	}
+	return r
+}
+
+// metrics reads the unlabeled samples of an issuer's /metrics.
+func metrics(ctx context.Context, port int) (map[string]float64, error) {
+	out := map[string]float64{}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/metrics", port), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return out, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, val, _ := strings.Cut(sc.Text(), " ")
+		if v, err := strconv.ParseFloat(val, 64); err == nil {
+			out[name] = v
+		}
+	}
+	return out, sc.Err()
+}
+
+// metric is one of them (0 when it cannot be read).
+func metric(ctx context.Context, port int, name string) float64 {
+	m, _ := metrics(ctx, port)
+	return m[name]
+}
+
+// --- analysis ---
+
+type window struct {
+	name     string
+	from, to time.Time // to: when the fault ended plus the sidecar's backoff maximum
+	ended    time.Time
+}
+
+type podReport struct {
+	name            string
+	mode            string
+	from, to        time.Time
+	gap             time.Duration // red while the issuer and API server were reachable
+	red             time.Duration // red in all
+	reads, bad      int
+	absent, expired int
+	jtis            []string // distinct tokens the application saw
+	segments        []segment
+}
+
+type segment struct {
+	from, to time.Time
+	state    string
+}
+
+type report struct {
+	start, end  time.Time
+	pods        []*podReport
+	faults      []window
+	longest     map[string]time.Duration
+	issued      int
+	deadIssued  []string
+	leaks       []string
+	recoveredIn time.Duration
+	resources   []resources
+	deletions   map[string]time.Time
+	fill        string // what the /tokens-full consumer saw when it filled the volume
+}
+
+var issuedLine = regexp.MustCompile(`"msg":"token issued".*"pod":"([^"]*)"`)
+
+func analyze(rec *recorder, logs *logCollector, pods *podSet, start, end time.Time) *report {
+	events := rec.snapshot()
+	sort.SliceStable(events, func(i, j int) bool { return events[i].At < events[j].At })
+	rep := &report{start: start, end: end, longest: map[string]time.Duration{}}
+	pods.mu.Lock()
+	rep.deletions = maps(pods.deleted)
+	special := maps(pods.special)
+	created := maps(pods.created)
+	pods.mu.Unlock()
+
+	var issuerReady time.Time
+	for _, e := range events {
+		if e.Kind == "issuer-ready" {
+			issuerReady = time.UnixMilli(e.At)
+		}
+	}
+	for _, e := range events {
+		if e.Kind != "fault" {
+			continue
+		}
+		w := window{name: e.Name, from: time.UnixMilli(e.At), ended: time.UnixMilli(e.Until)}
+		switch {
+		case strings.HasPrefix(e.Name, "every issuer"):
+			w.to = issuerReady.Add(backoffMax)
+		case strings.HasPrefix(e.Name, "API server"), strings.HasPrefix(e.Name, "etcd"):
+			w.to = w.ended.Add(backoffMax)
+		default:
+			w.to = w.from // the issuer stays reachable: nothing is excused
+		}
+		rep.faults = append(rep.faults, w)
+	}
+	for _, e := range events {
+		if e.Kind == "recovered" && !issuerReady.IsZero() {
+			rep.recoveredIn = time.UnixMilli(e.At).Sub(issuerReady)
+		}
+	}
+
+	byPod := map[string]*podReport{}
+	var fills = map[string][2]time.Time{}
+	for _, e := range events {
+		if e.Pod == "" || e.Kind == "delete" {
+			continue
+		}
+		p := byPod[e.Pod]
+		if p == nil {
+			p = &podReport{name: e.Pod, mode: special[e.Pod], from: created[e.Pod]}
+			byPod[e.Pod] = p
+			rep.pods = append(rep.pods, p)
+		}
+		at := time.UnixMilli(e.At)
+		switch e.Kind {
+		case "count":
+			p.reads, p.bad, p.absent, p.expired = e.Reads, e.Bad, e.Absent, e.Expired
+		case "fill":
+			f := fills[e.Pod]
+			if e.Detail == "freed" {
+				f[1] = at
+			} else {
+				f[0] = at
+				rep.fill = e.Detail
+			}
+			fills[e.Pod] = f
+		case "state":
+			if n := len(p.segments); n > 0 {
+				p.segments[n-1].to = at
+			}
+			p.segments = append(p.segments, segment{from: at, state: e.State})
+			if e.JTI != "" && !slices.Contains(p.jtis, e.JTI) {
+				p.jtis = append(p.jtis, e.JTI)
+			}
+		}
+	}
+	for _, p := range rep.pods {
+		p.to = end
+		if d, ok := rep.deletions[p.name]; ok {
+			p.to = d
+		}
+		if n := len(p.segments); n > 0 && p.segments[n-1].to.IsZero() {
+			p.segments[n-1].to = p.to
+		}
+		// The Pod's life counts from its first valid token.
+		first := slices.IndexFunc(p.segments, func(s segment) bool { return s.state == "valid" })
+		if first < 0 {
+			continue
+		}
+		excused := slices.Clone(rep.faults)
+		if f, ok := fills[p.name]; ok && !f[0].IsZero() {
+			to := f[1]
+			if to.IsZero() {
+				to = end
+			}
+			excused = append(excused, window{name: "/tokens full", from: f[0], to: to.Add(backoffMax)})
+		}
+		for _, s := range p.segments[first:] {
+			if s.state == "valid" || s.state == "stale" || !s.from.Before(p.to) {
+				continue
+			}
+			to := earlier(s.to, p.to)
+			d := to.Sub(s.from)
+			p.red += d
+			if p.mode == "remove-after-read" {
+				continue // the file is gone after each read by design
+			}
+			unexcused := d
+			for _, w := range excused {
+				if o := overlap(s.from, to, w.from, w.to); o > 0 {
+					unexcused -= o
+					if o > rep.longest[w.name] {
+						rep.longest[w.name] = o
+					}
+				}
+			}
+			if unexcused > 0 {
+				p.gap += unexcused
+			}
+		}
+	}
+
+	// Tokens issued to Pods after their delete call returned (1 s for a
+	// request already past its Pod check).
+	for _, line := range logs.lines("sts-issuer") {
+		m := issuedLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		rep.issued++
+		at, ok := criTime(line)
+		if d, gone := rep.deletions[m[1]]; ok && gone && at.After(d.Add(time.Second)) {
+			rep.deadIssued = append(rep.deadIssued, fmt.Sprintf("%s at %s (deleted %s)", m[1], at.Format(time.StampMilli), d.Format(time.StampMilli)))
+		}
+	}
+	for _, line := range logs.lines("") {
+		if strings.Contains(line, "eyJ") {
+			rep.leaks = append(rep.leaks, flowTail(line))
+		}
+	}
+	return rep
+}
+
+func flowTail(s string) string {
+	if len(s) > 160 {
+		return s[:160] + "..."
+	}
+	return s
+}
+
+func maps[V any](m map[string]V) map[string]V {
+	out := make(map[string]V, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func earlier(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func overlap(a0, a1, b0, b1 time.Time) time.Duration {
+	from, to := a0, a1
+	if b0.After(from) {
+		from = b0
+	}
+	if b1.Before(to) {
+		to = b1
+	}
+	if to.After(from) {
+		return to.Sub(from)
+	}
+	return 0
+}
+
+// redSpans lists when the Pod's application had no valid token.
+func (p *podReport) redSpans() string {
+	var out []string
+	for _, s := range p.segments {
+		if s.state != "valid" && s.state != "stale" {
+			out = append(out, fmt.Sprintf("%s %s–%s", s.state, s.from.UTC().Format("15:04:05.0"), s.to.UTC().Format("15:04:05.0")))
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+func (r *report) summary() string {
+	var b strings.Builder
+	var reads, bad, gapPods int
+	var gap, red time.Duration
+	for _, p := range r.pods {
+		reads += p.reads
+		bad += p.bad
+		gap += p.gap
+		red += p.red
+		if p.gap > 0 {
+			gapPods++
+		}
+	}
+	fmt.Fprintf(&b, "soak: %v, %d Pods over the run (%d deleted by churn), %d tokens issued\n",
+		r.end.Sub(r.start).Round(time.Second), len(r.pods), len(r.deletions), r.issued)
+	fmt.Fprintf(&b, "%-44s %s\n", "tokens issued to deleted Pods", strconv.Itoa(len(r.deadIssued)))
+	fmt.Fprintf(&b, "%-44s %.1f s (%d Pods)\n", "Pod-seconds without a valid token, reachable", gap.Seconds(), gapPods)
+	fmt.Fprintf(&b, "%-44s %.1f s (all causes, incl. outages and remove-after-read)\n", "Pod-seconds without a valid token, in all", red.Seconds())
+	fmt.Fprintf(&b, "%-44s %d of %d\n", "reads of a partial or unverifiable file", bad, reads)
+	fmt.Fprintf(&b, "%-44s %d\n", "token-looking strings in our logs", len(r.leaks))
+	fmt.Fprintf(&b, "\n%-40s %-6s %-12s %-14s\n", "fault", "times", "lasted (max)", "longest gap")
+	var names []string
+	times, lasted := map[string]int{}, map[string]time.Duration{}
+	for _, f := range r.faults {
+		if times[f.name] == 0 {
+			names = append(names, f.name)
+		}
+		times[f.name]++
+		lasted[f.name] = max(lasted[f.name], f.ended.Sub(f.from))
+	}
+	for _, n := range names {
+		fmt.Fprintf(&b, "%-40s %-6d %-12v %-14v\n", n, times[n], lasted[n].Round(100*time.Millisecond), r.longest[n].Round(100*time.Millisecond))
+	}
+	if l, ok := r.longest["/tokens full"]; ok {
+		fmt.Fprintf(&b, "%-40s %-6d %-12s %-14v %s\n", "/tokens full (one Pod)", 1, "30s", l.Round(100*time.Millisecond), r.fill)
+	}
+	fmt.Fprintf(&b, "recovery after every issuer was down: every Pod valid %v after the replicas were Ready (goal: within the backoff maximum, %v)\n",
+		r.recoveredIn.Round(100*time.Millisecond), backoffMax)
+	if a, z, bound, ok := r.flatness(); ok {
+		fmt.Fprintf(&b, "\nresources (%s, %v apart; bound +%.0f%%):\n", r.flatWhat(), z.at.Sub(a.at).Round(time.Second), (bound-1)*100)
+		fmt.Fprintf(&b, "  issuer replica A: RSS %.1f → %.1f MiB, goroutines %.0f → %.0f, fds %.0f → %.0f (each outage replaces the process)\n",
+			a.issuerRSS/(1<<20), z.issuerRSS/(1<<20), a.issuerGoroutines, z.issuerGoroutines, a.issFDs, z.issFDs)
+		rss0, rss1, fd0, fd1, n := sidecarTotals(a, z)
+		fmt.Fprintf(&b, "  sidecars alive at both samples (%d): RSS %.1f → %.1f MiB in all (%.1f → %.1f each), fds %d → %d\n",
+			n, float64(rss0)/1024, float64(rss1)/1024, float64(rss0)/1024/float64(max(n, 1)), float64(rss1)/1024/float64(max(n, 1)), fd0, fd1)
+	}
+	return b.String()
+}
+
+func sidecarTotals(a, z resources) (rss0, rss1, fd0, fd1, n int) {
+	for pid, p := range a.sidecars {
+		q, ok := z.sidecars[pid]
+		if !ok {
+			continue
+		}
+		n++
+		rss0, rss1, fd0, fd1 = rss0+p.rss, rss1+q.rss, fd0+p.fds, fd1+q.fds
+	}
+	return
+}
+
+// flatness picks the samples to compare. With two fault cycles or more:
+// the end of the first and of the last, within 10% (a process has met every
+// fault once by then). With one (make test's short soak): the warm-up and
+// the end, within 25%, as the first failures grow a Go heap once.
+func (r *report) flatness() (a, z resources, bound float64, ok bool) {
+	switch n := len(r.resources); {
+	case n >= 3:
+		return r.resources[1], r.resources[n-1], 1.10, true
+	case n == 2:
+		return r.resources[0], r.resources[1], 1.25, true
+	}
+	return a, z, 0, false
+}
+
+func (r *report) flatWhat() string {
+	if len(r.resources) >= 3 {
+		return "end of the first fault cycle → end of the last"
+	}
+	return "after the warm-up → the end"
+}
+
+// problems are the soak's failed claims, one sentence each.
+func (r *report) problems() []string {
+	var out []string
+	bad := func(f string, a ...any) { out = append(out, fmt.Sprintf(f, a...)) }
+	if len(r.deadIssued) > 0 {
+		bad("tokens issued to deleted Pods: %v", r.deadIssued)
+	}
+	for _, p := range r.pods {
+		if p.gap > 0 {
+			bad("%s was without a valid token for %v while the issuer and the API server were reachable (%s)", p.name, p.gap, p.redSpans())
+		}
+		if p.bad > 0 {
+			bad("%s: %d reads saw a partial or unverifiable file", p.name, p.bad)
+		}
+		if p.mode == "remove-after-read" && len(p.jtis) < 3 {
+			bad("%s deletes the file after each read: only %d tokens were seen (the sidecar must write each refresh anew)", p.name, len(p.jtis))
+		}
+	}
+	if !strings.HasPrefix(r.fill, "full after") {
+		bad("the /tokens-full Pod did not fill its volume: %q", r.fill)
+	}
+	if len(r.leaks) > 0 {
+		bad("token-looking strings in logs: %v", r.leaks)
+	}
+	if r.recoveredIn > backoffMax+5*time.Second {
+		bad("every Pod held a valid token again only %v after the issuers were Ready (goal: within the backoff maximum %v)", r.recoveredIn, backoffMax)
+	}
+	if a, z, bound, ok := r.flatness(); ok {
+		rss0, rss1, fd0, fd1, n := sidecarTotals(a, z)
+		if n == 0 {
+			bad("no sidecar process lived through the soak")
+		} else if float64(rss1) > float64(rss0)*bound || fd1 > fd0+n {
+			bad("sidecars grew (%s): RSS %d → %d KiB, fds %d → %d (%d processes; bound +%.0f%%)", r.flatWhat(), rss0, rss1, fd0, fd1, n, (bound-1)*100)
+		}
+		if z.issuerGoroutines > a.issuerGoroutines*bound+5 || z.issFDs > a.issFDs*bound+5 {
+			bad("issuer grew (%s): goroutines %v → %v, fds %v → %v", r.flatWhat(), a.issuerGoroutines, z.issuerGoroutines, a.issFDs, z.issFDs)
+		}
+	}
+	return out
+}
+
+// --- outputs ---
+
+func writeOutputs(dir string, rec *recorder, r *report, summary string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var lines strings.Builder
+	for _, e := range rec.snapshot() {
+		b, _ := json.Marshal(e)
+		lines.Write(b)
+		lines.WriteByte('\n')
+	}
+	return errorsJoin(
+		os.WriteFile(filepath.Join(dir, "events.jsonl"), []byte(lines.String()), 0o644),
+		os.WriteFile(filepath.Join(dir, "summary.txt"), []byte(summary), 0o644),
+		os.WriteFile(filepath.Join(dir, "timeline.svg"), []byte(r.svg()), 0o644),
+	)
+}
+
+func errorsJoin(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var colors = map[string]string{"valid": "#2e9e44", "stale": "#e0a020", "absent": "#d03030", "invalid": "#d03030"}
+
+// svg draws one row per Pod, coloured by what its application read (green
+// valid, amber past its refresh point, red absent or invalid), the faults as
+// bands and deletions as black ticks.
+func (r *report) svg() string {
+	const left, top, rowH, width = 130.0, 40.0, 12.0, 1000.0
+	from := r.start.Add(-30 * time.Second)
+	for _, p := range r.pods {
+		if len(p.segments) > 0 && p.segments[0].from.Before(from) {
+			from = p.segments[0].from
+		}
+	}
+	span := r.end.Sub(from).Seconds()
+	x := func(t time.Time) float64 { return left + width*t.Sub(from).Seconds()/span }
+	h := top + rowH*float64(len(r.pods)) + 40
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="10">`+"\n", left+width+20, h)
+	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	fmt.Fprintf(&b, `<text x="%.0f" y="14" font-size="12">kube-sts soak: each row a Pod (green valid, amber past its refresh point, red no valid token); bands are faults; black ticks are deletions</text>`+"\n", left)
+	for i, f := range r.faults {
+		fmt.Fprintf(&b, `<rect x="%.1f" y="%.0f" width="%.1f" height="%.0f" fill="#6080ff" fill-opacity="0.18"/>`+"\n", x(f.from), top-6, max(x(f.ended)-x(f.from), 1), h-top-30)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" fill="#3050c0">%d %s</text>`+"\n", x(f.from)+2, top-8-float64(i%2)*10+10, i+1, html.EscapeString(f.name))
+	}
+	for i, p := range r.pods {
+		y := top + rowH*float64(i) + 6
+		fmt.Fprintf(&b, `<text x="4" y="%.1f">%s %s</text>`+"\n", y+9, p.name, p.mode)
+		for _, s := range p.segments {
+			if !s.from.Before(p.to) {
+				continue
+			}
+			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.2f" height="%.0f" fill="%s"/>`+"\n", x(s.from), y, max(x(earlier(s.to, p.to))-x(s.from), 0.3), rowH-2, colors[s.state])
+		}
+		if d, ok := r.deletions[p.name]; ok {
+			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="2" height="%.0f" fill="black"/>`+"\n", x(d), y-1, rowH)
+		}
+	}
+	for s := 0.0; s <= span; s += 30 {
+		t := from.Add(time.Duration(s * float64(time.Second)))
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" fill="#555">%s</text>`+"\n", x(t), h-16, t.UTC().Format("15:04:05"))
+	}
+	b.WriteString("</svg>\n")
+	return b.String()
+}
