@@ -39,21 +39,27 @@ func (screen) Verify(_ context.Context, token, _ string) error {
 
 func exchanges(t *testing.T, srv *Server, result string) float64 {
 	t.Helper()
+	for _, m := range family(t, srv, "sts_issuer_exchanges_total") {
+		if label(m, "result") == result {
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+// family is the samples of one metric of the server (none: nil).
+func family(t *testing.T, srv *Server, name string) []*dto.Metric {
+	t.Helper()
 	mfs, err := srv.metrics.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "sts_issuer_exchanges_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if label(m, "result") == result {
-				return m.GetCounter().GetValue()
-			}
+		if mf.GetName() == name {
+			return mf.GetMetric()
 		}
 	}
-	return 0
+	return nil
 }
 
 func label(m *dto.Metric, name string) string {
@@ -187,17 +193,11 @@ func TestInFlightCap(t *testing.T) {
 
 func gauge(t *testing.T, srv *Server, name string) float64 {
 	t.Helper()
-	mfs, err := srv.metrics.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
+	ms := family(t, srv, name)
+	if len(ms) == 0 {
+		t.Fatalf("no metric %s", name)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
+	return ms[0].GetGauge().GetValue()
 }
 
 // TestRFCExactness: audience/resource the endpoint cannot serve is
@@ -319,11 +319,8 @@ func TestScreenedRefusalsSampled(t *testing.T) {
 func TestReportKeyAges(t *testing.T) {
 	srv, _, _, set := newHarness(t)
 	age := func() float64 {
-		mfs, _ := srv.metrics.Registry.Gather()
-		for _, mf := range mfs {
-			if mf.GetName() == "sts_issuer_signing_key_age_seconds" {
-				return mf.GetMetric()[0].GetGauge().GetValue()
-			}
+		if ms := family(t, srv, "sts_issuer_signing_key_age_seconds"); len(ms) > 0 {
+			return ms[0].GetGauge().GetValue()
 		}
 		return -1
 	}

@@ -52,14 +52,20 @@ func request(t testing.TB, op admissionv1.Operation, pod *corev1.Pod) admission.
 	}}
 }
 
+// threePods: a labeled Pod, the same with a bad annotation, and unlabeled.
+func threePods() (labeled, bad, plain *corev1.Pod) {
+	labeled = &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{"tremolo.io/vault-sts": "true"}},
+		Spec: corev1.PodSpec{ServiceAccountName: "sa", Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+	bad = labeled.DeepCopy()
+	bad.Annotations = map[string]string{"tremolo.io/group": "staff"}
+	plain = labeled.DeepCopy()
+	plain.Labels = nil
+	return labeled, bad, plain
+}
+
 func TestHandle(t *testing.T) {
 	h := handler(t)
-	labeled := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{"tremolo.io/vault-sts": "true"}},
-		Spec: corev1.PodSpec{ServiceAccountName: "sa", Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
-	bad := labeled.DeepCopy()
-	bad.Annotations = map[string]string{"tremolo.io/group": "staff"}
-	plain := labeled.DeepCopy()
-	plain.Labels = nil
+	labeled, bad, plain := threePods()
 
 	resp := h.Handle(context.Background(), request(t, admissionv1.Create, labeled))
 	if !resp.Allowed || len(resp.Patches) == 0 {
@@ -101,12 +107,7 @@ func TestMetrics(t *testing.T) {
 	}
 	h := handler(t)
 	h.Metrics = m
-	labeled := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{"tremolo.io/vault-sts": "true"}},
-		Spec: corev1.PodSpec{ServiceAccountName: "sa", Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
-	bad := labeled.DeepCopy()
-	bad.Annotations = map[string]string{"tremolo.io/group": "staff"}
-	plain := labeled.DeepCopy()
-	plain.Labels = nil
+	labeled, bad, plain := threePods()
 	for _, p := range []*corev1.Pod{labeled, labeled, bad, plain} {
 		h.Handle(context.Background(), request(t, admissionv1.Create, p))
 	}
