@@ -67,7 +67,7 @@ func TestAnalyze(t *testing.T) {
 		t.Errorf("problems %q; want three: the gap, the bad read, the token for a deleted Pod", p)
 	}
 	svg := rep.svg()
-	if n := strings.Count(svg, `<text x="4"`); n != 4 || !strings.Contains(svg, "etcd stopped") {
+	if n := strings.Count(svg, `<text class="pod"`); n != 4 || !strings.Contains(svg, "etcd stopped") {
 		t.Errorf("the picture has %d rows (want 4) or lacks the fault band:\n%s", n, svg)
 	}
 	if !strings.Contains(rep.summary(), "tokens issued to deleted Pods                1\n") {

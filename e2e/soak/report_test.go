@@ -441,21 +441,22 @@ func (r *report) summary() string {
 		fmt.Fprintf(&b, "\nresources (%s, %v apart; bound +%.0f%%):\n", r.flatWhat(), z.at.Sub(a.at).Round(time.Second), (bound-1)*100)
 		fmt.Fprintf(&b, "  issuer replica A: RSS %.1f → %.1f MiB, goroutines %.0f → %.0f, fds %.0f → %.0f (each outage replaces the process)\n",
 			a.issuerRSS/(1<<20), z.issuerRSS/(1<<20), a.issuerGoroutines, z.issuerGoroutines, a.issFDs, z.issFDs)
-		rss0, rss1, fd0, fd1, n := sidecarTotals(a, z)
-		fmt.Fprintf(&b, "  sidecars alive at both samples (%d): RSS %.1f → %.1f MiB in all (%.1f → %.1f each), fds %d → %d\n",
-			n, float64(rss0)/1024, float64(rss1)/1024, float64(rss0)/1024/float64(max(n, 1)), float64(rss1)/1024/float64(max(n, 1)), fd0, fd1)
+		rss0, rss1, fd0, fd1, th0, th1, n := sidecarSums(a, z)
+		fmt.Fprintf(&b, "  sidecars alive at both samples (%d): RSS %.1f → %.1f MiB in all (%.1f → %.1f each), fds %d → %d, threads %d → %d (no goroutine count: the sidecar serves no metrics)\n",
+			n, float64(rss0)/1024, float64(rss1)/1024, float64(rss0)/1024/float64(max(n, 1)), float64(rss1)/1024/float64(max(n, 1)), fd0, fd1, th0, th1)
 	}
 	return b.String()
 }
 
-func sidecarTotals(a, z resources) (rss0, rss1, fd0, fd1, n int) {
+// sidecarSums adds up the sidecars alive at both samples (by pid).
+func sidecarSums(a, z resources) (rss0, rss1, fd0, fd1, th0, th1, n int) {
 	for pid, p := range a.sidecars {
 		q, ok := z.sidecars[pid]
 		if !ok {
 			continue
 		}
 		n++
-		rss0, rss1, fd0, fd1 = rss0+p.rss, rss1+q.rss, fd0+p.fds, fd1+q.fds
+		rss0, rss1, fd0, fd1, th0, th1 = rss0+p.rss, rss1+q.rss, fd0+p.fds, fd1+q.fds, th0+p.threads, th1+q.threads
 	}
 	return
 }
@@ -509,7 +510,7 @@ func (r *report) problems() []string {
 		bad("every Pod held a valid token again only %v after the issuers were Ready (goal: within the backoff maximum %v)", r.recoveredIn, backoffMax)
 	}
 	if a, z, bound, ok := r.flatness(); ok {
-		rss0, rss1, fd0, fd1, n := sidecarTotals(a, z)
+		rss0, rss1, fd0, fd1, _, _, n := sidecarSums(a, z)
 		if n == 0 {
 			bad("no sidecar process lived through the soak")
 		} else if float64(rss1) > float64(rss0)*bound || fd1 > fd0+n {
@@ -553,10 +554,10 @@ func errorsJoin(errs ...error) error {
 var colors = map[string]string{"valid": "#2e9e44", "stale": "#e0a020", "absent": "#d03030", "invalid": "#d03030"}
 
 // svg draws one row per Pod, coloured by what its application read (green
-// valid, amber past its refresh point, red absent or invalid), the faults as
-// bands and deletions as black ticks.
+// valid, amber past its refresh point, red absent or invalid), each fault
+// as a numbered band, and deletions as black ticks.
 func (r *report) svg() string {
-	const left, top, rowH, width = 130.0, 40.0, 12.0, 1000.0
+	const left, top, rowH, width = 150.0, 70.0, 12.0, 1000.0
 	from := r.start.Add(-30 * time.Second)
 	for _, p := range r.pods {
 		if len(p.segments) > 0 && p.segments[0].from.Before(from) {
@@ -565,18 +566,23 @@ func (r *report) svg() string {
 	}
 	span := r.end.Sub(from).Seconds()
 	x := func(t time.Time) float64 { return left + width*t.Sub(from).Seconds()/span }
-	h := top + rowH*float64(len(r.pods)) + 40
+	bottom := top + rowH*float64(len(r.pods))
+	h := bottom + 50
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="10">`+"\n", left+width+20, h)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	fmt.Fprintf(&b, `<text x="%.0f" y="14" font-size="12">kube-sts soak: each row a Pod (green valid, amber past its refresh point, red no valid token); bands are faults; black ticks are deletions</text>`+"\n", left)
+	fmt.Fprintf(&b, `<text x="4" y="14" font-size="12">kube-sts soak, %s UTC, %v: a row per Pod, coloured by what its application read every 100 ms</text>`+"\n",
+		r.start.UTC().Format("2006-01-02 15:04"), r.end.Sub(r.start).Round(time.Second))
+	bands := []string{"#3b5bdb", "#9c36b5"}
 	for i, f := range r.faults {
-		fmt.Fprintf(&b, `<rect x="%.1f" y="%.0f" width="%.1f" height="%.0f" fill="#6080ff" fill-opacity="0.18"/>`+"\n", x(f.from), top-6, max(x(f.ended)-x(f.from), 1), h-top-30)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" fill="#3050c0">%d %s</text>`+"\n", x(f.from)+2, top-8-float64(i%2)*10+10, i+1, html.EscapeString(f.name))
+		c := bands[i%2]
+		fmt.Fprintf(&b, `<rect x="%.1f" y="%.0f" width="%.1f" height="%.0f" fill="%s" fill-opacity="0.13" stroke="%s" stroke-opacity="0.5"/>`+"\n",
+			x(f.from), top-4, max(x(f.ended)-x(f.from), 1), bottom-top+8, c, c)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" fill="%s">%d %s</text>`+"\n", x(f.from)+2, 30+float64(i%3)*12, c, i+1, html.EscapeString(f.name))
 	}
 	for i, p := range r.pods {
-		y := top + rowH*float64(i) + 6
-		fmt.Fprintf(&b, `<text x="4" y="%.1f">%s %s</text>`+"\n", y+9, p.name, p.mode)
+		y := top + rowH*float64(i)
+		fmt.Fprintf(&b, `<text class="pod" x="4" y="%.1f">%s %s</text>`+"\n", y+9, p.name, p.mode)
 		for _, s := range p.segments {
 			if !s.from.Before(p.to) {
 				continue
@@ -587,9 +593,17 @@ func (r *report) svg() string {
 			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="2" height="%.0f" fill="black"/>`+"\n", x(d), y-1, rowH)
 		}
 	}
-	for s := 0.0; s <= span; s += 30 {
-		t := from.Add(time.Duration(s * float64(time.Second)))
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" fill="#555">%s</text>`+"\n", x(t), h-16, t.UTC().Format("15:04:05"))
+	step := max(30, 30*int(span/300)) // about ten labels, on 30-second marks
+	for sec := 0; float64(sec) <= span; sec += step {
+		t := from.Add(time.Duration(sec) * time.Second)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" fill="#555">%s</text>`+"\n", x(t), bottom+16, t.UTC().Format("15:04:05"))
+	}
+	legend := []struct{ color, what string }{{colors["valid"], "valid token"}, {colors["stale"], "valid, past its refresh point"},
+		{colors["absent"], "no valid token (absent, expired or unreadable)"}, {"black", "Pod deleted"}, {bands[0], "fault (numbered above)"}}
+	lx := left
+	for _, l := range legend {
+		fmt.Fprintf(&b, `<rect x="%.0f" y="%.0f" width="10" height="10" fill="%s"/><text x="%.0f" y="%.0f">%s</text>`+"\n", lx, bottom+28, l.color, lx+14, bottom+37, html.EscapeString(l.what))
+		lx += 30 + 6*float64(len(l.what))
 	}
 	b.WriteString("</svg>\n")
 	return b.String()
