@@ -138,7 +138,7 @@ func TestSoak(t *testing.T) {
 		}
 		vaultPods = append(vaultPods, p)
 	}
-	if err := rec.waitAllValid(ctx, pods.names(), 3*time.Minute); err != nil {
+	if err := rec.waitAllValid(ctx, pods.names, 3*time.Minute); err != nil {
 		t.Fatalf("%v\n%s", err, scenario.PodReport(ctx, s, ns))
 	}
 	start := time.Now()
@@ -470,7 +470,7 @@ func issuersDown(ctx context.Context, t *testing.T, e *faultEnv, d time.Duration
 	ready := waitPods(ctx, t, e.s, "app.kubernetes.io/name=sts-issuer", 2)
 	readyAt := up.Add(ready)
 	e.rec.mark("issuer-ready", "", readyAt, readyAt)
-	if err := e.rec.waitAllValid(ctx, e.pods.names(), 3*time.Minute); err != nil {
+	if err := e.rec.waitAllValid(ctx, e.pods.names, 3*time.Minute); err != nil {
 		t.Error(err)
 	}
 	e.rec.mark("recovered", "", time.Now(), time.Now())
@@ -709,11 +709,12 @@ func (r *recorder) mark(kind, name string, from, until time.Time) {
 	r.add(e)
 }
 
-// waitAllValid waits until every named Pod's consumer last saw a valid (or
-// stale, still unexpired) token.
-func (r *recorder) waitAllValid(ctx context.Context, pods []string, max time.Duration) error {
+// waitAllValid waits until the consumer of every live Pod (asked anew each
+// time: churn goes on) last saw a valid, or stale but unexpired, token.
+func (r *recorder) waitAllValid(ctx context.Context, live func() []string, max time.Duration) error {
 	deadline := time.Now().Add(max)
 	for {
+		pods := live()
 		r.mu.Lock()
 		var missing []string
 		for _, p := range pods {
