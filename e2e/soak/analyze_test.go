@@ -74,3 +74,23 @@ func TestAnalyze(t *testing.T) {
 		t.Errorf("summary:\n%s", rep.summary())
 	}
 }
+
+// TestSamplerWindow: a window keeps each process's lowest RSS (after a
+// collection) and highest descriptors and threads, and starts anew.
+func TestSamplerWindow(t *testing.T) {
+	sm := &sampler{cur: []resources{
+		{issuerRSS: 30, issuerGoroutines: 20, issFDs: 9, sidecars: map[int]proc{7: {rss: 9000, fds: 8, threads: 7}}},
+		{issuerRSS: 25, issuerGoroutines: 26, issFDs: 8, sidecars: map[int]proc{7: {rss: 7000, fds: 9, threads: 6}, 8: {rss: 100}}},
+		{issuerRSS: 0, issuerGoroutines: 22, issFDs: 10, sidecars: map[int]proc{7: {rss: 8000, fds: 8, threads: 8}}},
+	}}
+	w := sm.window()
+	if w.issuerRSS != 25 || w.issuerGoroutines != 26 || w.issFDs != 10 {
+		t.Errorf("issuer: RSS %v goroutines %v fds %v; want 25 (lowest read), 26, 10", w.issuerRSS, w.issuerGoroutines, w.issFDs)
+	}
+	if p := w.sidecars[7]; p != (proc{rss: 7000, fds: 9, threads: 8}) || w.sidecars[8].rss != 100 {
+		t.Errorf("sidecars %+v", w.sidecars)
+	}
+	if next := sm.window(); len(next.sidecars) != 0 || next.issuerRSS != 0 {
+		t.Errorf("the next window holds old samples: %+v", next)
+	}
+}

@@ -150,8 +150,12 @@ func TestSoak(t *testing.T) {
 	var churn sync.WaitGroup
 	churn.Go(func() { pods.churn(churnCtx, t, 20*time.Second) })
 
+	// Resources are sampled every 10 s and summed up per window (the
+	// warm-up, then each cycle): see sampler.
+	sm := &sampler{}
+	go sm.run(ctx, t, s, chart.IssuerMetricsPort)
 	time.Sleep(30 * time.Second) // warm-up: every sidecar has refreshed once
-	samples := []resources{sample(ctx, t, s, chart.IssuerMetricsPort)}
+	samples := []resources{sm.window()}
 
 	// The faults come in cycles of cycleLength, as many as fit into the
 	// duration; resources are sampled at the end of each.
@@ -173,7 +177,7 @@ func TestSoak(t *testing.T) {
 		if wait := time.Until(cycleStart.Add(cycleLength)); wait > 0 {
 			time.Sleep(wait)
 		}
-		samples = append(samples, sample(ctx, t, s, chart.IssuerMetricsPort))
+		samples = append(samples, sm.window())
 	}
 	stopChurn()
 	churn.Wait()
