@@ -455,6 +455,12 @@ func TestChartNotes(t *testing.T) {
 		`"expiration_leeway": -1`,
 		"tremolo.io/vault-sts",
 		"secret/data/prod-eu-1/<namespace>/",
+		// Another cluster's AuthenticationConfiguration, per endpoint.
+		"kind: AuthenticationConfiguration",
+		"url: https://aws-sts.example.com/aws",
+		`audiences: ["https://vault.example.com/"]`,
+		"requiredValue: prod-eu-1",
+		`username: {claim: sub, prefix: "kube-sts:"}`,
 	} {
 		if !strings.Contains(notes, want) {
 			t.Errorf("NOTES lack %q:\n%s", want, notes)
