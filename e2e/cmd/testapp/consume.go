@@ -157,7 +157,7 @@ type claims struct {
 
 func (c *consumer) verify(token string) (claims, error) {
 	var cl claims
-	jws, err := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS256, jose.ES256, jose.ES384, jose.PS256, jose.EdDSA})
+	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.RS256, jose.ES256, jose.ES384, jose.PS256, jose.EdDSA})
 	if err != nil {
 		return cl, fmt.Errorf("not a JWS (%d bytes)", len(token))
 	}
