@@ -67,7 +67,7 @@ demo: toolchain toolchain-node ## The reference scenario narrated on a local nod
 		go test -tags demo -run TestDemo -count=1 -v -timeout 30m ./demo/
 
 .PHONY: test
-test: tools build-standalone test-unit test-integration testdata-check ## Run every test: unit (-race), the real API server and the manifests, the reference scenario and the Helm chart on a real node (needs root).
+test: tools build-standalone test-unit test-integration testdata-check ## Run every test: unit (-race), the real API server and the manifests, a second API server trusting the issuer, the reference scenario, the Helm chart and a 3-minute soak on a real node (needs root).
 
 # A golden blessed by `go test -update` must be committed; a test run that
 # leaves testdata/ changed fails, so CI can never bless a regression.
@@ -86,7 +86,7 @@ test-unit: ## Unit tests of every module, with -race (the release module builds 
 # kubelets on one machine would fight over the same cgroups; the timing
 # assertions also want the two cores to themselves.
 .PHONY: test-integration
-test-integration: toolchain ## The e2e suites: real kube-apiserver + etcd; the manifests; a real node (containerd, kubelet) with Vault, and the chart installed on it.
+test-integration: toolchain ## The e2e suites: real kube-apiserver + etcd (and a second one for othercluster); the manifests; a real node (containerd, kubelet) with Vault, the chart installed on it, the short soak.
 	cd e2e && KUBEBUILDER_ASSETS="$$(bash hack/toolchain.sh --print-dir all)" KUBE_STS_REQUIRE_CONTROLPLANE=1 \
 		go test -race -count=1 -v -p 1 -timeout 30m $(GO_TEST_FLAGS) ./...
 
