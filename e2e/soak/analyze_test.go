@@ -33,6 +33,8 @@ func TestAnalyze(t *testing.T) {
 		{Pod: "f", Kind: "fill", Detail: "full after 1048576 bytes (no space left on device)", At: at(70)},
 		{Pod: "f", Kind: "fill", Detail: "freed", At: at(100)},
 		{Pod: "d", Kind: "count", Reads: 10, Bad: 1, At: at(5)},
+		{Pod: "a", Kind: "state", State: "nokeys", At: at(110)}, // the JWKS unreachable, inside no outage: a gap of 1 s
+		{Pod: "a", Kind: "state", State: "valid", JTI: "3", At: at(111)},
 	} {
 		rec.add(e)
 	}
@@ -48,8 +50,8 @@ func TestAnalyze(t *testing.T) {
 	for _, p := range rep.pods {
 		got[p.name] = p
 	}
-	if g := got["a"].gap; g != 2*time.Second {
-		t.Errorf("a: gap %v, want 2s (the 15 s inside the etcd fault are excused)", g)
+	if g := got["a"].gap; g != 3*time.Second {
+		t.Errorf("a: gap %v, want 3s (absent 2 s, unverifiable 1 s; the 15 s inside the etcd fault are excused)", g)
 	}
 	if l := rep.longest["etcd stopped for 20s"]; l != 15*time.Second {
 		t.Errorf("longest gap in the etcd fault %v, want 15s", l)
@@ -79,15 +81,15 @@ func TestAnalyze(t *testing.T) {
 // collection) and highest descriptors and threads, and starts anew.
 func TestSamplerWindow(t *testing.T) {
 	sm := &sampler{cur: []resources{
-		{issuerRSS: 30, issuerGoroutines: 20, issFDs: 9, sidecars: map[int]proc{7: {rss: 9000, fds: 8, threads: 7}}},
-		{issuerRSS: 25, issuerGoroutines: 26, issFDs: 8, sidecars: map[int]proc{7: {rss: 7000, fds: 9, threads: 6}, 8: {rss: 100}}},
-		{issuerRSS: 0, issuerGoroutines: 22, issFDs: 10, sidecars: map[int]proc{7: {rss: 8000, fds: 8, threads: 8}}},
+		{issuerRSS: 30, issuerGoroutines: 20, issFDs: 9, sidecars: map[int]proc{7: {rss: 9000, anon: 3000, fds: 8, threads: 7}}},
+		{issuerRSS: 25, issuerGoroutines: 26, issFDs: 8, sidecars: map[int]proc{7: {rss: 7000, anon: 3500, fds: 9, threads: 6}, 8: {rss: 100}}},
+		{issuerRSS: 0, issuerGoroutines: 22, issFDs: 10, sidecars: map[int]proc{7: {rss: 8000, anon: 2000, fds: 8, threads: 8}}},
 	}}
 	w := sm.window()
 	if w.issuerRSS != 25 || w.issuerGoroutines != 26 || w.issFDs != 10 {
 		t.Errorf("issuer: RSS %v goroutines %v fds %v; want 25 (lowest read), 26, 10", w.issuerRSS, w.issuerGoroutines, w.issFDs)
 	}
-	if p := w.sidecars[7]; p != (proc{rss: 7000, fds: 9, threads: 8}) || w.sidecars[8].rss != 100 {
+	if p := w.sidecars[7]; p != (proc{rss: 7000, anon: 2000, fds: 9, threads: 8}) || w.sidecars[8].rss != 100 {
 		t.Errorf("sidecars %+v", w.sidecars)
 	}
 	if next := sm.window(); len(next.sidecars) != 0 || next.issuerRSS != 0 {

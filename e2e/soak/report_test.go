@@ -111,7 +111,10 @@ type resources struct {
 	sidecars                            map[int]proc // pid → process
 }
 
-type proc struct{ rss, fds, threads int }
+// proc is one sidecar process: RSS in all and its anonymous part (heap and
+// stacks; the rest is the binary's pages, which grow as new code paths run
+// once, e.g. the first failure of each kind), in KiB.
+type proc struct{ rss, anon, fds, threads int }
 
 func sample(ctx context.Context, t *testing.T, s *scenario.Stack, metricsPort int) resources {
 	r := resources{at: time.Now(), sidecars: map[int]proc{}}
@@ -135,6 +138,9 @@ func sample(ctx context.Context, t *testing.T, s *scenario.Stack, metricsPort in
 			f := strings.Fields(line)
 			if len(f) >= 2 && f[0] == "VmRSS:" {
 				p.rss, _ = strconv.Atoi(f[1])
+			}
+			if len(f) >= 2 && f[0] == "RssAnon:" {
+				p.anon, _ = strconv.Atoi(f[1])
 			}
 			if len(f) >= 2 && f[0] == "Threads:" {
 				p.threads, _ = strconv.Atoi(f[1])
@@ -187,6 +193,9 @@ func (sm *sampler) window() resources {
 			if !seen || p.rss < q.rss {
 				q.rss = p.rss
 			}
+			if !seen || p.anon < q.anon {
+				q.anon = p.anon
+			}
 			q.fds, q.threads = max(q.fds, p.fds), max(q.threads, p.threads)
 			w.sidecars[pid] = q
 		}
@@ -235,6 +244,7 @@ type podReport struct {
 	red             time.Duration // red in all
 	reads, bad      int
 	absent, expired int
+	nokeys          int      // reads the consumer could not verify: the JWKS was unreachable
 	jtis            []string // distinct tokens the application saw
 	segments        []segment
 }
@@ -312,7 +322,7 @@ func analyze(rec *recorder, logs *logCollector, pods *podSet, start, end time.Ti
 		at := time.UnixMilli(e.At)
 		switch e.Kind {
 		case "count":
-			p.reads, p.bad, p.absent, p.expired = e.Reads, e.Bad, e.Absent, e.Expired
+			p.reads, p.bad, p.absent, p.expired, p.nokeys = e.Reads, e.Bad, e.Absent, e.Expired, e.NoKeys
 		case "fill":
 			f := fills[e.Pod]
 			if e.Detail == "freed" {
@@ -448,11 +458,12 @@ func (p *podReport) redSpans() string {
 
 func (r *report) summary() string {
 	var b strings.Builder
-	var reads, bad, gapPods int
+	var reads, bad, nokeys, gapPods int
 	var gap, red time.Duration
 	for _, p := range r.pods {
 		reads += p.reads
 		bad += p.bad
+		nokeys += p.nokeys
 		gap += p.gap
 		red += p.red
 		if p.gap > 0 {
@@ -465,6 +476,7 @@ func (r *report) summary() string {
 	fmt.Fprintf(&b, "%-44s %.1f s (%d Pods)\n", "Pod-seconds without a valid token, reachable", gap.Seconds(), gapPods)
 	fmt.Fprintf(&b, "%-44s %.1f s (all causes, incl. outages and remove-after-read)\n", "Pod-seconds without a valid token, in all", red.Seconds())
 	fmt.Fprintf(&b, "%-44s %d of %d\n", "reads of a partial or unverifiable file", bad, reads)
+	fmt.Fprintf(&b, "%-44s %d (JWKS unreachable: every issuer down)\n", "reads that could not be verified", nokeys)
 	fmt.Fprintf(&b, "%-44s %d\n", "token-looking strings in our logs", len(r.leaks))
 	fmt.Fprintf(&b, "\n%-40s %-6s %-12s %-14s\n", "fault", "times", "lasted (max)", "longest gap")
 	var names []string
@@ -488,24 +500,26 @@ func (r *report) summary() string {
 		fmt.Fprintf(&b, "\nresources (%s, %v apart; bound +%.0f%%):\n", r.flatWhat(), z.at.Sub(a.at).Round(time.Second), (bound-1)*100)
 		fmt.Fprintf(&b, "  issuer replica A: RSS %.1f → %.1f MiB, goroutines %.0f → %.0f, fds %.0f → %.0f (each outage replaces the process)\n",
 			a.issuerRSS/(1<<20), z.issuerRSS/(1<<20), a.issuerGoroutines, z.issuerGoroutines, a.issFDs, z.issFDs)
-		rss0, rss1, fd0, fd1, th0, th1, n := sidecarSums(a, z)
-		fmt.Fprintf(&b, "  sidecars alive at both samples (%d): RSS %.1f → %.1f MiB in all (%.1f → %.1f each), fds %d → %d, threads %d → %d (no goroutine count: the sidecar serves no metrics)\n",
-			n, float64(rss0)/1024, float64(rss1)/1024, float64(rss0)/1024/float64(max(n, 1)), float64(rss1)/1024/float64(max(n, 1)), fd0, fd1, th0, th1)
+		was, is, n := sidecarSums(a, z)
+		each := func(kib int) float64 { return float64(kib) / 1024 / float64(max(n, 1)) }
+		fmt.Fprintf(&b, "  sidecars alive in both (%d): anonymous memory (heap, stacks) %.2f → %.2f MiB each; RSS %.2f → %.2f MiB each (the rest is the binary's pages); fds %d → %d, threads %d → %d in all (no goroutine count: the sidecar serves no metrics)\n",
+			n, each(was.anon), each(is.anon), each(was.rss), each(is.rss), was.fds, is.fds, was.threads, is.threads)
 	}
 	return b.String()
 }
 
-// sidecarSums adds up the sidecars alive at both samples (by pid).
-func sidecarSums(a, z resources) (rss0, rss1, fd0, fd1, th0, th1, n int) {
+// sidecarSums adds up the sidecars alive in both windows (by pid).
+func sidecarSums(a, z resources) (was, is proc, n int) {
 	for pid, p := range a.sidecars {
 		q, ok := z.sidecars[pid]
 		if !ok {
 			continue
 		}
 		n++
-		rss0, rss1, fd0, fd1, th0, th1 = rss0+p.rss, rss1+q.rss, fd0+p.fds, fd1+q.fds, th0+p.threads, th1+q.threads
+		was = proc{was.rss + p.rss, was.anon + p.anon, was.fds + p.fds, was.threads + p.threads}
+		is = proc{is.rss + q.rss, is.anon + q.anon, is.fds + q.fds, is.threads + q.threads}
 	}
-	return
+	return was, is, n
 }
 
 // flatness picks the windows to compare. With two fault cycles or more:
@@ -524,9 +538,9 @@ func (r *report) flatness() (a, z resources, bound float64, ok bool) {
 
 func (r *report) flatWhat() string {
 	if len(r.resources) >= 3 {
-		return "first fault cycle → last; lowest RSS, highest fds and threads of each"
+		return "first fault cycle → last; lowest memory, highest fds and threads of each"
 	}
-	return "warm-up → the cycle; lowest RSS, highest fds and threads of each"
+	return "warm-up → the cycle; lowest memory, highest fds and threads of each"
 }
 
 // problems are the soak's failed claims, one sentence each.
@@ -557,11 +571,11 @@ func (r *report) problems() []string {
 		bad("every Pod held a valid token again only %v after the issuers were Ready (goal: within the backoff maximum %v)", r.recoveredIn, backoffMax)
 	}
 	if a, z, bound, ok := r.flatness(); ok {
-		rss0, rss1, fd0, fd1, _, _, n := sidecarSums(a, z)
+		was, is, n := sidecarSums(a, z)
 		if n == 0 {
 			bad("no sidecar process lived through the soak")
-		} else if float64(rss1) > float64(rss0)*bound || fd1 > fd0+n {
-			bad("sidecars grew (%s): RSS %d → %d KiB, fds %d → %d (%d processes; bound +%.0f%%)", r.flatWhat(), rss0, rss1, fd0, fd1, n, (bound-1)*100)
+		} else if float64(is.anon) > float64(was.anon)*bound || is.fds > was.fds+n {
+			bad("sidecars grew (%s): anonymous memory %d → %d KiB, fds %d → %d (%d processes; bound +%.0f%%)", r.flatWhat(), was.anon, is.anon, was.fds, is.fds, n, (bound-1)*100)
 		}
 		if z.issuerGoroutines > a.issuerGoroutines*bound+5 || z.issFDs > a.issFDs*bound+5 {
 			bad("issuer grew (%s): goroutines %v → %v, fds %v → %v", r.flatWhat(), a.issuerGoroutines, z.issuerGoroutines, a.issFDs, z.issFDs)
@@ -598,7 +612,7 @@ func errorsJoin(errs ...error) error {
 	return nil
 }
 
-var colors = map[string]string{"valid": "#2e9e44", "stale": "#e0a020", "absent": "#d03030", "invalid": "#d03030"}
+var colors = map[string]string{"valid": "#2e9e44", "stale": "#e0a020", "absent": "#d03030", "invalid": "#d03030", "nokeys": "#8a6fd1"}
 
 // svg draws one row per Pod, coloured by what its application read (green
 // valid, amber past its refresh point, red absent or invalid), each fault
@@ -646,7 +660,7 @@ func (r *report) svg() string {
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" fill="#555">%s</text>`+"\n", x(t), bottom+16, t.UTC().Format("15:04:05"))
 	}
 	legend := []struct{ color, what string }{{colors["valid"], "valid token"}, {colors["stale"], "valid, past its refresh point"},
-		{colors["absent"], "no valid token (absent, expired or unreadable)"}, {"black", "Pod deleted"}, {bands[0], "fault (numbered above)"}}
+		{colors["absent"], "no valid token (absent, expired or unreadable)"}, {colors["nokeys"], "not verifiable: JWKS unreachable"}, {"black", "Pod deleted"}, {bands[0], "fault (numbered above)"}}
 	lx := left
 	for _, l := range legend {
 		fmt.Fprintf(&b, `<rect x="%.0f" y="%.0f" width="10" height="10" fill="%s"/><text x="%.0f" y="%.0f">%s</text>`+"\n", lx, bottom+28, l.color, lx+14, bottom+37, html.EscapeString(l.what))

@@ -667,6 +667,7 @@ type Event struct {
 	Bad     int    `json:"bad,omitempty"`
 	Absent  int    `json:"absent,omitempty"`
 	Expired int    `json:"expired,omitempty"`
+	NoKeys  int    `json:"nokeys,omitempty"`
 }
 
 type recorder struct {

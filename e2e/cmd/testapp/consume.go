@@ -26,7 +26,7 @@ type Event struct {
 	Pod     string `json:"pod"`
 	At      int64  `json:"at_ms"`
 	Kind    string `json:"kind"`            // state | count
-	State   string `json:"state,omitempty"` // valid | stale | absent | invalid
+	State   string `json:"state,omitempty"` // valid | stale | absent | invalid | nokeys
 	Detail  string `json:"detail,omitempty"`
 	JTI     string `json:"jti,omitempty"`
 	Exp     int64  `json:"exp,omitempty"`
@@ -34,6 +34,7 @@ type Event struct {
 	Bad     int    `json:"bad,omitempty"` // partial, empty-but-present or unverifiable reads
 	Absent  int    `json:"absent,omitempty"`
 	Expired int    `json:"expired,omitempty"`
+	NoKeys  int    `json:"nokeys,omitempty"` // reads that could not be verified: the JWKS could not be fetched
 }
 
 type consumer struct {
@@ -42,6 +43,7 @@ type consumer struct {
 	http                       *http.Client
 	keys                       jose.JSONWebKeySet
 	fetched                    time.Time
+	fetchFailed                bool // the last JWKS fetch failed: an unknown kid is then not the file's fault
 }
 
 // consume is the soak's application: every interval it reads the token file
@@ -78,14 +80,14 @@ func consume(args []string) error {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	var last Event
-	var reads, bad, absent, expired int
+	var reads, bad, absent, expired, nokeys int
 	for {
 		select {
 		case <-stop:
-			c.send(Event{Kind: "count", Reads: reads, Bad: bad, Absent: absent, Expired: expired})
+			c.send(Event{Kind: "count", Reads: reads, Bad: bad, Absent: absent, Expired: expired, NoKeys: nokeys})
 			return nil
 		case <-second.C:
-			c.send(Event{Kind: "count", Reads: reads, Bad: bad, Absent: absent, Expired: expired})
+			c.send(Event{Kind: "count", Reads: reads, Bad: bad, Absent: absent, Expired: expired, NoKeys: nokeys})
 			if *fillAt > 0 {
 				switch since := time.Since(start); {
 				case since >= *fillAt && since < *fillAt+*fillFor:
@@ -106,6 +108,8 @@ func consume(args []string) error {
 		switch e.State {
 		case "absent":
 			absent++
+		case "nokeys":
+			nokeys++
 		case "invalid":
 			if e.Detail == "expired" {
 				expired++
@@ -133,6 +137,9 @@ func (c *consumer) check() Event {
 		_ = os.Remove(c.file)
 	}
 	claims, err := c.verify(strings.TrimSpace(string(data)))
+	if errors.Is(err, errNoKeys) {
+		return Event{Kind: "state", State: "nokeys", Detail: err.Error()}
+	}
 	if err != nil {
 		return Event{Kind: "state", State: "invalid", Detail: err.Error()}
 	}
@@ -167,8 +174,11 @@ func (c *consumer) verify(token string) (claims, error) {
 		c.fetchKeys()
 		keys = c.keys.Key(kid)
 	}
+	if len(keys) == 0 && c.fetchFailed {
+		return cl, fmt.Errorf("%w (kid %s)", errNoKeys, kid)
+	}
 	if len(keys) == 0 {
-		return cl, fmt.Errorf("unknown kid %s", kid)
+		return cl, fmt.Errorf("unknown kid %s: signed by a key the issuer does not publish", kid)
 	}
 	payload, err := jws.Verify(keys[0])
 	if err != nil {
@@ -180,8 +190,12 @@ func (c *consumer) verify(token string) (claims, error) {
 	return cl, nil
 }
 
+// errNoKeys: the JWKS could not be fetched (the issuer is down), so the token
+// could not be checked; it says nothing about the file.
+var errNoKeys = errors.New("the JWKS could not be fetched")
+
 func (c *consumer) fetchKeys() {
-	c.fetched = time.Now()
+	c.fetched, c.fetchFailed = time.Now(), true
 	resp, err := c.http.Get(c.jwksURL)
 	if err != nil {
 		return
@@ -189,7 +203,7 @@ func (c *consumer) fetchKeys() {
 	defer resp.Body.Close()
 	var set jose.JSONWebKeySet
 	if resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&set) == nil {
-		c.keys = set
+		c.keys, c.fetchFailed = set, false
 	}
 }
 
