@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -275,9 +277,9 @@ func analyze(rec *recorder, logs *logCollector, pods *podSet, start, end time.Ti
 	sort.SliceStable(events, func(i, j int) bool { return events[i].At < events[j].At })
 	rep := &report{start: start, end: end, longest: map[string]time.Duration{}}
 	pods.mu.Lock()
-	rep.deletions = maps(pods.deleted)
-	special := maps(pods.special)
-	created := maps(pods.created)
+	rep.deletions = maps.Clone(pods.deleted)
+	special := maps.Clone(pods.special)
+	created := maps.Clone(pods.created)
 	pods.mu.Unlock()
 
 	var issuerReady time.Time
@@ -414,14 +416,6 @@ func flowTail(s string) string {
 		return s[:160] + "..."
 	}
 	return s
-}
-
-func maps[V any](m map[string]V) map[string]V {
-	out := make(map[string]V, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 func earlier(a, b time.Time) time.Time {
@@ -596,20 +590,11 @@ func writeOutputs(dir string, rec *recorder, r *report, summary string) error {
 		lines.Write(b)
 		lines.WriteByte('\n')
 	}
-	return errorsJoin(
+	return errors.Join(
 		os.WriteFile(filepath.Join(dir, "events.jsonl"), []byte(lines.String()), 0o644),
 		os.WriteFile(filepath.Join(dir, "summary.txt"), []byte(summary), 0o644),
 		os.WriteFile(filepath.Join(dir, "timeline.svg"), []byte(r.svg()), 0o644),
 	)
-}
-
-func errorsJoin(errs ...error) error {
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 var colors = map[string]string{"valid": "#2e9e44", "stale": "#e0a020", "absent": "#d03030", "invalid": "#d03030", "nokeys": "#8a6fd1"}
