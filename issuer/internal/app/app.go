@@ -57,18 +57,24 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		readiness.Step{Name: "loading the cluster's service-account keys", Retry: 6 * time.Second, Do: verifier.Refresh,
 			Hint: "the issuer needs get on the non-resource URLs " + satoken.PathDiscovery + " and " + satoken.PathJWKS})
 	m := metrics.New()
+	pubs, err := newPublishers(ctx, cfg, log, m)
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(server.Options{
 		Config: cfg, Reviewer: review.New(c.exchange, o.APITimeout, m), Verifier: verifier,
 		MaxInFlight: o.MaxInFlight, PerTokenPerSecond: o.PerToken, Log: log, Metrics: m, APIReady: ready.Ready,
+		Publishing: pubs.check,
 	})
 	if err != nil {
 		return fmt.Errorf("build server: %w", err)
 	}
 
 	g, ctx := errgroup.WithContext(ctx)
-	if err := startKeys(ctx, g, cfg, srv, c.control, log, m); err != nil {
+	if err := startKeys(ctx, g, cfg, srv, pubs, c.control, log, m); err != nil {
 		return err
 	}
+	pubs.run(ctx, g)
 	g.Go(func() error { ready.Run(ctx); return nil })
 	g.Go(func() error { srv.ReportKeyAges(ctx, 15*time.Second); return nil })
 	addr, err := startServers(ctx, g, o, srv, m, log)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -21,6 +22,7 @@ import (
 	"github.com/kube-sts/kube-sts/issuer/internal/keys"
 	"github.com/kube-sts/kube-sts/issuer/internal/keysource"
 	"github.com/kube-sts/kube-sts/issuer/internal/metrics"
+	"github.com/kube-sts/kube-sts/issuer/internal/publish"
 	"github.com/kube-sts/kube-sts/issuer/internal/server"
 	"github.com/kube-sts/kube-sts/shared/buildinfo"
 )
@@ -70,13 +72,17 @@ func (c *clients) ping(context.Context) error {
 // startKeys loads each endpoint's keys into the server and keeps them
 // current: key files must load at once (a bad key stops the issuer), managed
 // keys retry until the API server answers.
-func startKeys(ctx context.Context, g *errgroup.Group, cfg *config.Config, srv *server.Server, control kubernetes.Interface, log *zap.Logger, m *metrics.Metrics) error {
+func startKeys(ctx context.Context, g *errgroup.Group, cfg *config.Config, srv *server.Server, pubs publishers, control kubernetes.Interface, log *zap.Logger, m *metrics.Metrics) error {
 	for _, ec := range cfg.Endpoints {
 		ep := srv.Endpoint(ec.Name)
 		onChange := func(set *keys.Set) {
 			if err := ep.SetKeys(set); err != nil {
 				log.Error("rendering key documents failed", zap.String("sts", ec.Name), zap.Error(err))
 				return
+			}
+			disc, jwks := ep.Documents()
+			for _, p := range pubs[ec.Name] {
+				p.Update(publish.Documents{Discovery: disc, JWKS: jwks, Generation: publish.GenerationOf(set)})
 			}
 			m.Keys(ec.Name, set.Signing.Created, len(set.Keys))
 			log.Info("keys loaded", zap.String("sts", ec.Name), zap.String("kid", set.Signing.ID), zap.Int("published", len(set.Keys)))
@@ -104,6 +110,60 @@ func startKeys(ctx context.Context, g *errgroup.Group, cfg *config.Config, srv *
 		g.Go(func() error { return src.Start(ctx, 2*time.Second) })
 	}
 	return nil
+}
+
+// publishers are each endpoint's, by endpoint name.
+type publishers map[string][]*publish.Publisher
+
+// newPublishers builds a publisher per endpoint and target; S3 clients are
+// configured here, so a bad target stops the issuer at start.
+func newPublishers(ctx context.Context, cfg *config.Config, log *zap.Logger, m *metrics.Metrics) (publishers, error) {
+	pubs := publishers{}
+	for _, ec := range cfg.Endpoints {
+		u, err := config.ParseIssuer(ec.Issuer)
+		if err != nil {
+			return nil, err
+		}
+		for i, t := range ec.Publish {
+			var target publish.Target
+			switch {
+			case t.Directory != nil:
+				target = publish.Dir{Root: t.Directory.Path}
+			case t.S3 != nil:
+				b, err := publish.NewBucket(ctx, *t.S3)
+				if err != nil {
+					return nil, fmt.Errorf("endpoint %s publish[%d]: %w", ec.Name, i, err)
+				}
+				target = b
+			}
+			pubs[ec.Name] = append(pubs[ec.Name], publish.New(publish.Options{
+				Endpoint: ec.Name, Base: strings.TrimPrefix(u.Path, "/"), Target: target,
+				CacheControl: server.CacheControl(cfg.JWKSMaxAge.Duration),
+				Interval:     cfg.Publishing.Interval.Duration, UnreadyAfter: cfg.Publishing.UnreadyAfter.Duration,
+				Log: log, Metrics: m,
+			}))
+		}
+	}
+	return pubs, nil
+}
+
+func (ps publishers) run(ctx context.Context, g *errgroup.Group) {
+	for _, list := range ps {
+		for _, p := range list {
+			g.Go(func() error { return p.Run(ctx) })
+		}
+	}
+}
+
+// check is the readiness of publishing: every target that has failed too long.
+func (ps publishers) check() error {
+	var errs []error
+	for _, list := range ps {
+		for _, p := range list {
+			errs = append(errs, p.Check())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // startServers serves the exchange, discovery and probes (TLS unless

@@ -35,6 +35,10 @@ const (
 	// ClockSkew is the clock difference between replicas and relying parties
 	// that key retirement allows for.
 	ClockSkew = 5 * time.Second
+
+	DefaultPublishInterval     = 5 * time.Minute
+	DefaultPublishUnreadyAfter = 10 * time.Minute
+	DefaultS3Region            = "us-east-1"
 )
 
 // Config is the whole file.
@@ -45,6 +49,53 @@ type Config struct {
 	JWKSMaxAge metav1.Duration `json:"jwksMaxAge,omitempty"`
 	// Endpoints are the STS endpoints served by this process.
 	Endpoints []Endpoint `json:"endpoints"`
+	// Publishing tunes how endpoints' publish targets are kept current.
+	Publishing Publishing `json:"publishing,omitempty"`
+}
+
+// Publishing tunes the publishers of every endpoint with publish targets.
+type Publishing struct {
+	// Interval: the documents are written again this often even when no key
+	// changed, which repairs a target changed by someone else (default 5m).
+	// A key change is published at once.
+	Interval metav1.Duration `json:"interval,omitempty"`
+	// UnreadyAfter: /readyz fails when a target has not taken the current
+	// documents for this long (default 10m; 0s: never, alert on the metrics).
+	UnreadyAfter *metav1.Duration `json:"unreadyAfter,omitempty"`
+}
+
+// PublishTarget is one place an endpoint's discovery document and JWKS are
+// copied to, for relying parties that cannot reach the issuer (clouds). Set
+// exactly one of Directory and S3.
+type PublishTarget struct {
+	Directory *DirectoryTarget `json:"directory,omitempty"`
+	S3        *S3Target        `json:"s3,omitempty"`
+}
+
+// DirectoryTarget writes the documents under Path, laid out like the
+// issuer URL's path: <path><issuer path>/.well-known/openid-configuration
+// and <path><issuer path>/jwks (for nginx, any static host, a pages site).
+type DirectoryTarget struct {
+	Path string `json:"path"`
+}
+
+// S3Target puts the documents into an S3 or S3-compatible bucket, at
+// <prefix><issuer path without its leading '/'>/.well-known/openid-configuration
+// and .../jwks. Credentials come from the AWS SDK's default chain (the
+// environment, a web identity token, shared files), never from this file.
+type S3Target struct {
+	Bucket string `json:"bucket"`
+	// Region of the bucket (default us-east-1).
+	Region string `json:"region,omitempty"`
+	// Endpoint is the URL of an S3-compatible server; empty means AWS.
+	Endpoint string `json:"endpoint,omitempty"`
+	// PathStyle addresses the bucket as <endpoint>/<bucket> instead of
+	// <bucket>.<endpoint> (most S3-compatible servers need it).
+	PathStyle bool `json:"pathStyle,omitempty"`
+	// Prefix is prepended to the object keys.
+	Prefix string `json:"prefix,omitempty"`
+	// CAFile is a PEM bundle to trust for Endpoint, beside the system roots.
+	CAFile string `json:"caFile,omitempty"`
 }
 
 // Endpoint is one issuer: its own iss, audience, keys and rules.
@@ -70,6 +121,9 @@ type Endpoint struct {
 	Deny  []Rule `json:"deny,omitempty"`
 	// Claims adds optional claims.
 	Claims ExtraClaims `json:"claims,omitempty"`
+	// Publish copies the discovery document and JWKS to these targets,
+	// continuously; Issuer is then the public URL they are served at.
+	Publish []PublishTarget `json:"publish,omitempty"`
 }
 
 // Keys is exactly one key source.
@@ -154,6 +208,12 @@ func (c *Config) Default(namespace string) {
 	if c.JWKSMaxAge.Duration == 0 {
 		c.JWKSMaxAge.Duration = DefaultJWKSMaxAge
 	}
+	if c.Publishing.Interval.Duration == 0 {
+		c.Publishing.Interval.Duration = DefaultPublishInterval
+	}
+	if c.Publishing.UnreadyAfter == nil {
+		c.Publishing.UnreadyAfter = &metav1.Duration{Duration: DefaultPublishUnreadyAfter}
+	}
 	ns := namespace
 	if ns == "" {
 		ns = DefaultNamespace
@@ -177,6 +237,11 @@ func (c *Config) Default(namespace string) {
 		}
 		if e.Keys.ReloadInterval.Duration == 0 {
 			e.Keys.ReloadInterval.Duration = DefaultReload
+		}
+		for _, t := range e.Publish {
+			if t.S3 != nil && t.S3.Region == "" {
+				t.S3.Region = DefaultS3Region
+			}
 		}
 		if m := e.Keys.Managed; m != nil {
 			if m.Namespace == "" {
@@ -216,6 +281,12 @@ func (c *Config) Validate() error {
 	if len(c.Endpoints) == 0 {
 		bad("endpoints", "at least one endpoint is required")
 	}
+	if c.Publishing.Interval.Duration < 10*time.Second {
+		bad("publishing.interval", "%v is too short (at least 10s)", c.Publishing.Interval.Duration)
+	}
+	if u := c.Publishing.UnreadyAfter; u != nil && u.Duration < 0 {
+		bad("publishing.unreadyAfter", "%v is negative (0s turns the readiness check off)", u.Duration)
+	}
 	names := map[string]int{}
 	routes := map[string]int{}
 	for i := range c.Endpoints {
@@ -249,6 +320,9 @@ func (c *Config) Validate() error {
 			bad(f+".algorithm", "%q is not supported: use RS256, ES256 or EdDSA", e.Algorithm)
 		}
 		c.validateKeys(e, f+".keys", bad)
+		for j, t := range e.Publish {
+			validateTarget(t, fmt.Sprintf("%s.publish[%d]", f, j), bad)
+		}
 		if len(e.Allow) == 0 {
 			bad(f+".allow", "has no rule, so nothing would be allowed; add for example {namespace: \"*\", serviceAccount: \"*\"} to allow every ServiceAccount")
 		}
@@ -298,6 +372,33 @@ func (c *Config) validateKeys(e *Endpoint, f string, bad func(string, string, ..
 		// resync after the switch; those tokens must verify until their exp.
 		if least := m.Resync.Duration + ClockSkew; m.Leeway.Duration < least {
 			bad(f+".managed.leeway", "%v must be at least resync + %v of clock skew (%v): a replica may sign with the previous key for up to resync after a switch, and its tokens must stay verifiable until they expire", m.Leeway.Duration, ClockSkew, least)
+		}
+	}
+}
+
+func validateTarget(t PublishTarget, f string, bad func(string, string, ...any)) {
+	switch {
+	case (t.Directory == nil) == (t.S3 == nil):
+		bad(f, "set exactly one of directory and s3")
+	case t.Directory != nil:
+		if !path.IsAbs(t.Directory.Path) {
+			bad(f+".directory.path", "%q must be an absolute path", t.Directory.Path)
+		}
+	default:
+		s := t.S3
+		if s.Bucket == "" {
+			bad(f+".s3.bucket", "is required")
+		}
+		if s.Endpoint != "" {
+			if u, err := url.Parse(s.Endpoint); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				bad(f+".s3.endpoint", "%q is not an http(s) URL", s.Endpoint)
+			}
+		}
+		if strings.HasPrefix(s.Prefix, "/") {
+			bad(f+".s3.prefix", "%q must not start with '/': object keys have no leading slash", s.Prefix)
+		}
+		if s.CAFile != "" && s.Endpoint == "" {
+			bad(f+".s3.caFile", "is only for an S3-compatible endpoint; AWS is trusted through the system roots")
 		}
 	}
 }

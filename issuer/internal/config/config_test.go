@@ -36,6 +36,30 @@ func TestParseDefaults(t *testing.T) {
 	}
 }
 
+func TestPublishDefaults(t *testing.T) {
+	c, err := Parse([]byte(reference + `  publish:
+  - directory: {path: /srv/www}
+  - s3: {bucket: oidc}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Publishing
+	if p.Interval.Duration != DefaultPublishInterval || p.UnreadyAfter == nil || p.UnreadyAfter.Duration != DefaultPublishUnreadyAfter {
+		t.Errorf("publishing defaults: %+v", p)
+	}
+	if s3 := c.Endpoints[0].Publish[1].S3; s3.Region != DefaultS3Region {
+		t.Errorf("s3 region default %q", s3.Region)
+	}
+	c, err = Parse([]byte("publishing: {unreadyAfter: 0s}\n" + reference))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := c.Publishing.UnreadyAfter; u == nil || u.Duration != 0 {
+		t.Errorf("unreadyAfter 0s (off) was replaced by %v", u)
+	}
+}
+
 func TestValidate(t *testing.T) {
 	tests := map[string]struct {
 		yaml   string
@@ -78,6 +102,24 @@ endpoints: [{name: v, issuer: h, audience: a, keys: {files: [/k]}, allow: [{}], 
 endpoints: [{name: v, issuer: h, audience: a, keys: {files: [/k]}, allow: [{serviceAccount: "vault_agent*"}]}]`, wantIn: []string{`endpoints[0].allow[0].serviceAccount: "vault_agent*" can never match a ServiceAccount name`}},
 		"dot in namespace glob": {yaml: `cluster: c
 endpoints: [{name: v, issuer: h, audience: a, keys: {files: [/k]}, allow: [{namespace: "team.a"}]}]`, wantIn: []string{`endpoints[0].allow[0].namespace: "team.a" can never match a namespace`}},
+		"publish targets": {yaml: `cluster: c
+publishing: {interval: 1s, unreadyAfter: -1s}
+endpoints:
+- name: v
+  issuer: h
+  audience: a
+  keys: {files: [/k]}
+  allow: [{}]
+  publish:
+  - {}
+  - {directory: {path: www}, s3: {bucket: b}}
+  - directory: {path: relative/www}
+  - s3: {endpoint: "ftp://x", prefix: /p, caFile: /ca}
+  - s3: {bucket: b, caFile: /ca}`, wantIn: []string{"publishing.interval: 1s is too short", "publishing.unreadyAfter: -1s is negative",
+			"endpoints[0].publish[0]: set exactly one of directory and s3", "endpoints[0].publish[1]: set exactly one",
+			`endpoints[0].publish[2].directory.path: "relative/www" must be an absolute path`, "endpoints[0].publish[3].s3.bucket: is required",
+			`endpoints[0].publish[3].s3.endpoint: "ftp://x" is not an http(s) URL`, `endpoints[0].publish[3].s3.prefix: "/p" must not start with '/'`,
+			"endpoints[0].publish[4].s3.caFile: is only for an S3-compatible endpoint"}},
 		"managed without secret": {yaml: `cluster: c
 endpoints: [{name: v, issuer: h, audience: a, keys: {managed: {}}, allow: [{}]}]`, wantIn: []string{"keys.managed.secret: is required"}},
 	}

@@ -23,6 +23,8 @@ type Metrics struct {
 	keyAge           *prometheus.GaugeVec
 	keysPublished    *prometheus.GaugeVec
 	rotations        *prometheus.CounterVec
+	publishes        *prometheus.CounterVec
+	publishedAt      *prometheus.GaugeVec
 }
 
 // New registers the collectors (and the Go and process collectors) on a new registry.
@@ -55,8 +57,16 @@ func New() *Metrics {
 			Name: "sts_issuer_key_changes_total",
 			Help: "Changes of the managed key set written by this replica, by endpoint and kind (created, retired).",
 		}, []string{"endpoint", "kind"}),
+		publishes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sts_issuer_publish_total",
+			Help: "Attempts to publish the discovery document and JWKS to a target, by endpoint, target and result (published, superseded: the target holds a newer key set, error).",
+		}, []string{"endpoint", "target", "result"}),
+		publishedAt: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sts_issuer_publish_last_success_timestamp_seconds",
+			Help: "When a target last took the documents (or showed a newer key set), by endpoint and target.",
+		}, []string{"endpoint", "target"}),
 	}
-	m.Registry.MustRegister(m.exchanges, m.exchangeDuration, m.apiDuration, m.keyAge, m.keysPublished, m.rotations,
+	m.Registry.MustRegister(m.exchanges, m.exchangeDuration, m.apiDuration, m.keyAge, m.keysPublished, m.rotations, m.publishes, m.publishedAt,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -108,4 +118,15 @@ func (m *Metrics) KeyChange(endpoint, kind string) {
 		return
 	}
 	m.rotations.WithLabelValues(endpoint, kind).Inc()
+}
+
+// Published records one attempt to publish an endpoint's documents to a target.
+func (m *Metrics) Published(endpoint, target, result string, at time.Time) {
+	if m == nil {
+		return
+	}
+	m.publishes.WithLabelValues(endpoint, target, result).Inc()
+	if result != "error" {
+		m.publishedAt.WithLabelValues(endpoint, target).Set(float64(at.UnixNano()) / 1e9)
+	}
 }

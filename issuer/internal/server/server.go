@@ -76,6 +76,15 @@ func (e *Endpoint) SetKeys(set *keys.Set) error {
 	return nil
 }
 
+// Documents returns the rendered discovery document and JWKS, nil before
+// the first key set.
+func (e *Endpoint) Documents() (disc, jwks []byte) {
+	if d := e.docs.Load(); d != nil {
+		return d.discovery, d.jwks
+	}
+	return nil, nil
+}
+
 // Keys returns the current key set, nil before the first.
 func (e *Endpoint) Keys() *keys.Set {
 	if d := e.docs.Load(); d != nil {
@@ -112,6 +121,7 @@ type Server struct {
 	maxAge   string
 	now      func() time.Time
 	ready    func() bool
+	publish  func() error
 }
 
 // Options configure a Server.
@@ -133,6 +143,9 @@ type Options struct {
 	Now func() time.Time
 	// APIReady reports whether the API server has answered; nil means yes.
 	APIReady func() bool
+	// Publishing reports a publish target that has failed for too long; nil
+	// means there is none to report.
+	Publishing func() error
 }
 
 // Defaults of the work bounds.
@@ -142,6 +155,12 @@ const (
 	// perTokenKeys bounds the per-token table (one window's distinct tokens).
 	perTokenKeys = 1 << 18
 )
+
+// CacheControl is the Cache-Control of the discovery document and JWKS,
+// served and published alike.
+func CacheControl(maxAge time.Duration) string {
+	return "public, max-age=" + strconv.Itoa(int(maxAge.Seconds()))
+}
 
 // New builds the server and its endpoints; keys arrive through Endpoint.SetKeys.
 func New(o Options) (*Server, error) {
@@ -161,9 +180,10 @@ func New(o Options) (*Server, error) {
 			return zapcore.NewSamplerWithOptions(c, time.Second, 100, 1000)
 		})),
 		metrics: o.Metrics,
-		maxAge:  "public, max-age=" + strconv.Itoa(int(o.Config.JWKSMaxAge.Seconds())),
+		maxAge:  CacheControl(o.Config.JWKSMaxAge.Duration),
 		now:     o.Now,
 		ready:   o.APIReady,
+		publish: o.Publishing,
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -247,6 +267,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !s.Ready() {
 			http.Error(w, "not ready: keys not loaded or API server not reached yet", http.StatusServiceUnavailable)
 			return
+		}
+		if s.publish != nil {
+			if err := s.publish(); err != nil {
+				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
 		}
 		_, _ = io.WriteString(w, "ok\n")
 		return

@@ -574,3 +574,40 @@ endpoints:
 		}
 	}
 }
+
+func TestNotReadyWhilePublishingFails(t *testing.T) {
+	cfg, err := config.Parse([]byte(testConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failing error
+	srv, err := New(Options{Config: cfg, Log: zap.NewNop(), Publishing: func() error { return failing }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := keys.Generate(keys.ES256, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := keys.NewSet(k, []*keys.Key{k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range srv.Endpoints() {
+		if err := e.SetKeys(set); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readyz := func() *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		srv.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "https://sts.kube-sts.test/readyz", nil))
+		return w
+	}
+	if w := readyz(); w.Code != 200 {
+		t.Fatalf("readyz with keys = %d %s", w.Code, w.Body)
+	}
+	failing = errors.New("endpoint vault: publishing to s3://oidc/ has failed for 10m0s")
+	if w := readyz(); w.Code != 503 || !strings.Contains(w.Body.String(), "not ready: endpoint vault: publishing to s3://oidc/ has failed") {
+		t.Errorf("readyz while publishing fails = %d %q", w.Code, w.Body)
+	}
+}

@@ -1,0 +1,74 @@
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// GenerationFile is written beside a directory target's documents; it holds
+// the generation of the key set they came from.
+const GenerationFile = ".kube-sts-generation"
+
+// Dir is a directory target. Files are replaced atomically (a temporary
+// file renamed over the old one), readable by everyone (0644): a web server
+// serving the directory never reads half a document.
+type Dir struct {
+	Root string
+}
+
+func (d Dir) String() string { return "directory:" + d.Root }
+
+// Generation reads <root>/<base>/.kube-sts-generation.
+func (d Dir) Generation(_ context.Context, base string) (string, bool, error) {
+	b, err := os.ReadFile(d.path(base, GenerationFile))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", false, nil
+	case err != nil:
+		return "", false, err
+	}
+	return strings.TrimSpace(string(b)), true, nil
+}
+
+// Put writes the objects and then the generation file. A directory carries
+// no Cache-Control: the web server serving it must set it (see README).
+func (d Dir) Put(_ context.Context, base string, objs []Object, _ string, gen string) error {
+	for _, o := range objs {
+		if err := writeAtomic(d.path(base, o.Name), o.Body); err != nil {
+			return err
+		}
+	}
+	return writeAtomic(d.path(base, GenerationFile), []byte(gen+"\n"))
+}
+
+func (d Dir) path(base, name string) string {
+	return filepath.Join(d.Root, filepath.FromSlash(Join(base, name)))
+}
+
+func writeAtomic(path string, body []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, werr := f.Write(body)
+	cerr := f.Close()
+	if err := errors.Join(werr, cerr, os.Chmod(tmp, 0o644)); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return nil
+}

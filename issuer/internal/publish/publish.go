@@ -1,0 +1,297 @@
+// Package publish copies an endpoint's discovery document and JWKS to
+// places relying parties can read without reaching the issuer: a directory
+// (nginx, any static host, a pages site) and an S3-compatible bucket (what
+// clouds' OIDC federation reads). Each key change is published at once, and
+// everything again every interval; failures are retried with backoff.
+//
+// Several replicas publish to the same target. Each write carries the key
+// set's Generation (its newest and its oldest key's creation times, which
+// only move forward as keys are added and retired), and a replica does not
+// overwrite a newer generation: one that has not yet seen a rotation cannot
+// take the new key away again. Writes are not conditional, so two replicas
+// racing can leave the older set for one interval at most; the next write of
+// the newer replica repairs it.
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/kube-sts/kube-sts/issuer/internal/keys"
+)
+
+// Object names below the issuer's path, as the issuer itself serves them.
+const (
+	NameDiscovery = ".well-known/openid-configuration"
+	NameJWKS      = "jwks"
+)
+
+// Generation orders key sets over time: a set whose newest key is newer, or
+// with the same newest key whose oldest key is newer (an old key retired),
+// is the later one.
+type Generation struct {
+	Newest, Oldest time.Time
+}
+
+// GenerationOf is the generation of set.
+func GenerationOf(set *keys.Set) Generation {
+	var g Generation
+	for i, k := range set.Keys {
+		if i == 0 || k.Created.After(g.Newest) {
+			g.Newest = k.Created
+		}
+		if i == 0 || k.Created.Before(g.Oldest) {
+			g.Oldest = k.Created
+		}
+	}
+	return g
+}
+
+// String is the form stored beside the published objects.
+func (g Generation) String() string {
+	return g.Newest.UTC().Format(time.RFC3339Nano) + "/" + g.Oldest.UTC().Format(time.RFC3339Nano)
+}
+
+// ParseGeneration reads String's form.
+func ParseGeneration(s string) (Generation, error) {
+	n, o, ok := strings.Cut(s, "/")
+	if !ok {
+		return Generation{}, fmt.Errorf("generation %q: want <newest>/<oldest>", s)
+	}
+	var g Generation
+	var err1, err2 error
+	g.Newest, err1 = time.Parse(time.RFC3339Nano, n)
+	g.Oldest, err2 = time.Parse(time.RFC3339Nano, o)
+	if err := errors.Join(err1, err2); err != nil {
+		return Generation{}, fmt.Errorf("generation %q: %w", s, err)
+	}
+	return g, nil
+}
+
+// Before reports whether g is an older key set than h.
+func (g Generation) Before(h Generation) bool {
+	if !g.Newest.Equal(h.Newest) {
+		return g.Newest.Before(h.Newest)
+	}
+	return g.Oldest.Before(h.Oldest)
+}
+
+// Object is one document to write.
+type Object struct {
+	// Name is below the issuer path: NameDiscovery or NameJWKS.
+	Name        string
+	Body        []byte
+	ContentType string
+}
+
+// Target is a place documents are written to. Dir and Bucket are ours.
+type Target interface {
+	// String names the target in logs and metrics; never a credential.
+	String() string
+	// Generation reads the generation last written under base; found is
+	// false when there is none (nothing published yet, or by something else).
+	Generation(ctx context.Context, base string) (g string, found bool, err error)
+	// Put writes the objects under base in order (JWKS before discovery, so
+	// a relying party never reads a discovery document ahead of its keys),
+	// each with cacheControl where the target can carry it, and records gen.
+	Put(ctx context.Context, base string, objs []Object, cacheControl, gen string) error
+}
+
+// Documents are what an endpoint publishes at one moment.
+type Documents struct {
+	Discovery, JWKS []byte
+	Generation      Generation
+}
+
+// Metrics receives the outcome of each attempt; *metrics.Metrics is one.
+type Metrics interface {
+	Published(endpoint, target, result string, at time.Time)
+}
+
+// Options configure a Publisher.
+type Options struct {
+	Endpoint string
+	// Base is the issuer URL's path without its leading '/' ("" for a
+	// host-only issuer), where the objects go below the target's root.
+	Base         string
+	Target       Target
+	CacheControl string
+	// Interval between writes when nothing changed.
+	Interval time.Duration
+	// RetryMin and RetryMax bound the backoff after a failed write
+	// (defaults 1s and a fifth of Interval).
+	RetryMin, RetryMax time.Duration
+	// UnreadyAfter: Check fails after this long without a successful
+	// attempt (0: never).
+	UnreadyAfter time.Duration
+	Log          *zap.Logger
+	Metrics      Metrics
+	Now          func() time.Time
+}
+
+// Publisher keeps one endpoint's documents current at one target.
+type Publisher struct {
+	o      Options
+	notify chan struct{}
+
+	mu      sync.Mutex
+	docs    *Documents
+	since   time.Time // start, or the last successful attempt
+	lastErr error
+}
+
+// New returns a publisher; documents arrive through Update.
+func New(o Options) *Publisher {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.RetryMin <= 0 {
+		o.RetryMin = time.Second
+	}
+	if o.RetryMax <= 0 {
+		o.RetryMax = max(o.Interval/5, o.RetryMin)
+	}
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	return &Publisher{o: o, notify: make(chan struct{}, 1), since: o.Now()}
+}
+
+// Update hands the publisher new documents; it writes them at once.
+func (p *Publisher) Update(d Documents) {
+	p.mu.Lock()
+	p.docs = &d
+	p.mu.Unlock()
+	select {
+	case p.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Check fails when the target has not taken a write (or shown a newer one)
+// for longer than UnreadyAfter.
+func (p *Publisher) Check() error {
+	if p.o.UnreadyAfter <= 0 {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lastErr == nil || p.o.Now().Sub(p.since) <= p.o.UnreadyAfter {
+		return nil
+	}
+	// The cause is in the log and the metrics; /readyz is readable by anyone
+	// who reaches the issuer.
+	return fmt.Errorf("endpoint %s: publishing to %s has failed for %v",
+		p.o.Endpoint, p.o.Target, p.o.Now().Sub(p.since).Round(time.Second))
+}
+
+// Run writes on every Update and every Interval until ctx ends.
+func (p *Publisher) Run(ctx context.Context) error {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	retry := p.o.RetryMin
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.notify:
+		case <-timer.C:
+		}
+		p.mu.Lock()
+		d := p.docs
+		p.mu.Unlock()
+		if d == nil {
+			continue
+		}
+		if err := p.Attempt(ctx, *d); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			// Full jitter keeps replicas that failed together apart.
+			timer.Reset(retry/2 + time.Duration(rand.Int64N(int64(retry/2)+1)))
+			retry = min(retry*2, p.o.RetryMax)
+			continue
+		}
+		retry = p.o.RetryMin
+		timer.Reset(p.o.Interval)
+	}
+}
+
+// Attempt writes d unless the target holds a newer generation, and records
+// the outcome.
+func (p *Publisher) Attempt(ctx context.Context, d Documents) error {
+	result, err := p.attempt(ctx, d)
+	now := p.o.Now()
+	p.mu.Lock()
+	if err == nil {
+		p.since, p.lastErr = now, nil
+	} else {
+		p.lastErr = err
+	}
+	p.mu.Unlock()
+	if p.o.Metrics != nil {
+		p.o.Metrics.Published(p.o.Endpoint, p.o.Target.String(), result, now)
+	}
+	fields := []zap.Field{zap.String("sts", p.o.Endpoint), zap.String("target", p.o.Target.String()), zap.String("generation", d.Generation.String())}
+	switch {
+	case err != nil:
+		p.o.Log.Warn("publishing the discovery document and JWKS failed; retrying", append(fields, zap.Error(err))...)
+	case result == ResultSuperseded:
+		p.o.Log.Info("the target holds a newer key set published by another replica; not overwriting it", fields...)
+	default:
+		p.o.Log.Debug("published the discovery document and JWKS", fields...)
+	}
+	return err
+}
+
+// Results of an attempt, the metric's result label.
+const (
+	ResultPublished  = "published"
+	ResultSuperseded = "superseded"
+	ResultError      = "error"
+)
+
+func (p *Publisher) attempt(ctx context.Context, d Documents) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	theirs, found, err := p.o.Target.Generation(ctx, p.o.Base)
+	if err != nil {
+		return ResultError, fmt.Errorf("read the published generation: %w", err)
+	}
+	if found {
+		// A generation we cannot read was not written by us; overwrite it.
+		if g, err := ParseGeneration(theirs); err == nil && d.Generation.Before(g) {
+			return ResultSuperseded, nil
+		}
+	}
+	objs := []Object{
+		{Name: NameJWKS, Body: d.JWKS, ContentType: ContentTypeJWKS},
+		{Name: NameDiscovery, Body: d.Discovery, ContentType: ContentTypeDiscovery},
+	}
+	if err := p.o.Target.Put(ctx, p.o.Base, objs, p.o.CacheControl, d.Generation.String()); err != nil {
+		return ResultError, err
+	}
+	return ResultPublished, nil
+}
+
+// Content types, the issuer's own.
+const (
+	ContentTypeDiscovery = "application/json"
+	ContentTypeJWKS      = "application/jwk-set+json"
+)
+
+// Join puts a base path and an object name together as a slash path.
+func Join(base, name string) string {
+	if base == "" {
+		return name
+	}
+	return base + "/" + name
+}
