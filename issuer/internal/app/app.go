@@ -92,6 +92,7 @@ func logStart(log *zap.Logger, o *Options, cfg *config.Config, addr string) {
 		zap.String("metrics", o.MetricsListen), zap.String("cluster", cfg.Cluster), zap.Int("endpoints", len(cfg.Endpoints)))
 	for _, e := range cfg.Endpoints {
 		log.Info("endpoint", zap.String("sts", e.Name), zap.String("issuer", e.Issuer), zap.String("audience", e.Audience),
-			zap.String("subject_audience", e.SubjectAudience), zap.Duration("ttl", e.TTL.Duration), zap.String("algorithm", e.Algorithm))
+			zap.String("subject_audience", e.SubjectAudience), zap.Duration("ttl", e.TTL.Duration), zap.String("algorithm", e.Algorithm),
+			zap.Stringers("publish", e.Publish))
 	}
 }

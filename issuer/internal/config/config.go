@@ -72,6 +72,21 @@ type PublishTarget struct {
 	S3        *S3Target        `json:"s3,omitempty"`
 }
 
+// String names the target as logs and metrics do.
+func (t PublishTarget) String() string {
+	switch {
+	case t.Directory != nil:
+		return "directory:" + t.Directory.Path
+	case t.S3 != nil:
+		name := "s3://" + t.S3.Bucket + "/" + t.S3.Prefix
+		if t.S3.Endpoint != "" {
+			name += " at " + t.S3.Endpoint
+		}
+		return name
+	}
+	return "none"
+}
+
 // DirectoryTarget writes the documents under Path, laid out like the
 // issuer URL's path: <path><issuer path>/.well-known/openid-configuration
 // and <path><issuer path>/jwks (for nginx, any static host, a pages site).

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/kube-sts/kube-sts/issuer/internal/config"
 )
 
 // GenerationFile is written beside a directory target's documents; it holds
@@ -21,7 +23,9 @@ type Dir struct {
 	Root string
 }
 
-func (d Dir) String() string { return "directory:" + d.Root }
+func (d Dir) String() string {
+	return config.PublishTarget{Directory: &config.DirectoryTarget{Path: d.Root}}.String()
+}
 
 // Generation reads <root>/<base>/.kube-sts-generation.
 func (d Dir) Generation(_ context.Context, base string) (string, bool, error) {

@@ -56,11 +56,7 @@ func NewBucket(ctx context.Context, t config.S3Target) (*Bucket, error) {
 		}
 		o.UsePathStyle = t.PathStyle
 	})
-	name := "s3://" + t.Bucket + "/" + t.Prefix
-	if t.Endpoint != "" {
-		name += " at " + t.Endpoint
-	}
-	return &Bucket{client: client, bucket: t.Bucket, prefix: t.Prefix, name: name}, nil
+	return &Bucket{client: client, bucket: t.Bucket, prefix: t.Prefix, name: config.PublishTarget{S3: &t}.String()}, nil
 }
 
 func (b *Bucket) String() string { return b.name }
