@@ -96,3 +96,39 @@ func TestSamplerWindow(t *testing.T) {
 		t.Errorf("the next window holds old samples: %+v", next)
 	}
 }
+
+func TestSidecarMemoryChecks(t *testing.T) {
+	win := func(anon ...int) resources {
+		r := resources{sidecars: map[int]proc{}}
+		for pid, a := range anon {
+			r.sidecars[pid+1] = proc{rss: a + 6000, anon: a, fds: 8, threads: 7}
+		}
+		return r
+	}
+	sidecarProblems := func(ws ...resources) []string {
+		r := &report{resources: ws, fill: "full after 1s"}
+		var out []string
+		for _, p := range r.problems() {
+			if strings.Contains(p, "sidecar") {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	// Warm-up growth in the first cycles, then flat: passes.
+	if p := sidecarProblems(win(2400, 2400), win(2900, 2900), win(3300, 3300), win(3600, 3600), win(3700, 3650), win(3750, 3700)); len(p) > 0 {
+		t.Errorf("warm-up then flat: %v", p)
+	}
+	// Still climbing in the second half: a leak.
+	if p := sidecarProblems(win(2400, 2400), win(2900, 2900), win(3300, 3300), win(3600, 3600), win(4200, 4200), win(4800, 4800)); len(p) != 1 || !strings.Contains(p[0], "sidecars grew") {
+		t.Errorf("growth in the second half: %v", p)
+	}
+	// Above the ceiling in any window.
+	if p := sidecarProblems(win(2400), win(7000)); len(p) != 1 || !strings.Contains(p[0], "above the 6 MiB ceiling") {
+		t.Errorf("over the ceiling: %v", p)
+	}
+	// The short soak: no relative bound on memory, the ceiling only.
+	if p := sidecarProblems(win(2400), win(3400)); len(p) > 0 {
+		t.Errorf("short soak within the ceiling: %v", p)
+	}
+}
