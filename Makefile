@@ -54,8 +54,12 @@ toolchain-node: ## Build the pinned kubelet, Vault and vault-k8s (cached) for th
 toolchain-deploy: ## Build the pinned kube-scheduler, kube-controller-manager, helm, kustomize and actionlint (cached).
 	bash $(TOOLCHAIN) deploy
 
+.PHONY: toolchain-publish
+toolchain-publish: ## Build the pinned SeaweedFS (weed, cached): the S3-compatible server the publishing tests write to.
+	bash $(TOOLCHAIN) weed
+
 .PHONY: tools
-tools: toolchain toolchain-node toolchain-deploy $(STATICCHECK) ## Install everything the tests and linters need (cached).
+tools: toolchain toolchain-node toolchain-deploy toolchain-publish $(STATICCHECK) ## Install everything the tests and linters need (cached).
 
 $(STATICCHECK):
 	@echo "installing staticcheck $(STATICCHECK_VERSION)"
@@ -67,7 +71,7 @@ demo: toolchain toolchain-node ## The reference scenario narrated on a local nod
 		go test -tags demo -run TestDemo -count=1 -v -timeout 30m ./demo/
 
 .PHONY: test
-test: tools build-standalone test-unit test-integration testdata-check ## Run every test: unit (-race), the real API server and the manifests, a second API server trusting the issuer, the reference scenario, the Helm chart and a 3-minute soak on a real node (needs root).
+test: tools build-standalone test-unit test-integration testdata-check ## Run every test: unit (-race), the real API server and the manifests, a second API server and Vault trusting the issuer (directly, and through discovery published to nginx and SeaweedFS), the reference scenario (with the AWS SDK), the Helm chart and a 3-minute soak on a real node (needs root).
 
 # A golden blessed by `go test -update` must be committed; a test run that
 # leaves testdata/ changed fails, so CI can never bless a regression.

@@ -5,7 +5,7 @@
 #   e2e/hack/toolchain.sh [--print-dir] [--print-bin=NAME] TARGET...
 #
 # Targets: kube-apiserver etcd kubelet kube-scheduler kube-controller-manager
-# vault vault-k8s helm kustomize actionlint; all (= kube-apiserver etcd),
+# vault vault-k8s helm kustomize actionlint weed; all (= kube-apiserver etcd),
 # node (= kubelet vault vault-k8s, what the end-to-end suite adds),
 # deploy (= kube-scheduler kube-controller-manager helm kustomize actionlint,
 # what the manifest checks and the in-cluster install add).
@@ -26,6 +26,9 @@ VAULT_K8S_VERSION="${VAULT_K8S_VERSION:-v1.6.2}"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.8.1}"
 ACTIONLINT_VERSION="${ACTIONLINT_VERSION:-v1.7.12}"
+# SeaweedFS publishes no tagged Go module versions; this is its commit of
+# 2026-11-09 (weed 4.53), the S3 server the publishing tests write to.
+SEAWEEDFS_VERSION="${SEAWEEDFS_VERSION:-v0.0.0-20261109003541-7506e5f91cd6}"
 
 LDFLAGS_EXTRA=""
 CACHE="${KUBE_STS_CACHE:-$HOME/.cache/kube-sts}"
@@ -135,6 +138,13 @@ vault() {
     -replace="github.com/ma314smith/signedxml@v1.1.1=github.com/moov-io/signedxml@v1.1.1"
 }
 
+# weed is SeaweedFS in one binary; the tests run its S3 gateway (weed mini).
+# Its go.mod has one third-party replace.
+weed() {
+  module_build weed "$SEAWEEDFS_VERSION" github.com/seaweedfs/seaweedfs//weed \
+    -replace="github.com/tyler-smith/go-bip39=github.com/cosmos/go-bip39@v1.0.0"
+}
+
 # vault-k8s is Vault's agent injector.
 vault_k8s() { module_build vault-k8s "$VAULT_K8S_VERSION" github.com/hashicorp/vault-k8s; }
 
@@ -162,6 +172,7 @@ version_of() {
     helm) echo "$HELM_VERSION" ;;
     kustomize) echo "$KUSTOMIZE_VERSION" ;;
     actionlint) echo "$ACTIONLINT_VERSION" ;;
+    weed) echo "$SEAWEEDFS_VERSION" ;;
     *) die "unknown binary '$1'" ;;
   esac
 }
@@ -195,10 +206,11 @@ for t in "${targets[@]}"; do
     helm) helm ;;
     kustomize) kustomize ;;
     actionlint) actionlint ;;
+    weed) weed ;;
     node) kube_component kubelet; vault; vault_k8s ;;
     deploy) kube_component kube-scheduler; kube_component kube-controller-manager; helm; kustomize; actionlint ;;
-    versions) echo "KUBERNETES_VERSION=$KUBERNETES_VERSION ETCD_VERSION=$ETCD_VERSION VAULT_VERSION=$VAULT_VERSION VAULT_K8S_VERSION=$VAULT_K8S_VERSION HELM_VERSION=$HELM_VERSION KUSTOMIZE_VERSION=$KUSTOMIZE_VERSION ACTIONLINT_VERSION=$ACTIONLINT_VERSION" ;;
-    *) die "unknown target '$t' (known: all node deploy kube-apiserver etcd kubelet kube-scheduler kube-controller-manager vault vault-k8s helm kustomize actionlint versions)" ;;
+    versions) echo "KUBERNETES_VERSION=$KUBERNETES_VERSION ETCD_VERSION=$ETCD_VERSION VAULT_VERSION=$VAULT_VERSION VAULT_K8S_VERSION=$VAULT_K8S_VERSION HELM_VERSION=$HELM_VERSION KUSTOMIZE_VERSION=$KUSTOMIZE_VERSION ACTIONLINT_VERSION=$ACTIONLINT_VERSION SEAWEEDFS_VERSION=$SEAWEEDFS_VERSION" ;;
+    *) die "unknown target '$t' (known: all node deploy kube-apiserver etcd kubelet kube-scheduler kube-controller-manager vault vault-k8s helm kustomize actionlint weed versions)" ;;
   esac
 done
 

@@ -202,6 +202,10 @@ func TestReferenceScenario(t *testing.T) {
 		}
 	})
 
+	t.Run("the AWS SDK's web identity provider reads what the webhook hands it", func(t *testing.T) {
+		testAWSSDK(ctx, t, s)
+	})
+
 	t.Run("no token in any log of ours", func(t *testing.T) {
 		logs := map[string]string{"sts-issuer": string(s.Issuer.Log()), "sts-webhook": string(s.Webhook.Log())}
 		for _, name := range []string{"reference-as-written", "intruder"} {

@@ -10,7 +10,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +29,7 @@ import (
 	"github.com/kube-sts/kube-sts/e2e/internal/stsissuer"
 	"github.com/kube-sts/kube-sts/e2e/internal/stswebhook"
 	"github.com/kube-sts/kube-sts/e2e/internal/testca"
+	"github.com/kube-sts/kube-sts/e2e/internal/vaultdev"
 	"github.com/kube-sts/kube-sts/e2e/node"
 )
 
@@ -42,6 +42,10 @@ const (
 	Role           = flow.Role
 	Password       = flow.Password
 	VaultK8sImage  = "local/vault-k8s:e2e"
+	// AWSInjector selects Pods for the aws endpoint, whose tokens carry
+	// AWSAudience (what AWS IAM OIDC providers are usually told to expect).
+	AWSInjector = "aws-role"
+	AWSAudience = "sts.amazonaws.com"
 )
 
 // Stack is everything running.
@@ -84,7 +88,16 @@ endpoints:
     managed: {secret: vault-sts-keys, rotateEvery: 40s, publishAhead: 15s, resync: 2s}
   allow:
   - {namespace: "*"}
-`, Cluster, base, Audience)
+# A cloud's relying party: the AWS SDK's web identity provider (aws_test.go).
+- name: aws
+  issuer: %s/aws
+  audience: %s
+  ttl: 1m
+  keys:
+    managed: {secret: aws-sts-keys}
+  allow:
+  - {namespace: "*"}
+`, Cluster, base, Audience, base, AWSAudience)
 	})
 	s.IssuerURL = s.Issuer.Base + "/vault"
 
@@ -103,8 +116,16 @@ injectors:
   valueEnv: VAULT_TOKEN_ENABLED
   caPEM: |
     %s
-`, s.IssuerURL, node.SidecarImage, caPEM)})
-	stswebhook.Register(ctx, t, env, "kube-sts", s.Webhook.URL, s.CA.CertPEM)
+- name: %s
+  exchangeURL: %s/aws/token
+  image: %s
+  imagePullPolicy: Never
+  tokenPathEnv: AWS_WEB_IDENTITY_TOKEN_FILE
+  valueEnv: AWS_ROLE_ARN
+  caPEM: |
+    %s
+`, s.IssuerURL, node.SidecarImage, caPEM, AWSInjector, s.Issuer.Base, node.SidecarImage, caPEM)})
+	stswebhook.Register(ctx, t, env, "kube-sts", s.Webhook.URL, s.CA.CertPEM, "vault-sts", AWSInjector)
 
 	say("starting Vault's agent injector in the cluster and registering it")
 	s.StartVaultInjector(ctx, t)
@@ -206,13 +227,7 @@ func (s *Stack) importImages(ctx context.Context, t testing.TB, vaultK8s string,
 
 func (s *Stack) startVault(t testing.TB) {
 	t.Helper()
-	port := procs.FreePort(t)
-	s.VaultAddr = fmt.Sprintf("http://127.0.0.1:%d", port)
-	s.Vault = procs.Start(t, "vault", s.Work, s.VaultBin, "server", "-dev", "-dev-root-token-id=root",
-		fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port))
-	if err := s.Vault.WaitHTTP(context.Background(), &http.Client{Timeout: 5 * time.Second}, s.VaultAddr+"/v1/sys/health", 60*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	s.Vault, s.VaultAddr = vaultdev.Start(t, s.Work, s.VaultBin)
 }
 
 // VaultRunner runs the vault CLI against the dev server as root, as the

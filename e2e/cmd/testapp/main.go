@@ -1,7 +1,8 @@
 // Command testapp stands in for the reference Pod's application container:
 // every second it prints the file Vault's agent renders (or that it is not
 // there yet), like the write-up's `cat /etc/secrets/myenv` loop. As
-// `testapp consume ...` it is the soak's application (consume.go).
+// `testapp consume ...` it is the soak's application (consume.go); as
+// `testapp aws` an AWS SDK user (aws.go).
 package main
 
 import (
@@ -13,6 +14,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "aws" {
+		if err := awsCredentials(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "aws:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "consume" {
 		if err := consume(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "consume:", err)

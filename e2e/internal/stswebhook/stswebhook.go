@@ -24,6 +24,7 @@ import (
 	"github.com/kube-sts/kube-sts/e2e/internal/kube"
 	"github.com/kube-sts/kube-sts/e2e/internal/procs"
 	"github.com/kube-sts/kube-sts/e2e/internal/testca"
+	"github.com/kube-sts/kube-sts/shared/contract"
 )
 
 // User is the webhook's identity; Namespace its own namespace.
@@ -79,11 +80,23 @@ func Manifest(t testing.TB) *admissionregv1.MutatingWebhookConfiguration {
 }
 
 // Register creates the shipped configuration under name, with every entry
-// calling url and trusting caBundle (nil: left for self mode to fill).
-func Register(ctx context.Context, t testing.TB, env *controlplane.Env, name, url string, caBundle []byte) {
+// calling url and trusting caBundle (nil: left for self mode to fill). With
+// injectors, the shipped entry is repeated for each, named and selecting
+// as the chart does (<injector>.kube-sts.io, tremolo.io/<injector>: "true").
+func Register(ctx context.Context, t testing.TB, env *controlplane.Env, name, url string, caBundle []byte, injectors ...string) {
 	t.Helper()
 	cfg := Manifest(t)
 	cfg.Name = name
+	if len(injectors) > 0 {
+		shipped := cfg.Webhooks[0]
+		cfg.Webhooks = nil
+		for _, in := range injectors {
+			w := *shipped.DeepCopy()
+			w.Name = in + ".kube-sts.io"
+			w.ObjectSelector = &metav1.LabelSelector{MatchLabels: map[string]string{contract.Prefix + in: "true"}}
+			cfg.Webhooks = append(cfg.Webhooks, w)
+		}
+	}
 	for i := range cfg.Webhooks {
 		cfg.Webhooks[i].ClientConfig = admissionregv1.WebhookClientConfig{URL: ptr.To(url), CABundle: caBundle}
 	}

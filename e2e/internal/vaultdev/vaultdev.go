@@ -1,0 +1,54 @@
+// Package vaultdev runs Vault's dev server (in memory, root token "root") on
+// a free loopback port.
+package vaultdev
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/kube-sts/kube-sts/e2e/internal/procs"
+)
+
+// RootToken is the dev server's root token.
+const RootToken = "root"
+
+// Start runs bin (the pinned Vault) in dev mode, logging into dir, and
+// returns once it is healthy, with its http://127.0.0.1:<port> address.
+func Start(t testing.TB, dir, bin string) (*procs.Proc, string) {
+	t.Helper()
+	port := procs.FreePort(t)
+	addr := fmt.Sprintf("http://127.0.0.1:%d", port)
+	p := procs.Start(t, "vault", dir, bin, "server", "-dev", "-dev-root-token-id="+RootToken,
+		fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port))
+	if err := p.WaitHTTP(context.Background(), &http.Client{Timeout: 5 * time.Second}, addr+"/v1/sys/health", 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return p, addr
+}
+
+// Write POSTs body as JSON to addr/v1/<path> with the root token and returns
+// the status and body.
+func Write(ctx context.Context, addr, path string, body any) (int, string, error) {
+	raw, err := json.Marshal(body)
+	if err != nil {
+		return 0, "", err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, addr+"/v1/"+path, bytes.NewReader(raw))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("X-Vault-Token", RootToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
