@@ -5,16 +5,20 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kube-sts/kube-sts/issuer/internal/keys"
+	"github.com/kube-sts/kube-sts/issuer/internal/mint"
 	"github.com/kube-sts/kube-sts/shared/contract"
 )
 
@@ -178,12 +182,36 @@ type Rule struct {
 	ServiceAccount string `json:"serviceAccount,omitempty"`
 }
 
-// ExtraClaims are optional claims about the Pod.
+// ExtraClaims are optional claims about the Pod. All are strings.
 type ExtraClaims struct {
 	// Pod adds the Pod's name as the pod claim.
 	Pod bool `json:"pod,omitempty"`
 	// PodUID adds the Pod's UID as the pod_uid claim.
 	PodUID bool `json:"podUID,omitempty"`
+	// Node adds the name of the Pod's node (from the live Pod) as the node claim.
+	Node bool `json:"node,omitempty"`
+	// Static claims are added to every token of the endpoint, e.g. env: prod.
+	Static map[string]string `json:"static,omitempty"`
+	// FromPodLabels copies these labels of the Pod into claims named by
+	// LabelClaim (app stays app, app.kubernetes.io/name becomes
+	// app_kubernetes_io_name); a label the Pod lacks is no claim. Whoever
+	// may create Pods in a namespace chooses them: relying parties may bind
+	// on them only together with the namespace.
+	FromPodLabels []string `json:"fromPodLabels,omitempty"`
+}
+
+// LabelClaim is the claim name of a Pod label: the key with every character
+// other than a-z, A-Z, 0-9 and _ replaced by _, so that relying parties
+// that read '/' or '.' in claim names as paths (Vault's bound_claims) see
+// one flat name.
+func LabelClaim(label string) string {
+	b := []byte(label)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
 }
 
 // DefaultNamespace is where managed key Secrets live when neither the
@@ -335,6 +363,7 @@ func (c *Config) Validate() error {
 			bad(f+".algorithm", "%q is not supported: use RS256, ES256 or EdDSA", e.Algorithm)
 		}
 		c.validateKeys(e, f+".keys", bad)
+		validateClaims(e.Claims, f+".claims", bad)
 		for j, t := range e.Publish {
 			validateTarget(t, fmt.Sprintf("%s.publish[%d]", f, j), bad)
 		}
@@ -388,6 +417,36 @@ func (c *Config) validateKeys(e *Endpoint, f string, bad func(string, string, ..
 		if least := m.Resync.Duration + ClockSkew; m.Leeway.Duration < least {
 			bad(f+".managed.leeway", "%v must be at least resync + %v of clock skew (%v): a replica may sign with the previous key for up to resync after a switch, and its tokens must stay verifiable until they expire", m.Leeway.Duration, ClockSkew, least)
 		}
+	}
+}
+
+func validateClaims(x ExtraClaims, f string, bad func(string, string, ...any)) {
+	taken := map[string]string{}
+	for _, n := range mint.StandardClaims {
+		taken[n] = "a standard claim"
+	}
+	for _, k := range slices.Sorted(maps.Keys(x.Static)) {
+		switch {
+		case k == "" || LabelClaim(k) != k:
+			bad(f+".static", "claim name %q must be letters, digits and '_' only", k)
+		case taken[k] != "":
+			bad(f+".static", "claim %q would override %s", k, taken[k])
+		default:
+			taken[k] = "a static claim"
+		}
+	}
+	for i, l := range x.FromPodLabels {
+		ff := fmt.Sprintf("%s.fromPodLabels[%d]", f, i)
+		if errs := validation.IsQualifiedName(l); len(errs) > 0 {
+			bad(ff, "%q is not a label key: %s", l, strings.Join(errs, "; "))
+			continue
+		}
+		n := LabelClaim(l)
+		if taken[n] != "" {
+			bad(ff, "label %q would be claim %q, which is already %s", l, n, taken[n])
+			continue
+		}
+		taken[n] = fmt.Sprintf("the claim of label %q", l)
 	}
 }
 

@@ -120,6 +120,23 @@ endpoints:
 			`endpoints[0].publish[2].directory.path: "relative/www" must be an absolute path`, "endpoints[0].publish[3].s3.bucket: is required",
 			`endpoints[0].publish[3].s3.endpoint: "ftp://x" is not an http(s) URL`, `endpoints[0].publish[3].s3.prefix: "/p" must not start with '/'`,
 			"endpoints[0].publish[4].s3.caFile: is only for an S3-compatible endpoint"}},
+		"extra claims": {yaml: `cluster: c
+endpoints:
+- name: v
+  issuer: h
+  audience: a
+  keys: {files: [/k]}
+  allow: [{}]
+  claims:
+    static: {sub: x, env: prod, "bad-name": y, "": z}
+    fromPodLabels: [app, env, "app.kubernetes.io/name", app_kubernetes_io_name, "not a label", namespace]`, wantIn: []string{
+			`endpoints[0].claims.static: claim "sub" would override a standard claim`,
+			`endpoints[0].claims.static: claim name "bad-name" must be letters, digits and '_' only`,
+			`endpoints[0].claims.static: claim name "" must be`,
+			`endpoints[0].claims.fromPodLabels[1]: label "env" would be claim "env", which is already a static claim`,
+			`endpoints[0].claims.fromPodLabels[3]: label "app_kubernetes_io_name" would be claim "app_kubernetes_io_name", which is already the claim of label "app.kubernetes.io/name"`,
+			`endpoints[0].claims.fromPodLabels[4]: "not a label" is not a label key`,
+			`endpoints[0].claims.fromPodLabels[5]: label "namespace" would be claim "namespace", which is already a standard claim`}},
 		"managed without secret": {yaml: `cluster: c
 endpoints: [{name: v, issuer: h, audience: a, keys: {managed: {}}, allow: [{}]}]`, wantIn: []string{"keys.managed.secret: is required"}},
 	}
@@ -135,5 +152,13 @@ endpoints: [{name: v, issuer: h, audience: a, keys: {managed: {}}, allow: [{}]}]
 				}
 			}
 		})
+	}
+}
+
+func TestLabelClaim(t *testing.T) {
+	for in, want := range map[string]string{"app": "app", "app.kubernetes.io/name": "app_kubernetes_io_name", "team-name": "team_name", "Tier_2": "Tier_2"} {
+		if got := LabelClaim(in); got != want {
+			t.Errorf("LabelClaim(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

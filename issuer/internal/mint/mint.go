@@ -1,12 +1,15 @@
-// Package mint builds and signs the STS token. The claim set is fixed:
-// iss aud exp nbf iat jti sub cluster namespace saname (+ pod, pod_uid when
-// configured), all strings or numbers, as Vault's claim_mappings need.
+// Package mint builds and signs the STS token. The standard claims are
+// iss aud exp nbf iat jti sub cluster namespace saname (+ pod, pod_uid,
+// node when configured); an endpoint may add string claims of its own
+// (static values, Pod labels), which never replace a standard one. All are
+// strings or numbers, as Vault's claim_mappings need.
 package mint
 
 import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"slices"
 	"time"
 
 	"github.com/kube-sts/kube-sts/issuer/internal/keys"
@@ -30,7 +33,44 @@ type Claims struct {
 	SAName    string `json:"saname"`
 	Pod       string `json:"pod,omitempty"`
 	PodUID    string `json:"pod_uid,omitempty"`
+	Node      string `json:"node,omitempty"`
+	// Extra are the endpoint's own claims; a name of the fields above is
+	// dropped (configuration refuses such names at load).
+	Extra map[string]string `json:"-"`
 }
+
+// MarshalJSON writes the standard claims, then the extra ones in name order.
+func (c Claims) MarshalJSON() ([]byte, error) {
+	type standard Claims
+	b, err := json.Marshal(standard(c))
+	if err != nil || len(c.Extra) == 0 {
+		return b, err
+	}
+	var taken map[string]json.RawMessage
+	if err := json.Unmarshal(b, &taken); err != nil {
+		return nil, err
+	}
+	extra := map[string]string{}
+	for k, v := range c.Extra {
+		if _, ok := taken[k]; !ok && !isStandard(k) {
+			extra[k] = v
+		}
+	}
+	if len(extra) == 0 {
+		return b, nil
+	}
+	e, err := json.Marshal(extra)
+	if err != nil {
+		return nil, err
+	}
+	return append(append(b[:len(b)-1], ','), e[1:]...), nil
+}
+
+// StandardClaims are the names of the fields of Claims: extra claims never
+// take them.
+var StandardClaims = []string{"iss", "aud", "exp", "nbf", "iat", "jti", "sub", "cluster", "namespace", "saname", "pod", "pod_uid", "node"}
+
+func isStandard(name string) bool { return slices.Contains(StandardClaims, name) }
 
 // Subject is <cluster>:<namespace>:<serviceaccount>.
 func Subject(cluster, namespace, serviceAccount string) string {
@@ -41,7 +81,8 @@ func Subject(cluster, namespace, serviceAccount string) string {
 type Request struct {
 	Issuer, Audience, Cluster string
 	Namespace, ServiceAccount string
-	Pod, PodUID               string // empty unless the endpoint adds them
+	Pod, PodUID, Node         string // empty unless the endpoint adds them
+	Extra                     map[string]string
 	TTL                       time.Duration
 	Now                       time.Time
 }
@@ -75,6 +116,8 @@ func Mint(key *keys.Key, r Request) (Token, error) {
 		SAName:    r.ServiceAccount,
 		Pod:       r.Pod,
 		PodUID:    r.PodUID,
+		Node:      r.Node,
+		Extra:     r.Extra,
 	}
 	payload, err := json.Marshal(c)
 	if err != nil {

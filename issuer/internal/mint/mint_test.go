@@ -19,12 +19,18 @@ func TestMintClaims(t *testing.T) {
 		Namespace: "test-vault", ServiceAccount: "for-vault", TTL: 15 * time.Minute, Now: now}
 	withPod := base
 	withPod.Pod, withPod.PodUID = "watch", "uid-1"
+	withExtra := withPod
+	withExtra.Node = "node-7"
+	// Extra claims come after the standard ones, in name order, and never
+	// replace one (configuration refuses such names; this is the backstop).
+	withExtra.Extra = map[string]string{"team": "payments", "app": "api", "sub": "forged", "node": "forged", "iss": "forged"}
 	for name, tc := range map[string]struct {
 		r    Request
 		want string
 	}{
-		"reference":  {r: base, want: `{"iss":"https://vault-sts.example","aud":"https://vault.example/","exp":1768237089,"nbf":1768236129,"iat":1768236189,"jti":"JTI","sub":"openunison-cp:test-vault:for-vault","cluster":"openunison-cp","namespace":"test-vault","saname":"for-vault"}`},
-		"pod claims": {r: withPod, want: `{"iss":"https://vault-sts.example","aud":"https://vault.example/","exp":1768237089,"nbf":1768236129,"iat":1768236189,"jti":"JTI","sub":"openunison-cp:test-vault:for-vault","cluster":"openunison-cp","namespace":"test-vault","saname":"for-vault","pod":"watch","pod_uid":"uid-1"}`},
+		"reference":    {r: base, want: `{"iss":"https://vault-sts.example","aud":"https://vault.example/","exp":1768237089,"nbf":1768236129,"iat":1768236189,"jti":"JTI","sub":"openunison-cp:test-vault:for-vault","cluster":"openunison-cp","namespace":"test-vault","saname":"for-vault"}`},
+		"pod claims":   {r: withPod, want: `{"iss":"https://vault-sts.example","aud":"https://vault.example/","exp":1768237089,"nbf":1768236129,"iat":1768236189,"jti":"JTI","sub":"openunison-cp:test-vault:for-vault","cluster":"openunison-cp","namespace":"test-vault","saname":"for-vault","pod":"watch","pod_uid":"uid-1"}`},
+		"extra claims": {r: withExtra, want: `{"iss":"https://vault-sts.example","aud":"https://vault.example/","exp":1768237089,"nbf":1768236129,"iat":1768236189,"jti":"JTI","sub":"openunison-cp:test-vault:for-vault","cluster":"openunison-cp","namespace":"test-vault","saname":"for-vault","pod":"watch","pod_uid":"uid-1","node":"node-7","app":"api","team":"payments"}`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			tok, err := Mint(k, tc.r)

@@ -41,6 +41,9 @@ type Identity struct {
 	ServiceAccount string
 	PodName        string
 	PodUID         string
+	// Node and Labels are the live Pod's, read after the TokenReview.
+	Node   string
+	Labels map[string]string
 }
 
 // Failure is a refusal or an outage, with a stable reason for logs and
@@ -109,9 +112,11 @@ func (r *Reviewer) review(ctx context.Context, token, audience string) (Identity
 	if f != nil {
 		return id, f
 	}
-	if f := r.podAlive(ctx, id); f != nil {
+	pod, f := r.podAlive(ctx, id)
+	if f != nil {
 		return id, f
 	}
+	id.Node, id.Labels = pod.Spec.NodeName, pod.Labels
 	return id, nil
 }
 
@@ -158,7 +163,7 @@ func identityOf(st authnv1.TokenReviewStatus, audience string) (Identity, *Failu
 	return id, nil
 }
 
-func (r *Reviewer) podAlive(ctx context.Context, id Identity) *Failure {
+func (r *Reviewer) podAlive(ctx context.Context, id Identity) (*corev1.Pod, *Failure) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	start := time.Now()
@@ -166,21 +171,21 @@ func (r *Reviewer) podAlive(ctx context.Context, id Identity) *Failure {
 	r.metrics.APICall("pod", result(err), time.Since(start))
 	switch {
 	case apierrors.IsNotFound(err):
-		return refuse("pod_gone", id, "pod %s/%s no longer exists", id.Namespace, id.PodName)
+		return nil, refuse("pod_gone", id, "pod %s/%s no longer exists", id.Namespace, id.PodName)
 	case apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err):
-		return misconfigured("pod_forbidden", id, "the issuer is not allowed to get pods; check its RBAC")
+		return nil, misconfigured("pod_forbidden", id, "the issuer is not allowed to get pods; check its RBAC")
 	case err != nil:
-		return unavailable("pod_unavailable", id, "the API server did not answer the Pod lookup (%s); retry", short(err))
+		return nil, unavailable("pod_unavailable", id, "the API server did not answer the Pod lookup (%s); retry", short(err))
 	case string(pod.UID) != id.PodUID:
-		return refuse("pod_replaced", id, "pod %s/%s was replaced: the token belongs to an earlier Pod of that name", id.Namespace, id.PodName)
+		return nil, refuse("pod_replaced", id, "pod %s/%s was replaced: the token belongs to an earlier Pod of that name", id.Namespace, id.PodName)
 	case pod.DeletionTimestamp != nil:
-		return refuse("pod_terminating", id, "pod %s/%s is terminating", id.Namespace, id.PodName)
+		return nil, refuse("pod_terminating", id, "pod %s/%s is terminating", id.Namespace, id.PodName)
 	case pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed:
-		return refuse("pod_finished", id, "pod %s/%s has finished (phase %s)", id.Namespace, id.PodName, pod.Status.Phase)
+		return nil, refuse("pod_finished", id, "pod %s/%s has finished (phase %s)", id.Namespace, id.PodName, pod.Status.Phase)
 	case pod.Spec.ServiceAccountName != id.ServiceAccount:
-		return refuse("pod_serviceaccount_mismatch", id, "pod %s/%s does not run as ServiceAccount %s", id.Namespace, id.PodName, id.ServiceAccount)
+		return nil, refuse("pod_serviceaccount_mismatch", id, "pod %s/%s does not run as ServiceAccount %s", id.Namespace, id.PodName, id.ServiceAccount)
 	}
-	return nil
+	return pod, nil
 }
 
 // ParseUsername splits system:serviceaccount:<namespace>:<name>, requiring a

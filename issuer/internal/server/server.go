@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"mime"
 	"net"
 	"net/http"
@@ -101,7 +102,31 @@ func claimsSupported(x config.ExtraClaims) []string {
 	if x.PodUID {
 		c = append(c, "pod_uid")
 	}
+	if x.Node {
+		c = append(c, "node")
+	}
+	c = append(c, slices.Sorted(maps.Keys(x.Static))...)
+	for _, l := range x.FromPodLabels {
+		c = append(c, config.LabelClaim(l))
+	}
 	return c
+}
+
+// extraClaims are the endpoint's static claims and the Pod's allowed labels.
+func extraClaims(x config.ExtraClaims, labels map[string]string) map[string]string {
+	if len(x.Static) == 0 && len(x.FromPodLabels) == 0 {
+		return nil
+	}
+	out := maps.Clone(x.Static)
+	if out == nil {
+		out = map[string]string{}
+	}
+	for _, l := range x.FromPodLabels {
+		if v, ok := labels[l]; ok {
+			out[config.LabelClaim(l)] = v
+		}
+	}
+	return out
 }
 
 // Server serves all endpoints.
@@ -403,7 +428,7 @@ func (s *Server) exchange(r *http.Request, e *Endpoint) (mint.Token, *failure) {
 	}
 	if fail != nil {
 		fields = append(fields, zap.String("result", resultOf(fail)), zap.String("reason", fail.Reason), zap.String("description", fail.OAuth.Description))
-		if fail.Identity == (review.Identity{}) {
+		if fail.Identity.Namespace == "" {
 			s.screened.Info("exchange refused", fields...)
 		} else {
 			s.audit.Info("exchange refused", fields...)
@@ -483,6 +508,10 @@ func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Tok
 	if e.cfg.Claims.PodUID {
 		mr.PodUID = id.PodUID
 	}
+	if e.cfg.Claims.Node {
+		mr.Node = id.Node
+	}
+	mr.Extra = extraClaims(e.cfg.Claims, id.Labels)
 	tok, err := mint.Mint(d.keys.Signing, mr)
 	if err != nil {
 		s.log.Error("signing failed", zap.String("sts", e.cfg.Name), zap.Error(err))

@@ -611,3 +611,60 @@ func TestNotReadyWhilePublishingFails(t *testing.T) {
 		t.Errorf("readyz while publishing fails = %d %q", w.Code, w.Body)
 	}
 }
+
+func TestExtraClaims(t *testing.T) {
+	const uid = "6f1f4c5e-0d0e-4a8e-9a43-1f2b3c4d5e6f"
+	p := pod("test-vault", "labeled", uid, "for-vault", func(p *corev1.Pod) {
+		p.Labels = map[string]string{"app": "payments-api", "app.kubernetes.io/name": "api", "secret-ish": "not copied"}
+		p.Spec.NodeName = "node-7"
+	})
+	srv, api, _, set := newHarnessWith(t, func(o *Options) {
+		o.Config.Endpoints[0].Claims = config.ExtraClaims{Node: true, Static: map[string]string{"env": "prod"},
+			FromPodLabels: []string{"app", "app.kubernetes.io/name", "team"}}
+	}, p)
+	tok := fakeToken("labeled")
+	api.statuses[tok] = status("test-vault", "for-vault", "labeled", uid)
+	w := post(srv, exchangeBody(tok))
+	if w.Code != 200 {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	var resp exchange.Response
+	if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil {
+		t.Fatal(err)
+	}
+	jws, err := jose.ParseSignedCompact(resp.AccessToken, []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := jws.Verify(set.Signing.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims map[string]any
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{"node": "node-7", "env": "prod", "app": "payments-api", "app_kubernetes_io_name": "api", "namespace": "test-vault"} {
+		if claims[k] != want {
+			t.Errorf("claim %s = %v, want %q", k, claims[k], want)
+		}
+	}
+	for _, absent := range []string{"team", "secret-ish", "secret_ish"} {
+		if _, ok := claims[absent]; ok {
+			t.Errorf("claim %s present: only listed labels the Pod has are copied", absent)
+		}
+	}
+	dw := httptest.NewRecorder()
+	srv.ServeHTTP(dw, httptest.NewRequest(http.MethodGet, "https://sts.kube-sts.test/vault/.well-known/openid-configuration", nil))
+	var doc struct {
+		Claims []string `json:"claims_supported"`
+	}
+	if err := json.Unmarshal(dw.Body.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"node", "env", "app", "app_kubernetes_io_name", "team"} {
+		if !slices.Contains(doc.Claims, c) {
+			t.Errorf("claims_supported %v lacks %s", doc.Claims, c)
+		}
+	}
+}
