@@ -23,6 +23,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	admissionregv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -516,5 +517,54 @@ func TestVersionsAgree(t *testing.T) {
 	}
 	if want := "image: kube-sts/sts-creds-sidecar:" + version; !strings.Contains(string(cfg), want) {
 		t.Errorf("base/config/webhook.yaml lacks %q", want)
+	}
+}
+
+// TestNamespaceOptIn: with webhook.namespaceOptInLabel set, the registration
+// the chart renders reaches only namespaces with that label. Checked on the
+// real API server with the rendered configuration pointed at an endpoint
+// that never answers (failurePolicy Fail): a labeled Pod in an opted-in
+// namespace is refused (the webhook was called), one in another namespace is
+// created (it was not).
+func TestNamespaceOptIn(t *testing.T) {
+	env := cp.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	helm := tool(t, "helm")
+	objs := decode(t, "opt-in", run(t, helm, "template", "kube-sts", chartDir(), "--namespace", releaseNS,
+		"--set", "webhook.namespaceOptInLabel=kube-sts.io/enabled", "--set", "webhook.url=https://localhost:1/mutate"))
+	cfgs := typed[admissionregv1.MutatingWebhookConfiguration](t, objs, "MutatingWebhookConfiguration")
+	if len(cfgs) != 1 {
+		t.Fatalf("%d MutatingWebhookConfigurations rendered", len(cfgs))
+	}
+	cfg := cfgs[0]
+	cfg.Name = "kube-sts-opt-in"
+	if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, cfg, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), cfg.Name, metav1.DeleteOptions{})
+	})
+	for ns, labels := range map[string]map[string]string{"opted-in": {"kube-sts.io/enabled": "true"}, "not-opted-in": nil} {
+		if _, err := env.Clientset.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pod := func(ns string) error {
+		_, err := env.Clientset.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "labeled-", Labels: map[string]string{"tremolo.io/vault-sts": "true"}},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "local/app:test"}}},
+		}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err
+	}
+	// The registration takes effect within a moment of its creation.
+	waitFor(t, 30*time.Second, func() error {
+		if err := pod("opted-in"); err == nil || !strings.Contains(err.Error(), "failed calling webhook") {
+			return fmt.Errorf("labeled Pod in an opted-in namespace: %v, want the webhook's failurePolicy refusal", err)
+		}
+		return nil
+	})
+	if err := pod("not-opted-in"); err != nil {
+		t.Errorf("labeled Pod in a namespace without the label: %v, want it created without the webhook", err)
 	}
 }

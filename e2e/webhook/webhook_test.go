@@ -134,6 +134,34 @@ func TestWebhook(t *testing.T) {
 		}
 	})
 
+	t.Run("the reference's other annotations: its own token volume, non-root, skipped containers", func(t *testing.T) {
+		in := labeledPod("test-vault", "own-volume", map[string]string{
+			contract.AnnotationCreateVolume: "false", contract.AnnotationNonRoot: "true", contract.SkipContainersAnnotation: "shipper"})
+		in.Spec.Containers = append(in.Spec.Containers, corev1.Container{Name: "shipper", Image: "local/shipper:test"})
+		in.Spec.Volumes = []corev1.Volume{{Name: contract.VolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+		p, err := pods.Pods("test-vault").Create(ctx, in, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		var own []corev1.Volume
+		for _, v := range p.Spec.Volumes {
+			if v.Name == contract.VolumeName {
+				own = append(own, v)
+			}
+		}
+		if len(own) != 1 || own[0].EmptyDir == nil || own[0].EmptyDir.Medium != "" {
+			t.Errorf("token volumes %+v: want the Pod's own disk-backed emptyDir", own)
+		}
+		if !mounts(p.Spec.Containers[0]) || mounts(p.Spec.Containers[1]) {
+			t.Errorf("mounts: test %v, shipper %v; want only test", mounts(p.Spec.Containers[0]), mounts(p.Spec.Containers[1]))
+		}
+		in = labeledPod("test-vault", "configmap-volume", map[string]string{contract.AnnotationCreateVolume: "false"})
+		in.Spec.Volumes = []corev1.Volume{{Name: contract.VolumeName, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "x"}}}}}
+		if _, err := pods.Pods("test-vault").Create(ctx, in, metav1.CreateOptions{}); err == nil || !strings.Contains(err.Error(), "must be writable by the sidecar") {
+			t.Errorf("own configMap token volume: %v, want a refusal", err)
+		}
+	})
+
 	t.Run("vault-style webhook: its containers mount /tokens, our sidecar first", func(t *testing.T) {
 		vault := startFakeVaultInjector(t, ca)
 		cfg := &admissionregv1.MutatingWebhookConfiguration{

@@ -19,6 +19,14 @@ const (
 	AnnotationUser = Prefix + "user"
 	// AnnotationGroup is the numeric gid the sidecar runs as; consumers in this group can read the token.
 	AnnotationGroup = Prefix + "group"
+	// AnnotationCreateVolume "false" (the reference's annotation): the Pod
+	// brings its own VolumeName volume, which the sidecar must be able to
+	// write (an emptyDir, also disk-backed, an ephemeral or a
+	// persistentVolumeClaim volume); the webhook adds none.
+	AnnotationCreateVolume = Prefix + "create-volume"
+	// AnnotationNonRoot (the reference's annotation) is accepted, "true" or
+	// "false": the sidecar always runs with runAsNonRoot and a non-root uid.
+	AnnotationNonRoot = Prefix + "non-root"
 
 	// SelectionValue is the label value that asks for injection.
 	SelectionValue = "true"
@@ -38,12 +46,12 @@ func SelectionLabel(sts string) string { return Prefix + sts }
 func ValueAnnotation(sts string) string { return Prefix + sts }
 
 // reserved are names under Prefix that are not STS names.
-var reserved = map[string]bool{"user": true, "group": true}
+var reserved = map[string]bool{"user": true, "group": true, "create-volume": true, "non-root": true}
 
 // ValidateSTSName reports whether name can be used as an injector/endpoint name:
 // it becomes the name part of a label key, so it must be a DNS-1123 label
 // (lower-case alphanumerics and '-', 1-63 characters) and must not collide with
-// the user/group annotations.
+// the annotations under Prefix (user, group, create-volume, non-root).
 func ValidateSTSName(name string) error {
 	if name == "" {
 		return fmt.Errorf("sts name is empty")
@@ -141,6 +149,10 @@ const (
 // InjectedAnnotation marks a Pod the webhook has mutated, with the injector's
 // name, so that re-invocations reconcile instead of refusing our own names.
 const InjectedAnnotation = "kube-sts.io/injected"
+
+// SkipContainersAnnotation lists, comma-separated, containers (and init
+// containers) that get neither the /tokens mount nor the env vars.
+const SkipContainersAnnotation = "kube-sts.io/skip-containers"
 
 // The sidecar's modes, its first argument.
 const (

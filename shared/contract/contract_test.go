@@ -48,19 +48,21 @@ func TestValidateSTSName(t *testing.T) {
 		name   string
 		wantIn string
 	}{
-		"reference name": {name: "vault-sts"},
-		"digits":         {name: "sts2"},
-		"single char":    {name: "a"},
-		"max length":     {name: strings.Repeat("a", 63)},
-		"empty":          {name: "", wantIn: "empty"},
-		"too long":       {name: strings.Repeat("a", 64), wantIn: "longer than 63"},
-		"upper case":     {name: "Vault", wantIn: "lower-case"},
-		"leading dash":   {name: "-vault", wantIn: "start and end"},
-		"trailing dash":  {name: "vault-", wantIn: "start and end"},
-		"dot":            {name: "vault.sts", wantIn: "lower-case"},
-		"slash":          {name: "a/b", wantIn: "lower-case"},
-		"user reserved":  {name: "user", wantIn: "reserved"},
-		"group reserved": {name: "group", wantIn: "reserved"},
+		"reference name":         {name: "vault-sts"},
+		"digits":                 {name: "sts2"},
+		"single char":            {name: "a"},
+		"max length":             {name: strings.Repeat("a", 63)},
+		"empty":                  {name: "", wantIn: "empty"},
+		"too long":               {name: strings.Repeat("a", 64), wantIn: "longer than 63"},
+		"upper case":             {name: "Vault", wantIn: "lower-case"},
+		"leading dash":           {name: "-vault", wantIn: "start and end"},
+		"trailing dash":          {name: "vault-", wantIn: "start and end"},
+		"dot":                    {name: "vault.sts", wantIn: "lower-case"},
+		"slash":                  {name: "a/b", wantIn: "lower-case"},
+		"user reserved":          {name: "user", wantIn: "reserved"},
+		"group reserved":         {name: "group", wantIn: "reserved"},
+		"create-volume reserved": {name: "create-volume", wantIn: "reserved"},
+		"non-root reserved":      {name: "non-root", wantIn: "reserved"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

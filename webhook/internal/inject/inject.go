@@ -69,14 +69,21 @@ func Mutate(pod *corev1.Pod, inj *config.Injector, native bool) error {
 	if pod.Annotations == nil {
 		pod.Annotations = map[string]string{}
 	}
+	opts, err := readOptions(pod)
+	if err != nil {
+		return err
+	}
 	owner := pod.Annotations[contract.InjectedAnnotation]
 	switch {
 	case owner != "" && owner != inj.Name:
 		return deny("the Pod was already injected by kube-sts injector %q; it cannot also use %q", owner, inj.Name)
 	case owner == "":
-		if err := checkNamesFree(pod); err != nil {
+		if err := checkNamesFree(pod, opts); err != nil {
 			return err
 		}
+	}
+	if err := checkOwnVolume(pod, opts); err != nil {
+		return err
 	}
 	uid, gid, err := ids(pod, inj)
 	if err != nil {
@@ -90,15 +97,18 @@ func Mutate(pod *corev1.Pod, inj *config.Injector, native bool) error {
 		pod.Spec.ServiceAccountName = "default"
 	}
 
-	// Remove what we added before, then add it again in its place.
-	pod.Spec.Volumes = slices.DeleteFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return ours(v.Name, volumeNames) })
+	// Remove what we added before, then add it again in its place (a token
+	// volume the Pod brings stays).
+	pod.Spec.Volumes = slices.DeleteFunc(pod.Spec.Volumes, func(v corev1.Volume) bool {
+		return ours(v.Name, volumeNames) && (opts.createVolume || v.Name != contract.VolumeName)
+	})
 	pod.Spec.InitContainers = slices.DeleteFunc(pod.Spec.InitContainers, func(c corev1.Container) bool { return ours(c.Name, containerNames) })
 	pod.Spec.Containers = slices.DeleteFunc(pod.Spec.Containers, func(c corev1.Container) bool { return ours(c.Name, containerNames) })
 
-	if err := mountIntoTargets(pod, inj); err != nil {
+	if err := mountIntoTargets(pod, inj, opts.skip); err != nil {
 		return err
 	}
-	pod.Spec.Volumes = append(pod.Spec.Volumes, volumes(inj)...)
+	pod.Spec.Volumes = append(pod.Spec.Volumes, volumes(inj, opts.createVolume)...)
 	if native {
 		c := sidecar(inj, uid, gid, contract.ContainerName, contract.ModeRun)
 		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
@@ -128,10 +138,93 @@ var (
 
 func ours(name string, names []string) bool { return slices.Contains(names, name) }
 
-// checkNamesFree refuses a Pod that uses our names for something of its own.
-func checkNamesFree(pod *corev1.Pod) error {
+// options are what a Pod's annotations ask of the injection.
+type options struct {
+	// createVolume is false when the Pod brings its own token volume.
+	createVolume bool
+	// skip are containers that get neither the mount nor the env vars.
+	skip []string
+}
+
+// readOptions reads tremolo.io/create-volume, tremolo.io/non-root and
+// kube-sts.io/skip-containers, refusing values it cannot read.
+func readOptions(pod *corev1.Pod) (options, error) {
+	o := options{createVolume: true}
+	for _, key := range []string{contract.AnnotationCreateVolume, contract.AnnotationNonRoot} {
+		v, ok := pod.Annotations[key]
+		if !ok {
+			continue
+		}
+		if v != "true" && v != "false" {
+			return o, deny("annotation %s=%q: use \"true\" or \"false\"", key, v)
+		}
+		if key == contract.AnnotationCreateVolume {
+			o.createVolume = v == "true"
+		}
+	}
+	if v, ok := pod.Annotations[contract.SkipContainersAnnotation]; ok {
+		for _, name := range strings.Split(v, ",") {
+			name = strings.TrimSpace(name)
+			if name == "" {
+				continue
+			}
+			if !hasContainer(pod, name) {
+				return o, deny("annotation %s names container %q, which the Pod does not have", contract.SkipContainersAnnotation, name)
+			}
+			o.skip = append(o.skip, name)
+		}
+	}
+	return o, nil
+}
+
+func hasContainer(pod *corev1.Pod, name string) bool {
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		if slices.ContainsFunc(list, func(c corev1.Container) bool { return c.Name == name }) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkOwnVolume: with create-volume "false" the Pod's token volume must
+// exist and be one the sidecar can write.
+func checkOwnVolume(pod *corev1.Pod, o options) error {
+	if o.createVolume {
+		return nil
+	}
+	i := slices.IndexFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == contract.VolumeName })
+	if i < 0 {
+		return deny("annotation %s=false: the Pod must bring a volume named %q (e.g. an emptyDir), and it has none", contract.AnnotationCreateVolume, contract.VolumeName)
+	}
+	src := pod.Spec.Volumes[i].VolumeSource
+	if src.EmptyDir == nil && src.Ephemeral == nil && src.PersistentVolumeClaim == nil {
+		return deny("volume %q must be writable by the sidecar: use an emptyDir, an ephemeral or a persistentVolumeClaim volume, not %s", contract.VolumeName, volumeKind(src))
+	}
+	return nil
+}
+
+// volumeKind names a volume's source as it is written in a Pod.
+func volumeKind(src corev1.VolumeSource) string {
+	switch {
+	case src.ConfigMap != nil:
+		return "a configMap"
+	case src.Secret != nil:
+		return "a secret"
+	case src.Projected != nil:
+		return "a projected volume"
+	case src.DownwardAPI != nil:
+		return "a downwardAPI volume"
+	case src.HostPath != nil:
+		return "a hostPath"
+	}
+	return "this kind of volume"
+}
+
+// checkNamesFree refuses a Pod that uses our names for something of its own
+// (its own token volume is allowed with create-volume "false").
+func checkNamesFree(pod *corev1.Pod, o options) error {
 	for _, v := range pod.Spec.Volumes {
-		if ours(v.Name, volumeNames) {
+		if ours(v.Name, volumeNames) && (o.createVolume || v.Name != contract.VolumeName) {
 			return deny("the Pod already has a volume named %q; kube-sts needs that name for its own volume, rename yours", v.Name)
 		}
 	}
@@ -166,19 +259,21 @@ func ids(pod *corev1.Pod, inj *config.Injector) (uid, gid int64, err error) {
 	return uid, gid, nil
 }
 
-func volumes(inj *config.Injector) []corev1.Volume {
-	v := []corev1.Volume{
-		{Name: contract.VolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+func volumes(inj *config.Injector, createVolume bool) []corev1.Volume {
+	var v []corev1.Volume
+	if createVolume {
+		v = append(v, corev1.Volume{Name: contract.VolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
 			Medium: corev1.StorageMediumMemory, SizeLimit: inj.TokenVolumeSizeLimit,
-		}}},
-		{Name: contract.SubjectVolumeName, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		}}})
+	}
+	v = append(v,
+		corev1.Volume{Name: contract.SubjectVolumeName, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
 				Audience:          inj.SubjectAudience,
 				ExpirationSeconds: ptr.To(inj.ExpirationSeconds),
 				Path:              contract.SubjectTokenFileName,
 			}}},
-		}}},
-	}
+		}}})
 	if cm := inj.CAConfigMap; cm != nil {
 		v = append(v, corev1.Volume{Name: contract.CAVolumeName, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: cm.Name},
@@ -226,14 +321,15 @@ func sidecar(inj *config.Injector, uid, gid int64, name, mode string) corev1.Con
 	}
 }
 
-// mountIntoTargets gives the chosen containers the read-only /tokens mount
-// and the env vars, leaving alone what they already have.
-func mountIntoTargets(pod *corev1.Pod, inj *config.Injector) error {
+// mountIntoTargets gives the chosen containers (the injector's, or all, less
+// those skipped) the read-only /tokens mount and the env vars, leaving alone
+// what they already have.
+func mountIntoTargets(pod *corev1.Pod, inj *config.Injector, skip []string) error {
 	value, hasValue := pod.Annotations[contract.ValueAnnotation(inj.Name)]
 	for _, list := range []*[]corev1.Container{&pod.Spec.InitContainers, &pod.Spec.Containers} {
 		for i := range *list {
 			c := &(*list)[i]
-			if len(inj.Containers) > 0 && !slices.Contains(inj.Containers, c.Name) {
+			if (len(inj.Containers) > 0 && !slices.Contains(inj.Containers, c.Name)) || slices.Contains(skip, c.Name) {
 				continue
 			}
 			if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == contract.VolumeName }) {

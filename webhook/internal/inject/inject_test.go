@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -70,7 +71,7 @@ func mutate(t testing.TB, pod *corev1.Pod, native bool) (*corev1.Pod, error) {
 }
 
 func TestGolden(t *testing.T) {
-	for _, fixture := range []string{"reference-vault", "reference-sts", "init-containers", "vault-injected", "no-automount"} {
+	for _, fixture := range []string{"reference-vault", "reference-sts", "init-containers", "vault-injected", "no-automount", "own-volume"} {
 		for _, native := range []bool{true, false} {
 			name := fixture + map[bool]string{true: "-native", false: "-classic"}[native]
 			t.Run(name, func(t *testing.T) {
@@ -218,6 +219,22 @@ func TestRefusals(t *testing.T) {
 		}), wantIn: `container "app" already mounts volume "mine" at /tokens`},
 		"uid above MaxInt32":   {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"tremolo.io/user": "2147483648"} }), wantIn: `annotation tremolo.io/user="2147483648" is larger than the largest id 2147483647`},
 		"gid above MaxInt32":   {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"tremolo.io/group": "4294967294"} }), wantIn: `annotation tremolo.io/group="4294967294" is larger than the largest id`},
+		"create-volume false without a volume": {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"tremolo.io/create-volume": "false"} }),
+			wantIn: `annotation tremolo.io/create-volume=false: the Pod must bring a volume named "sts-tokens"`},
+		"create-volume false with a configMap": {pod: base(func(p *corev1.Pod) {
+			p.Annotations = map[string]string{"tremolo.io/create-volume": "false"}
+			p.Spec.Volumes = []corev1.Volume{{Name: "sts-tokens", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{}}}}
+		}), wantIn: `volume "sts-tokens" must be writable by the sidecar: use an emptyDir, an ephemeral or a persistentVolumeClaim volume, not a configMap`},
+		"create-volume false with a projected volume": {pod: base(func(p *corev1.Pod) {
+			p.Annotations = map[string]string{"tremolo.io/create-volume": "false"}
+			p.Spec.Volumes = []corev1.Volume{{Name: "sts-tokens", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{}}}}
+		}), wantIn: `not a projected volume`},
+		"create-volume not a boolean": {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"tremolo.io/create-volume": "no"} }),
+			wantIn: `annotation tremolo.io/create-volume="no": use "true" or "false"`},
+		"non-root not a boolean": {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"tremolo.io/non-root": "yes"} }),
+			wantIn: `annotation tremolo.io/non-root="yes": use "true" or "false"`},
+		"skip a container the Pod lacks": {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"kube-sts.io/skip-containers": "app, sidekick"} }),
+			wantIn: `annotation kube-sts.io/skip-containers names container "sidekick", which the Pod does not have`},
 		"other injector's pod": {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{contract.InjectedAnnotation: "ouca-sts"} }), wantIn: `already injected by kube-sts injector "ouca-sts"`},
 	}
 	for name, tc := range tests {
@@ -287,4 +304,45 @@ func FuzzAnnotations(f *testing.F) {
 			t.Fatalf("not idempotent (%v)", err)
 		}
 	})
+}
+
+// TestOwnVolume: with create-volume "false" the Pod's own volume is used as
+// it is (not replaced by an in-memory one), the skipped container gets
+// neither the mount nor the env, and non-root changes nothing: the sidecar
+// always runs with runAsNonRoot.
+func TestOwnVolume(t *testing.T) {
+	for _, native := range []bool{true, false} {
+		out, err := mutate(t, loadPod(t, "own-volume"), native)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tokens []corev1.Volume
+		for _, v := range out.Spec.Volumes {
+			if v.Name == contract.VolumeName {
+				tokens = append(tokens, v)
+			}
+		}
+		if len(tokens) != 1 || tokens[0].EmptyDir == nil || tokens[0].EmptyDir.Medium != "" {
+			t.Fatalf("native=%v: token volumes %+v; want the Pod's own disk-backed emptyDir, once", native, tokens)
+		}
+		for _, c := range out.Spec.Containers {
+			mounted := slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == contract.VolumeName })
+			env := slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "VAULT_TOKEN_FILE" })
+			switch c.Name {
+			case "log-shipper":
+				if mounted || env {
+					t.Errorf("native=%v: the skipped container got mount %v env %v", native, mounted, env)
+				}
+			case "app":
+				if !mounted || !env {
+					t.Errorf("native=%v: app got mount %v env %v", native, mounted, env)
+				}
+			}
+		}
+		for _, c := range append(slices.Clone(out.Spec.InitContainers), out.Spec.Containers...) {
+			if strings.HasPrefix(c.Name, "sts-creds") && (c.SecurityContext == nil || !*c.SecurityContext.RunAsNonRoot) {
+				t.Errorf("native=%v: %s without runAsNonRoot", native, c.Name)
+			}
+		}
+	}
 }
