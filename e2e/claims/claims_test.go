@@ -62,29 +62,10 @@ endpoints:
 		t.Fatal(err)
 	}
 	_, addr := vaultdev.Start(t, t.TempDir(), vaultBin)
-	vault := func(path string, body any) (int, string) {
-		t.Helper()
-		code, b, err := vaultdev.Write(ctx, addr, path, body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return code, b
-	}
 	// The README's example: the role binds the namespace and the app label
 	// together (labels are chosen by whoever creates Pods in the namespace).
-	for _, step := range []struct {
-		path string
-		body any
-	}{
-		{"sys/auth/kube-sts", map[string]any{"type": "jwt"}},
-		{"auth/kube-sts/config", map[string]any{"oidc_discovery_url": issuer, "oidc_discovery_ca_pem": string(ca.CertPEM), "bound_issuer": issuer}},
-		{"auth/kube-sts/role/payments-api", map[string]any{"role_type": "jwt", "bound_audiences": []string{audience}, "user_claim": "sub",
-			"bound_claims": map[string]string{"namespace": "payments", "app": "payments-api", "env": "prod"}, "token_ttl": "1m", "token_policies": []string{"default"}}},
-	} {
-		if code, b := vault(step.path, step.body); code/100 != 2 {
-			t.Fatalf("vault %s: %d %s", step.path, code, b)
-		}
-	}
+	vaultdev.EnableJWT(ctx, t, addr, "kube-sts", issuer, ca.CertPEM, "payments-api", map[string]any{"bound_audiences": []string{audience},
+		"bound_claims": map[string]string{"namespace": "payments", "app": "payments-api", "env": "prod"}, "token_ttl": "1m", "token_policies": []string{"default"}})
 
 	labeled := func(name string, labels map[string]string) *corev1.Pod {
 		p := kube.Workload(ctx, t, env.Clientset, "payments", "api", name)
@@ -123,12 +104,12 @@ endpoints:
 		}
 	})
 	t.Run("Vault lets the Pod with the bound app label in", func(t *testing.T) {
-		if code, b := vault("auth/kube-sts/login", map[string]string{"role": "payments-api", "jwt": right}); code != http.StatusOK {
+		if code, b := vaultdev.Login(ctx, t, addr, "kube-sts", "payments-api", right); code != http.StatusOK {
 			t.Errorf("login with app=payments-api: %d %s", code, b)
 		}
 	})
 	t.Run("Vault refuses a Pod of the same namespace with another app label", func(t *testing.T) {
-		code, b := vault("auth/kube-sts/login", map[string]string{"role": "payments-api", "jwt": wrong})
+		code, b := vaultdev.Login(ctx, t, addr, "kube-sts", "payments-api", wrong)
 		if code == http.StatusOK || !strings.Contains(b, "app") {
 			t.Errorf("login with app=payments-batch: %d %s; want a refusal naming the app claim", code, b)
 		}

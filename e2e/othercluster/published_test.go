@@ -147,27 +147,8 @@ func TestPublishedDiscovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, vaultAddr := vaultdev.Start(t, t.TempDir(), vaultBin)
-	vault := func(path string, body any) (int, string) {
-		t.Helper()
-		code, b, err := vaultdev.Write(ctx, vaultAddr, path, body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return code, b
-	}
-	for _, step := range []struct {
-		path string
-		body any
-	}{
-		{"sys/auth/kube-sts-public", map[string]any{"type": "jwt"}},
-		{"auth/kube-sts-public/config", map[string]any{"oidc_discovery_url": public, "oidc_discovery_ca_pem": string(ca.CertPEM), "bound_issuer": public}},
-		{"auth/kube-sts-public/role/payments", map[string]any{"role_type": "jwt", "bound_audiences": []string{audienceB}, "user_claim": "sub",
-			"bound_claims": map[string]string{"cluster": cluster, "namespace": "payments"}, "token_ttl": "1m", "token_policies": []string{"default"}}},
-	} {
-		if code, b := vault(step.path, step.body); code/100 != 2 {
-			t.Fatalf("vault %s: %d %s", step.path, code, b)
-		}
-	}
+	vaultdev.EnableJWT(ctx, t, vaultAddr, "kube-sts-public", public, ca.CertPEM, "payments", map[string]any{"bound_audiences": []string{audienceB},
+		"bound_claims": map[string]string{"cluster": cluster, "namespace": "payments"}, "token_ttl": "1m", "token_policies": []string{"default"}})
 
 	pod := kube.Workload(ctx, t, envA.Clientset, "payments", "api", "api-0")
 	mint := func(i int) string {
@@ -235,7 +216,7 @@ func TestPublishedDiscovery(t *testing.T) {
 				refusals++
 				t.Errorf("cluster B refused a token of key %s: %v", k, err)
 			}
-			if code, b := vault("auth/kube-sts-public/login", map[string]string{"role": "payments", "jwt": tok}); code != http.StatusOK {
+			if code, b := vaultdev.Login(ctx, t, vaultAddr, "kube-sts-public", "payments", tok); code != http.StatusOK {
 				refusals++
 				t.Errorf("Vault refused a token of key %s: %d %s", k, code, b)
 			}

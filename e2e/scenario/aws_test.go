@@ -87,7 +87,7 @@ func testAWSSDK(ctx context.Context, t *testing.T, s *Stack) {
 	const role = "arn:aws:iam::111122223333:role/payments"
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: "aws-sdk",
-			Labels:      map[string]string{contract.Prefix + AWSInjector: "true"},
+			Labels: map[string]string{contract.Prefix + AWSInjector: "true"},
 			// The application reads the token itself (no Vault agent in
 			// between): the token file's group is the application's.
 			Annotations: map[string]string{contract.Prefix + AWSInjector: role, contract.Prefix + "group": "65532"}},
@@ -95,7 +95,7 @@ func testAWSSDK(ctx context.Context, t *testing.T, s *Stack) {
 			ServiceAccountName: ServiceAccount, NodeName: node.Name, HostNetwork: true,
 			Containers: []corev1.Container{{Name: "app", Image: node.AppImage, ImagePullPolicy: corev1.PullNever, Args: []string{"aws", "1s"},
 				SecurityContext: &corev1.SecurityContext{RunAsUser: ptr.To[int64](65532), RunAsGroup: ptr.To[int64](65532)},
-				Env: []corev1.EnvVar{{Name: "AWS_ENDPOINT_URL_STS", Value: rec.URL}, {Name: "AWS_REGION", Value: "us-east-1"}}}},
+				Env:             []corev1.EnvVar{{Name: "AWS_ENDPOINT_URL_STS", Value: rec.URL}, {Name: "AWS_REGION", Value: "us-east-1"}}}},
 		},
 	}
 	p, err := s.Env.Clientset.CoreV1().Pods(Namespace).Create(ctx, pod, metav1.CreateOptions{})

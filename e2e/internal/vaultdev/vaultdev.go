@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"testing"
 	"time"
@@ -51,4 +52,37 @@ func Write(ctx context.Context, addr, path string, body any) (int, string, error
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), err
+}
+
+// EnableJWT mounts Vault's JWT auth at mount, trusting issuer through OIDC
+// discovery (its TLS through caPEM), and writes one role with body (the
+// role_type is jwt and user_claim sub unless body says otherwise). It fails
+// t on any refusal.
+func EnableJWT(ctx context.Context, t testing.TB, addr, mount, issuer string, caPEM []byte, role string, body map[string]any) {
+	t.Helper()
+	roleBody := map[string]any{"role_type": "jwt", "user_claim": "sub"}
+	maps.Copy(roleBody, body)
+	for _, step := range []struct {
+		path string
+		body any
+	}{
+		{"sys/auth/" + mount, map[string]any{"type": "jwt"}},
+		{"auth/" + mount + "/config", map[string]any{"oidc_discovery_url": issuer, "oidc_discovery_ca_pem": string(caPEM), "bound_issuer": issuer}},
+		{"auth/" + mount + "/role/" + role, roleBody},
+	} {
+		code, b, err := Write(ctx, addr, step.path, step.body)
+		if err != nil || code/100 != 2 {
+			t.Fatalf("vault %s: %d %s %v", step.path, code, b, err)
+		}
+	}
+}
+
+// Login logs in at mount with role and jwt; it returns Vault's status and body.
+func Login(ctx context.Context, t testing.TB, addr, mount, role, jwt string) (int, string) {
+	t.Helper()
+	code, b, err := Write(ctx, addr, "auth/"+mount+"/login", map[string]string{"role": role, "jwt": jwt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code, b
 }

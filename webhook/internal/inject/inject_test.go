@@ -217,8 +217,8 @@ func TestRefusals(t *testing.T) {
 		"something at /tokens/": {pod: base(func(p *corev1.Pod) {
 			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "mine", MountPath: "/tokens/"}}
 		}), wantIn: `container "app" already mounts volume "mine" at /tokens`},
-		"uid above MaxInt32":   {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"tremolo.io/user": "2147483648"} }), wantIn: `annotation tremolo.io/user="2147483648" is larger than the largest id 2147483647`},
-		"gid above MaxInt32":   {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"tremolo.io/group": "4294967294"} }), wantIn: `annotation tremolo.io/group="4294967294" is larger than the largest id`},
+		"uid above MaxInt32": {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"tremolo.io/user": "2147483648"} }), wantIn: `annotation tremolo.io/user="2147483648" is larger than the largest id 2147483647`},
+		"gid above MaxInt32": {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"tremolo.io/group": "4294967294"} }), wantIn: `annotation tremolo.io/group="4294967294" is larger than the largest id`},
 		"create-volume false without a volume": {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"tremolo.io/create-volume": "false"} }),
 			wantIn: `annotation tremolo.io/create-volume=false: the Pod must bring a volume named "sts-tokens"`},
 		"create-volume false with a configMap": {pod: base(func(p *corev1.Pod) {
