@@ -144,7 +144,51 @@ const InitContainerName = ContainerName + "-init"
 const (
 	CAVolumeName = "sts-ca"
 	CAMountPath  = "/etc/kube-sts/ca"
+	// MoreCAVolumeName holds the CA bundles from ConfigMaps of a Pod's
+	// further injectors, one file per injector (MoreCAPath).
+	MoreCAVolumeName = "sts-ca-more"
+	MoreCAMountPath  = "/etc/kube-sts/ca-more"
 )
+
+// Several injectors on one Pod (labels tremolo.io/a and tremolo.io/b both
+// "true") share one sidecar, which keeps one token per injector. The Pod's
+// first injector, in the order of the webhook's configuration, keeps the
+// names of the single-injector case: its token at TokenPath, its projected
+// ServiceAccount token at SubjectTokenPath. Every further injector <sts>
+// gets its own files beside them:
+//
+//	token:                    /tokens/<sts>.jwt
+//	projected subject token:  /var/run/secrets/kube-sts/<sts>.token
+//	CA bundle (caConfigMap):  /etc/kube-sts/ca-more/<sts>.crt
+//
+// A name cannot collide with token.jwt: "token" would need the file
+// token.jwt.jwt, and ValidateSTSName refuses dots.
+
+// FurtherTokenPath is the token file of a Pod's further injector sts.
+func FurtherTokenPath(sts string) string { return MountPath + "/" + sts + ".jwt" }
+
+// FurtherSubjectTokenFileName is the projected ServiceAccount token of a
+// Pod's further injector sts, inside SubjectMountPath.
+func FurtherSubjectTokenFileName(sts string) string { return sts + ".token" }
+
+// MoreCAFileName is the CA bundle of a Pod's further injector sts inside MoreCAMountPath.
+func MoreCAFileName(sts string) string { return sts + ".crt" }
+
+// FurtherToken is one further token the sidecar keeps, beside the one its
+// flags describe: the webhook encodes the list as JSON in EnvTokens.
+type FurtherToken struct {
+	// Name is the injector's name; it labels the sidecar's logs.
+	Name string `json:"name"`
+	// ExchangeURL is the issuer endpoint's token URL.
+	ExchangeURL string `json:"exchangeURL"`
+	// SubjectTokenFile is the projected ServiceAccount token to exchange.
+	SubjectTokenFile string `json:"subjectTokenFile"`
+	// OutputFile is where the minted token is written.
+	OutputFile string `json:"outputFile"`
+	// CAFile or CAPEM is the CA bundle of the issuer's certificate (neither: system roots).
+	CAFile string `json:"caFile,omitempty"`
+	CAPEM  string `json:"caPEM,omitempty"`
+}
 
 // InjectedAnnotation marks a Pod the webhook has mutated, with the injector's
 // name, so that re-invocations reconcile instead of refusing our own names.
@@ -182,4 +226,7 @@ const (
 	EnvAwaitTimeout     = "STS_AWAIT_TIMEOUT"
 	EnvLogLevel         = "STS_LOG_LEVEL"
 	EnvFileMode         = "STS_FILE_MODE"
+	// EnvTokens is a JSON list of FurtherToken: the tokens of a Pod's
+	// further injectors, kept beside the first.
+	EnvTokens = "STS_TOKENS"
 )

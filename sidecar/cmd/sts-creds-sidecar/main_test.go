@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"os"
 	"os/exec"
@@ -10,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kube-sts/kube-sts/shared/contract"
 	"github.com/kube-sts/kube-sts/sidecar/internal/testissuer"
 )
 
@@ -130,5 +134,90 @@ func TestBinaryExitsOnSIGTERM(t *testing.T) {
 			t.Fatalf("%v: exit %d, want 0", sig, exitCode(err))
 		}
 		_ = os.Remove(out)
+	}
+}
+
+// TestBinaryFurtherTokens: a Pod with two injectors has one sidecar keeping
+// two tokens, each from its own endpoint with its own subject token and CA.
+// A hanging endpoint does not delay the other's token; probe names only the
+// missing file; once fails naming the endpoint that failed.
+func TestBinaryFurtherTokens(t *testing.T) {
+	f := newFixture(t)
+	aws := testissuer.NewTLS(time.Hour)
+	t.Cleanup(aws.Close)
+	dir := filepath.Dir(f.out)
+	subject := filepath.Join(dir, "aws-role.token")
+	out := filepath.Join(dir, "aws-role.jwt")
+	if err := os.WriteFile(subject, []byte("subject-aws"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: aws.Certificate().Raw})
+	further, err := json.Marshal([]contract.FurtherToken{{Name: "aws-role", ExchangeURL: aws.TokenURL(),
+		SubjectTokenFile: subject, OutputFile: out, CAPEM: string(caPEM)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.env = append(f.env, contract.EnvTokens+"="+string(further), contract.EnvHTTPTimeout+"=3s")
+
+	aws.Set(testissuer.Hang)
+	c := f.cmd("run")
+	var log bytes.Buffer
+	c.Stderr = &log
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Process.Kill(); _ = c.Wait() }()
+	waitFile(t, f.out, 5*time.Second, &log)
+	if _, err := os.Stat(out); err == nil {
+		t.Fatal("the hanging endpoint's token exists")
+	}
+	b, err := f.cmd("probe").CombinedOutput()
+	if exitCode(err) != 1 || !strings.Contains(string(b), "no token yet at "+out) || strings.Contains(string(b), f.out) {
+		t.Fatalf("probe with the further token missing: exit %d, %q; want 1 naming only %s", exitCode(err), b, out)
+	}
+	aws.Set(testissuer.OK)
+	waitFile(t, out, 15*time.Second, &log)
+	if b, err := f.cmd("probe").CombinedOutput(); exitCode(err) != 0 {
+		t.Fatalf("probe with both tokens: exit %d, %q", exitCode(err), b)
+	}
+	if subjects, _ := f.iss.Requests(); len(subjects) == 0 || subjects[0] != "subject" {
+		t.Errorf("the first endpoint was sent %q, want its own subject token", subjects)
+	}
+	if subjects, _ := aws.Requests(); len(subjects) == 0 || subjects[len(subjects)-1] != "subject-aws" {
+		t.Errorf("the further endpoint was sent %q, want its own subject token", subjects)
+	}
+	if !strings.Contains(log.String(), `"token_file":"`+out+`"`) || !strings.Contains(log.String(), `"injector":"aws-role"`) {
+		t.Errorf("the log does not say which token its lines are about:\n%s", log.String())
+	}
+	_ = c.Process.Signal(syscall.SIGTERM)
+	if err := c.Wait(); exitCode(err) != 0 {
+		t.Fatalf("run: exit %d\n%s", exitCode(err), log.String())
+	}
+
+	// once (the init container without native sidecars) writes every token
+	// or fails naming the endpoint that failed.
+	_ = os.Remove(f.out)
+	_ = os.Remove(out)
+	aws.Set(testissuer.Refuse)
+	b, err = f.cmd("once").CombinedOutput()
+	if exitCode(err) != 1 || !strings.Contains(string(b), "exchange at "+aws.TokenURL()) {
+		t.Fatalf("once with the further endpoint refusing: exit %d, %q", exitCode(err), b)
+	}
+	if _, err := os.Stat(f.out); err != nil {
+		t.Errorf("the first token was not written although its endpoint answered: %v", err)
+	}
+}
+
+func waitFile(t *testing.T, path string, within time.Duration, log *bytes.Buffer) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after %v; log:\n%s", path, within, log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -4,11 +4,13 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -56,12 +58,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, "sts-creds-sidecar", buildinfo.Version)
 		return nil
 	}
+	all := tokens(o)
 	switch o.Mode {
 	case contract.ModeProbe:
 		// Quiet on success: the kubelet runs this every few seconds.
-		return refresh.Probe(o.OutputFile, time.Now(), o.ProbeMargin)
+		return refresh.ProbeAll(outputFiles(all), time.Now(), o.ProbeMargin)
 	case contract.ModeAwait:
-		return refresh.Await(ctx, o.OutputFile, o.ProbeMargin, o.AwaitTimeout)
+		return refresh.Await(ctx, outputFiles(all), o.ProbeMargin, o.AwaitTimeout)
 	}
 
 	log, err := logging.New(o.LogLevel, stderr)
@@ -70,38 +73,96 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer func() { _ = log.Sync() }()
 
-	httpClient, err := exchanger.NewHTTPClient(o.CAFile, o.CAPEM, o.HTTPTimeout)
-	if err != nil {
-		return fmt.Errorf("configure TLS: %w", err)
-	}
-	caSource := "system roots"
-	switch {
-	case o.CAFile != "" && o.CAPEM != "":
-		caSource = "file and inline PEM"
-	case o.CAFile != "":
-		caSource = "file " + o.CAFile
-	case o.CAPEM != "":
-		caSource = "inline PEM"
-	}
 	log.Info("starting",
 		zap.String("version", buildinfo.Version),
 		zap.String("mode", o.Mode),
 		zap.String("subject_token_file", o.SubjectTokenFile),
 		zap.String("exchange_url", o.ExchangeURL),
 		zap.String("output_file", o.OutputFile),
-		zap.String("ca", caSource),
+		zap.String("ca", caSource(o.CAFile, o.CAPEM)),
+		zap.Int("further_tokens", len(o.Further)),
 		zap.Duration("http_timeout", o.HTTPTimeout),
 		zap.Float64("refresh_fraction", o.RefreshFraction),
 		zap.Duration("backoff_min", o.BackoffMin),
 		zap.Duration("backoff_max", o.BackoffMax),
 		zap.String("file_mode", fmt.Sprintf("%04o", uint32(o.FileMode))))
-	if strings.HasPrefix(o.ExchangeURL, "http:") {
-		log.Warn("exchange URL is plain HTTP: the ServiceAccount token crosses the network unencrypted")
+	loops := make([]*loop, 0, len(all))
+	for i, t := range all {
+		tlog := log
+		if len(all) > 1 {
+			// Each token's lines say which file they are about.
+			tlog = log.With(zap.String("token_file", t.OutputFile))
+		}
+		if i > 0 {
+			tlog.Info("keeping a further token",
+				zap.String("injector", t.Name),
+				zap.String("subject_token_file", t.SubjectTokenFile),
+				zap.String("exchange_url", t.ExchangeURL),
+				zap.String("ca", caSource(t.CAFile, t.CAPEM)))
+		}
+		l, err := newLoop(o, t, tlog)
+		if err != nil {
+			return err
+		}
+		loops = append(loops, l)
 	}
 
+	// One goroutine per token: a slow or failing issuer endpoint never
+	// delays another endpoint's token.
+	errs := make([]error, len(loops))
+	var wg sync.WaitGroup
+	for i, l := range loops {
+		wg.Go(func() {
+			if o.Mode == contract.ModeOnce {
+				if err := l.r.Once(ctx); err != nil {
+					l.log.Error("exchange failed", zap.Error(err))
+					errs[i] = fmt.Errorf("exchange at %s: %w", l.url, err)
+				}
+				return
+			}
+			errs[i] = l.r.Run(ctx)
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// tokens are every token the sidecar keeps: the one its flags describe (the
+// Pod's first injector's), then the further ones.
+func tokens(o options.Options) []contract.FurtherToken {
+	first := contract.FurtherToken{
+		ExchangeURL: o.ExchangeURL, SubjectTokenFile: o.SubjectTokenFile, OutputFile: o.OutputFile,
+		CAFile: o.CAFile, CAPEM: o.CAPEM,
+	}
+	return append([]contract.FurtherToken{first}, o.Further...)
+}
+
+func outputFiles(ts []contract.FurtherToken) []string {
+	files := make([]string, len(ts))
+	for i, t := range ts {
+		files[i] = t.OutputFile
+	}
+	return files
+}
+
+// loop keeps one token.
+type loop struct {
+	r   *refresh.Refresher
+	url string
+	log *zap.Logger
+}
+
+func newLoop(o options.Options, t contract.FurtherToken, log *zap.Logger) (*loop, error) {
+	httpClient, err := exchanger.NewHTTPClient(t.CAFile, t.CAPEM, o.HTTPTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("configure TLS for %s: %w", t.ExchangeURL, err)
+	}
+	if strings.HasPrefix(t.ExchangeURL, "http:") {
+		log.Warn("exchange URL is plain HTTP: the ServiceAccount token crosses the network unencrypted", zap.String("exchange_url", t.ExchangeURL))
+	}
 	r := refresh.New(refresh.Config{
-		SubjectTokenFile: o.SubjectTokenFile,
-		OutputFile:       o.OutputFile,
+		SubjectTokenFile: t.SubjectTokenFile,
+		OutputFile:       t.OutputFile,
 		FileMode:         o.FileMode,
 		Fraction:         o.RefreshFraction,
 		Jitter:           0.05,
@@ -109,14 +170,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		BackoffMin:       o.BackoffMin,
 		BackoffMax:       o.BackoffMax,
 		RefusedRetry:     o.RefusedRetry,
-	}, &exchanger.Client{URL: o.ExchangeURL, HTTP: httpClient, Now: time.Now}, log)
+	}, &exchanger.Client{URL: t.ExchangeURL, HTTP: httpClient, Now: time.Now}, log)
+	return &loop{r: r, url: t.ExchangeURL, log: log}, nil
+}
 
-	if o.Mode == contract.ModeOnce {
-		if err := r.Once(ctx); err != nil {
-			log.Error("exchange failed", zap.Error(err))
-			return fmt.Errorf("exchange at %s: %w", o.ExchangeURL, err)
-		}
-		return nil
+// caSource says where a token's CA bundle comes from, for the start log.
+func caSource(file, pem string) string {
+	switch {
+	case file != "" && pem != "":
+		return "file and inline PEM"
+	case file != "":
+		return "file " + file
+	case pem != "":
+		return "inline PEM"
 	}
-	return r.Run(ctx)
+	return "system roots"
 }

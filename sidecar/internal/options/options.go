@@ -3,6 +3,7 @@
 package options
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -49,6 +50,9 @@ type Options struct {
 	ProbeMargin time.Duration
 	// AwaitTimeout bounds await; the kubelet then restarts the sidecar.
 	AwaitTimeout time.Duration
+	// Further are the tokens of a Pod's further injectors, each kept by its
+	// own loop beside the token above (which is then the Pod's first).
+	Further []contract.FurtherToken
 	// Version asks for the version only.
 	Version bool
 }
@@ -69,6 +73,28 @@ func Defaults() Options {
 		ProbeMargin:      10 * time.Second,
 		AwaitTimeout:     5 * time.Minute,
 	}
+}
+
+// tokensValue reads --tokens, a JSON list of contract.FurtherToken.
+type tokensValue struct{ t *[]contract.FurtherToken }
+
+func (v tokensValue) String() string {
+	if v.t == nil || len(*v.t) == 0 {
+		return ""
+	}
+	data, _ := json.Marshal(*v.t)
+	return string(data)
+}
+
+func (v tokensValue) Set(s string) error {
+	var t []contract.FurtherToken
+	d := json.NewDecoder(strings.NewReader(s))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&t); err != nil {
+		return fmt.Errorf("not a JSON list of {name, exchangeURL, subjectTokenFile, outputFile, caFile, caPEM}: %w", err)
+	}
+	*v.t = t
+	return nil
 }
 
 type modeValue struct{ m *fs.FileMode }
@@ -135,6 +161,8 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Options, e
 	env["file-mode"] = contract.EnvFileMode
 	dur(&o.ProbeMargin, "probe-margin", contract.EnvProbeMargin, "probe fails when the token expires sooner than this")
 	dur(&o.AwaitTimeout, "await-timeout", contract.EnvAwaitTimeout, "how long await waits for the first token")
+	flags.Var(tokensValue{&o.Further}, "tokens", "further tokens to keep, a JSON list of {name, exchangeURL, subjectTokenFile, outputFile, caFile, caPEM} ["+contract.EnvTokens+"]")
+	env["tokens"] = contract.EnvTokens
 	flags.BoolVar(&o.Version, "version", false, "print the version and exit")
 	flags.Usage = func() {
 		fmt.Fprint(out, Usage+"\nFlags:\n")
@@ -176,6 +204,28 @@ func (o Options) Validate() error {
 	if o.OutputFile == "" {
 		bad("--output-file (%s) is empty", contract.EnvOutputFile)
 	}
+	files := map[string]string{o.OutputFile: "--output-file"}
+	for i, t := range o.Further {
+		f := fmt.Sprintf("--tokens (%s) [%d]", contract.EnvTokens, i)
+		if err := contract.ValidateSTSName(t.Name); err != nil {
+			bad("%s: %v", f, err)
+		}
+		if t.OutputFile == "" {
+			bad("%s: outputFile is empty", f)
+		} else if other, dup := files[t.OutputFile]; dup {
+			bad("%s: outputFile %s is also the file of %s", f, t.OutputFile, other)
+		}
+		files[t.OutputFile] = fmt.Sprintf("%s[%d]", "--tokens", i)
+		if o.Mode == contract.ModeProbe || o.Mode == contract.ModeAwait {
+			continue
+		}
+		if t.SubjectTokenFile == "" {
+			bad("%s: subjectTokenFile is empty", f)
+		}
+		if !httpURL(t.ExchangeURL) {
+			bad("%s: exchangeURL %q is not an http(s) URL", f, t.ExchangeURL)
+		}
+	}
 	if o.ProbeMargin < 0 {
 		bad("--probe-margin (%s) is negative", contract.EnvProbeMargin)
 	}
@@ -188,7 +238,7 @@ func (o Options) Validate() error {
 		}
 		if o.ExchangeURL == "" {
 			bad("--exchange-url (%s) is required: the issuer's token endpoint, https://<issuer>/token", contract.EnvExchangeURL)
-		} else if u, err := url.Parse(o.ExchangeURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		} else if !httpURL(o.ExchangeURL) {
 			bad("--exchange-url (%s) %q is not an http(s) URL", contract.EnvExchangeURL, o.ExchangeURL)
 		}
 		if o.HTTPTimeout <= 0 {
@@ -211,4 +261,9 @@ func (o Options) Validate() error {
 		bad("--log-level (%s) %v", contract.EnvLogLevel, err)
 	}
 	return errors.Join(errs...)
+}
+
+func httpURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != ""
 }

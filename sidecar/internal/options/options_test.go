@@ -5,9 +5,12 @@ import (
 	"flag"
 	"io"
 	"io/fs"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kube-sts/kube-sts/shared/contract"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -39,7 +42,7 @@ func TestParse(t *testing.T) {
 					ProbeMargin:      10 * time.Second,
 					AwaitTimeout:     5 * time.Minute,
 				}
-				if o != want {
+				if !reflect.DeepEqual(o, want) {
 					t.Fatalf("got %+v, want %+v", o, want)
 				}
 			},
@@ -56,7 +59,7 @@ func TestParse(t *testing.T) {
 					CAFile: "/ca.crt", CAPEM: "PEM", HTTPTimeout: 3 * time.Second, RefreshFraction: 0.7, BackoffMin: 2 * time.Second,
 					BackoffMax: time.Minute, RefusedRetry: 2 * time.Minute, LogLevel: "debug", FileMode: 0o400, ProbeMargin: 30 * time.Second,
 					AwaitTimeout: 2 * time.Minute}
-				if o != want {
+				if !reflect.DeepEqual(o, want) {
 					t.Fatalf("got %+v, want %+v", o, want)
 				}
 			},
@@ -85,6 +88,38 @@ func TestParse(t *testing.T) {
 					t.Fatalf("mode %q", o.Mode)
 				}
 			},
+		},
+		"further tokens": {
+			env: map[string]string{"STS_EXCHANGE_URL": "https://sts.example/vault/token",
+				"STS_TOKENS": `[{"name":"aws-role","exchangeURL":"https://sts.example/aws/token","subjectTokenFile":"/var/run/secrets/kube-sts/aws-role.token","outputFile":"/tokens/aws-role.jwt","caPEM":"PEM"}]`},
+			check: func(t *testing.T, o Options) {
+				want := []contract.FurtherToken{{Name: "aws-role", ExchangeURL: "https://sts.example/aws/token",
+					SubjectTokenFile: "/var/run/secrets/kube-sts/aws-role.token", OutputFile: "/tokens/aws-role.jwt", CAPEM: "PEM"}}
+				if !reflect.DeepEqual(o.Further, want) {
+					t.Fatalf("further tokens %+v, want %+v", o.Further, want)
+				}
+			},
+		},
+		"probe of further tokens needs no url": {
+			args: []string{"probe"},
+			env:  map[string]string{"STS_TOKENS": `[{"name":"aws-role","outputFile":"/tokens/aws-role.jwt"}]`},
+			check: func(t *testing.T, o Options) {
+				if len(o.Further) != 1 || o.Further[0].OutputFile != "/tokens/aws-role.jwt" {
+					t.Fatalf("further tokens %+v", o.Further)
+				}
+			},
+		},
+		"further tokens not JSON":   {env: map[string]string{"STS_EXCHANGE_URL": "https://x/token", "STS_TOKENS": "aws-role"}, wantIn: "env STS_TOKENS: not a JSON list"},
+		"further token, unknown key": {env: map[string]string{"STS_EXCHANGE_URL": "https://x/token", "STS_TOKENS": `[{"name":"a","url":"https://x"}]`}, wantIn: `unknown field "url"`},
+		"further token, problems": {
+			env: map[string]string{"STS_EXCHANGE_URL": "https://x/token",
+				"STS_TOKENS": `[{"name":"Aws","exchangeURL":"ftp://x","subjectTokenFile":"","outputFile":"/tokens/token.jwt"}]`},
+			wantIn: "--tokens (STS_TOKENS) [0]: sts name \"Aws\" must consist of lower-case letters",
+		},
+		"further token, same file": {
+			env: map[string]string{"STS_EXCHANGE_URL": "https://x/token",
+				"STS_TOKENS": `[{"name":"aws","exchangeURL":"https://x/aws/token","subjectTokenFile":"/s","outputFile":"/tokens/token.jwt"}]`},
+			wantIn: "outputFile /tokens/token.jwt is also the file of --output-file",
 		},
 		"missing url":         {wantIn: "--exchange-url (STS_EXCHANGE_URL) is required"},
 		"bad url":             {env: map[string]string{"STS_EXCHANGE_URL": "ftp://x"}, wantIn: "is not an http(s) URL"},

@@ -350,20 +350,33 @@ func Probe(path string, now time.Time, margin time.Duration) error {
 	return nil
 }
 
-// awaitPoll is how often Await looks at the file: a Pod's start waits for it,
-// and a stat of a tmpfs file costs nothing.
+// ProbeAll runs Probe on every path (a Pod's first injector's token and its
+// further ones) and reports every failure.
+func ProbeAll(paths []string, now time.Time, margin time.Duration) error {
+	var errs []error
+	for _, p := range paths {
+		if err := Probe(p, now, margin); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// awaitPoll is how often Await looks at the files: a Pod's start waits for
+// it, and a stat of a tmpfs file costs nothing.
 const awaitPoll = 20 * time.Millisecond
 
-// Await returns once Probe passes, or Probe's error after timeout. As the
-// native sidecar's postStart hook it holds back the next init container
-// (Vault's agent) until the first token is on disk, without a probe period.
-func Await(ctx context.Context, path string, margin, timeout time.Duration) error {
+// Await returns once ProbeAll passes for paths, or its error after timeout.
+// As the native sidecar's postStart hook it holds back the next init
+// container (Vault's agent) until every token is on disk, without a probe
+// period.
+func Await(ctx context.Context, paths []string, margin, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tick := time.NewTicker(awaitPoll)
 	defer tick.Stop()
 	for {
-		err := Probe(path, time.Now(), margin)
+		err := ProbeAll(paths, time.Now(), margin)
 		if err == nil {
 			return nil
 		}

@@ -444,20 +444,53 @@ func TestAwait(t *testing.T) {
 		_ = os.Rename(path+".tmp", path)
 	}()
 	start := time.Now()
-	if err := Await(context.Background(), path, 10*time.Second, 10*time.Second); err != nil {
+	if err := Await(context.Background(), []string{path}, 10*time.Second, 10*time.Second); err != nil {
 		t.Fatalf("Await: %v", err)
 	}
 	if took := time.Since(start); took < 100*time.Millisecond || took > 500*time.Millisecond {
 		t.Errorf("Await returned after %v, want soon after the write at 100ms", took)
 	}
-	err := Await(context.Background(), filepath.Join(dir, "never"), 10*time.Second, 100*time.Millisecond)
+	err := Await(context.Background(), []string{filepath.Join(dir, "never")}, 10*time.Second, 100*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "no valid token after 100ms") || !strings.Contains(err.Error(), "no token yet") {
 		t.Fatalf("Await on a file that never comes: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := Await(ctx, filepath.Join(dir, "never"), 10*time.Second, time.Hour); err == nil {
+	if err := Await(ctx, []string{filepath.Join(dir, "never")}, 10*time.Second, time.Hour); err == nil {
 		t.Fatal("Await ignored its context")
+	}
+}
+
+// TestAwaitAll: with several tokens (a Pod's further injectors), await
+// returns only when every file holds a valid token, and its error names the
+// files still missing, not those already there.
+func TestAwaitAll(t *testing.T) {
+	dir := t.TempDir()
+	first, further := filepath.Join(dir, "token.jwt"), filepath.Join(dir, "aws-role.jwt")
+	if err := os.WriteFile(first, []byte(testissuer.Mint(1, time.Now(), time.Now().Add(time.Hour))), 0o440); err != nil {
+		t.Fatal(err)
+	}
+	err := Await(context.Background(), []string{first, further}, 10*time.Second, 100*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "no token yet at "+further) || strings.Contains(err.Error(), first) {
+		t.Fatalf("Await with the further token missing: %v", err)
+	}
+	wrote := make(chan time.Time, 1)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		_ = os.WriteFile(further+".tmp", []byte(testissuer.Mint(2, time.Now(), time.Now().Add(time.Hour))), 0o440)
+		wrote <- time.Now() // before the rename, which Await may see at once
+		_ = os.Rename(further+".tmp", further)
+	}()
+	if err := Await(context.Background(), []string{first, further}, 10*time.Second, 10*time.Second); err != nil {
+		t.Fatalf("Await: %v", err)
+	}
+	select {
+	case <-wrote:
+	default:
+		t.Fatal("Await returned before the further token was written")
+	}
+	if err := ProbeAll([]string{first, further}, time.Now(), 0); err != nil {
+		t.Fatalf("ProbeAll: %v", err)
 	}
 }
 
