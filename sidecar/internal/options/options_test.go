@@ -109,7 +109,7 @@ func TestParse(t *testing.T) {
 				}
 			},
 		},
-		"further tokens not JSON":   {env: map[string]string{"STS_EXCHANGE_URL": "https://x/token", "STS_TOKENS": "aws-role"}, wantIn: "env STS_TOKENS: not a JSON list"},
+		"further tokens not JSON":    {env: map[string]string{"STS_EXCHANGE_URL": "https://x/token", "STS_TOKENS": "aws-role"}, wantIn: "env STS_TOKENS: not a JSON list"},
 		"further token, unknown key": {env: map[string]string{"STS_EXCHANGE_URL": "https://x/token", "STS_TOKENS": `[{"name":"a","url":"https://x"}]`}, wantIn: `unknown field "url"`},
 		"further token, problems": {
 			env: map[string]string{"STS_EXCHANGE_URL": "https://x/token",
