@@ -36,7 +36,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sts_webhook_admissions_total",
-			Help: "Pod admissions by injector and result (injected, skipped, denied, error).",
+			Help: "Pod admissions by injector (comma-separated when a Pod uses several) and result (injected, skipped, denied, error).",
 		}, []string{"injector", "result"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sts_webhook_admission_duration_seconds",
@@ -90,18 +90,25 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		name = pod.GenerateName + "*"
 	}
 	log := h.Log.WithValues("pod", name, "namespace", req.Namespace)
-	inj, err := inject.Select(pod, h.Injectors)
+	injs, err := inject.Select(pod, h.Injectors)
 	if err != nil {
 		result = "denied"
 		log.Info("denied", "reason", err.Error())
 		return admission.Denied(err.Error())
 	}
-	if inj == nil {
+	if len(injs) == 0 {
 		return admission.Allowed("no kube-sts label")
 	}
-	injector = inj.Name
-	log = log.WithValues("injector", inj.Name)
-	if inj.CAFile != "" {
+	injector = inject.Names(injs)
+	log = log.WithValues("injector", injector)
+	// A Pod with several injectors gets a native sidecar only when each of
+	// them would give it one.
+	native := true
+	for i, inj := range injs {
+		native = native && h.Native[inj.Name]
+		if inj.CAFile == "" {
+			continue
+		}
 		// The mutation stays pure: the bundle is read here and handed in inline.
 		pem, err := h.cas.read(inj.CAFile)
 		if err != nil {
@@ -111,10 +118,10 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		}
 		withCA := *inj
 		withCA.CAPEM, withCA.CAFile = pem, ""
-		inj = &withCA
+		injs[i] = &withCA
 	}
 	mutated := pod.DeepCopy()
-	if err := inject.Mutate(mutated, inj, h.Native[inj.Name]); err != nil {
+	if err := inject.Mutate(mutated, injs, native); err != nil {
 		var d *inject.Denied
 		if errors.As(err, &d) {
 			result = "denied"
@@ -130,6 +137,6 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		return admission.Errored(http.StatusInternalServerError, err)
 	}
 	result = "injected"
-	log.V(1).Info("injected", "native", h.Native[inj.Name])
+	log.V(1).Info("injected", "native", native)
 	return admission.Patched("", patch...)
 }

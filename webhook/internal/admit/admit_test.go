@@ -227,3 +227,70 @@ func TestCAFile(t *testing.T) {
 		t.Fatalf("the configured injector was changed: %+v", h.Injectors[0])
 	}
 }
+
+// TestHandleTwoInjectors: one admission injects both; the sidecar is native
+// only when every selected injector would be, and the metrics name both.
+func TestHandleTwoInjectors(t *testing.T) {
+	cfg, err := config.Parse([]byte(`injectors:
+- {name: vault-sts, exchangeURL: "https://sts.test/vault/token", image: sidecar:1, tokenPathEnv: VAULT_TOKEN_FILE, valueEnv: VAULT_TOKEN_ENABLED}
+- {name: aws-role, exchangeURL: "https://sts.test/aws/token", image: sidecar:1, tokenPathEnv: AWS_WEB_IDENTITY_TOKEN_FILE, valueEnv: AWS_ROLE_ARN}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := handler(t)
+	h.Injectors, h.Metrics = cfg.Injectors, m
+	labeled, _, _ := threePods()
+	labeled.Labels["tremolo.io/aws-role"] = "true"
+	for _, tc := range []struct {
+		native     map[string]bool
+		wantNative bool
+	}{
+		{map[string]bool{"vault-sts": true, "aws-role": true}, true},
+		{map[string]bool{"vault-sts": true, "aws-role": false}, false},
+	} {
+		h.Native = tc.native
+		resp := h.Handle(context.Background(), request(t, admissionv1.Create, labeled))
+		if !resp.Allowed {
+			t.Fatalf("two injectors: %s", resp.Result.Message)
+		}
+		sidecars, native := 0, false
+		for _, p := range resp.Patches {
+			if p.Operation != "add" || (p.Path != "/spec/initContainers" && p.Path != "/spec/containers/1") {
+				continue
+			}
+			data, _ := json.Marshal(p.Value)
+			for _, c := range decodeContainers(t, data) {
+				if c.Name == contract.ContainerName {
+					sidecars++
+					native = c.RestartPolicy != nil
+				}
+			}
+		}
+		if sidecars != 1 || native != tc.wantNative {
+			t.Errorf("native %v: %d sidecars, native %v; want 1, %v", tc.native, sidecars, native, tc.wantNative)
+		}
+	}
+	if got := testutil.ToFloat64(m.admissions.WithLabelValues("vault-sts,aws-role", "injected")); got != 2 {
+		t.Errorf("admissions{injector=vault-sts,aws-role,result=injected} = %v, want 2", got)
+	}
+}
+
+// decodeContainers reads a patch value that is a container or a list of them.
+func decodeContainers(t *testing.T, data []byte) []corev1.Container {
+	t.Helper()
+	var list []corev1.Container
+	if json.Unmarshal(data, &list) == nil {
+		return list
+	}
+	var one corev1.Container
+	if err := json.Unmarshal(data, &one); err != nil {
+		t.Fatalf("patch value %s: %v", data, err)
+	}
+	return []corev1.Container{one}
+}

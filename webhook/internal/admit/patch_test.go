@@ -186,7 +186,7 @@ func mutatePod(t *testing.T, h *Handler, raw []byte, native bool) *corev1.Pod {
 	t.Helper()
 	pod := decodePod(t, raw)
 	inj, err := inject.Select(pod, h.Injectors)
-	if err != nil || inj == nil {
+	if err != nil || len(inj) == 0 {
 		t.Fatalf("select: %v", err)
 	}
 	if err := inject.Mutate(pod, inj, native); err != nil {

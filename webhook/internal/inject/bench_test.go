@@ -18,7 +18,7 @@ func BenchmarkMutate(b *testing.B) {
 	for b.Loop() {
 		p = pod.DeepCopy()
 		in, err := Select(p, inj)
-		if err != nil || in == nil {
+		if err != nil || len(in) == 0 {
 			b.Fatal(err)
 		}
 		if err := Mutate(p, in, true); err != nil {

@@ -9,10 +9,12 @@
 package inject
 
 import (
+	"encoding/json"
 	"fmt"
 	"path"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,9 +31,11 @@ func (d *Denied) Error() string { return d.Msg }
 
 func deny(format string, args ...any) error { return &Denied{Msg: fmt.Sprintf(format, args...)} }
 
-// Select returns the injector a Pod's labels ask for, or nil when none does.
-// A label naming no configured injector, or several injectors, is refused.
-func Select(pod *corev1.Pod, injectors []config.Injector) (*config.Injector, error) {
+// Select returns the injectors a Pod's labels ask for, in the order of the
+// configuration (the first keeps the single-injector names, see
+// contract.FurtherTokenPath), or none. A label naming no configured injector
+// is refused.
+func Select(pod *corev1.Pod, injectors []config.Injector) ([]*config.Injector, error) {
 	var asked []string
 	for k, v := range pod.Labels {
 		name, ok := strings.CutPrefix(k, contract.Prefix)
@@ -41,31 +45,45 @@ func Select(pod *corev1.Pod, injectors []config.Injector) (*config.Injector, err
 		asked = append(asked, name)
 	}
 	sort.Strings(asked)
-	var found []*config.Injector
 	for _, name := range asked {
-		i := slices.IndexFunc(injectors, func(in config.Injector) bool { return in.Name == name })
-		if i < 0 {
+		if !slices.ContainsFunc(injectors, func(in config.Injector) bool { return in.Name == name }) {
 			var known []string
 			for _, in := range injectors {
 				known = append(known, in.Name)
 			}
 			return nil, deny("label %s%s=true names no kube-sts injector; the configured ones are: %s", contract.Prefix, name, strings.Join(known, ", "))
 		}
-		found = append(found, &injectors[i])
 	}
-	switch len(found) {
-	case 0:
-		return nil, nil
-	case 1:
-		return found[0], nil
+	var found []*config.Injector
+	for i := range injectors {
+		if slices.Contains(asked, injectors[i].Name) {
+			found = append(found, &injectors[i])
+		}
 	}
-	return nil, deny("the Pod asks for %d kube-sts injectors (%s); one Pod can use one", len(found), strings.Join(asked, ", "))
+	return found, nil
 }
 
-// Mutate injects inj into pod. native selects a native sidecar (an init
-// container with restartPolicy Always and a startup probe) over an init
-// container running `once` plus a regular container.
-func Mutate(pod *corev1.Pod, inj *config.Injector, native bool) error {
+// Names lists injectors' names, comma-separated: the InjectedAnnotation's
+// value and the admission metrics' injector label.
+func Names(injs []*config.Injector) string {
+	names := make([]string, len(injs))
+	for i, in := range injs {
+		names[i] = in.Name
+	}
+	return strings.Join(names, ",")
+}
+
+// Mutate injects injs (as Select returns them, at least one) into pod: one
+// sidecar keeping a token per injector. native selects a native sidecar (an
+// init container with restartPolicy Always and a postStart hook) over an
+// init container running `once` plus a regular container. The sidecar's
+// image, resources, default uid/gid and token volume size are the first
+// injector's.
+func Mutate(pod *corev1.Pod, injs []*config.Injector, native bool) error {
+	if len(injs) == 0 {
+		return fmt.Errorf("inject: no injector")
+	}
+	inj := injs[0]
 	if pod.Annotations == nil {
 		pod.Annotations = map[string]string{}
 	}
@@ -73,10 +91,10 @@ func Mutate(pod *corev1.Pod, inj *config.Injector, native bool) error {
 	if err != nil {
 		return err
 	}
-	owner := pod.Annotations[contract.InjectedAnnotation]
+	owner, names := pod.Annotations[contract.InjectedAnnotation], Names(injs)
 	switch {
-	case owner != "" && owner != inj.Name:
-		return deny("the Pod was already injected by kube-sts injector %q; it cannot also use %q", owner, inj.Name)
+	case owner != "" && owner != names:
+		return deny("the Pod was already injected by kube-sts injector %s; it cannot now use %s", quoteList(owner), quoteList(names))
 	case owner == "":
 		if err := checkNamesFree(pod, opts); err != nil {
 			return err
@@ -105,15 +123,15 @@ func Mutate(pod *corev1.Pod, inj *config.Injector, native bool) error {
 	pod.Spec.InitContainers = slices.DeleteFunc(pod.Spec.InitContainers, func(c corev1.Container) bool { return ours(c.Name, containerNames) })
 	pod.Spec.Containers = slices.DeleteFunc(pod.Spec.Containers, func(c corev1.Container) bool { return ours(c.Name, containerNames) })
 
-	if err := mountIntoTargets(pod, inj, opts.skip); err != nil {
+	if err := mountIntoTargets(pod, injs, opts.skip); err != nil {
 		return err
 	}
-	pod.Spec.Volumes = append(pod.Spec.Volumes, volumes(inj, opts.createVolume)...)
+	pod.Spec.Volumes = append(pod.Spec.Volumes, volumes(injs, opts.createVolume)...)
 	if native {
-		c := sidecar(inj, uid, gid, contract.ContainerName, contract.ModeRun)
+		c := sidecar(injs, uid, gid, contract.ContainerName, contract.ModeRun)
 		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
 		// Later init containers (Vault's vault-agent-init) start only once
-		// the first token is on disk: the kubelet completes a postStart hook
+		// every token is on disk: the kubelet completes a postStart hook
 		// before it starts the next init container. A startupProbe would do
 		// the same a probe period later (about a second on every Pod start);
 		// await polls the tmpfs file every 20 ms, gives up after 5 minutes,
@@ -123,16 +141,24 @@ func Mutate(pod *corev1.Pod, inj *config.Injector, native bool) error {
 		}}
 		pod.Spec.InitContainers = append([]corev1.Container{c}, pod.Spec.InitContainers...)
 	} else {
-		initC := sidecar(inj, uid, gid, contract.InitContainerName, contract.ModeOnce)
+		initC := sidecar(injs, uid, gid, contract.InitContainerName, contract.ModeOnce)
 		pod.Spec.InitContainers = append([]corev1.Container{initC}, pod.Spec.InitContainers...)
-		pod.Spec.Containers = append(pod.Spec.Containers, sidecar(inj, uid, gid, contract.ContainerName, contract.ModeRun))
+		pod.Spec.Containers = append(pod.Spec.Containers, sidecar(injs, uid, gid, contract.ContainerName, contract.ModeRun))
 	}
-	pod.Annotations[contract.InjectedAnnotation] = inj.Name
+	pod.Annotations[contract.InjectedAnnotation] = names
 	return nil
 }
 
+func quoteList(names string) string {
+	parts := strings.Split(names, ",")
+	for i, p := range parts {
+		parts[i] = strconv.Quote(p)
+	}
+	return strings.Join(parts, ", ")
+}
+
 var (
-	volumeNames    = []string{contract.VolumeName, contract.SubjectVolumeName, contract.CAVolumeName}
+	volumeNames    = []string{contract.VolumeName, contract.SubjectVolumeName, contract.CAVolumeName, contract.MoreCAVolumeName}
 	containerNames = []string{contract.ContainerName, contract.InitContainerName}
 )
 
@@ -259,31 +285,60 @@ func ids(pod *corev1.Pod, inj *config.Injector) (uid, gid int64, err error) {
 	return uid, gid, nil
 }
 
-func volumes(inj *config.Injector, createVolume bool) []corev1.Volume {
+// tokenPath is where the sidecar writes injs[i]'s token.
+func tokenPath(injs []*config.Injector, i int) string {
+	if i == 0 {
+		return contract.TokenPath
+	}
+	return contract.FurtherTokenPath(injs[i].Name)
+}
+
+func volumes(injs []*config.Injector, createVolume bool) []corev1.Volume {
+	inj := injs[0]
 	var v []corev1.Volume
 	if createVolume {
 		v = append(v, corev1.Volume{Name: contract.VolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
 			Medium: corev1.StorageMediumMemory, SizeLimit: inj.TokenVolumeSizeLimit,
 		}}})
 	}
-	v = append(v,
-		corev1.Volume{Name: contract.SubjectVolumeName, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
-			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-				Audience:          inj.SubjectAudience,
-				ExpirationSeconds: ptr.To(inj.ExpirationSeconds),
-				Path:              contract.SubjectTokenFileName,
-			}}},
-		}}})
+	// One projected volume, a ServiceAccount token per injector, each for
+	// its own audience and lifetime.
+	subject := &corev1.ProjectedVolumeSource{}
+	for i, in := range injs {
+		file := contract.SubjectTokenFileName
+		if i > 0 {
+			file = contract.FurtherSubjectTokenFileName(in.Name)
+		}
+		subject.Sources = append(subject.Sources, corev1.VolumeProjection{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+			Audience:          in.SubjectAudience,
+			ExpirationSeconds: ptr.To(in.ExpirationSeconds),
+			Path:              file,
+		}})
+	}
+	v = append(v, corev1.Volume{Name: contract.SubjectVolumeName, VolumeSource: corev1.VolumeSource{Projected: subject}})
 	if cm := inj.CAConfigMap; cm != nil {
 		v = append(v, corev1.Volume{Name: contract.CAVolumeName, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: cm.Name},
 			Items:                []corev1.KeyToPath{{Key: cm.Key, Path: "ca.crt"}},
 		}}})
 	}
+	more := &corev1.ProjectedVolumeSource{}
+	for _, in := range injs[1:] {
+		if cm := in.CAConfigMap; cm != nil {
+			more.Sources = append(more.Sources, corev1.VolumeProjection{ConfigMap: &corev1.ConfigMapProjection{
+				LocalObjectReference: corev1.LocalObjectReference{Name: cm.Name},
+				Items:                []corev1.KeyToPath{{Key: cm.Key, Path: contract.MoreCAFileName(in.Name)}},
+			}})
+		}
+	}
+	if len(more.Sources) > 0 {
+		v = append(v, corev1.Volume{Name: contract.MoreCAVolumeName, VolumeSource: corev1.VolumeSource{Projected: more}})
+	}
 	return v
 }
 
-func sidecar(inj *config.Injector, uid, gid int64, name, mode string) corev1.Container {
+func sidecar(injs []*config.Injector, uid, gid int64, name, mode string) corev1.Container {
+	inj := injs[0]
 	env := []corev1.EnvVar{
 		{Name: contract.EnvExchangeURL, Value: inj.ExchangeURL},
 		{Name: contract.EnvSubjectTokenFile, Value: contract.SubjectTokenPath},
@@ -300,8 +355,30 @@ func sidecar(inj *config.Injector, uid, gid int64, name, mode string) corev1.Con
 		env = append(env, corev1.EnvVar{Name: contract.EnvCAFile, Value: contract.CAMountPath + "/ca.crt"})
 		mounts = append(mounts, corev1.VolumeMount{Name: contract.CAVolumeName, MountPath: contract.CAMountPath, ReadOnly: true})
 	}
-	return corev1.Container{
-		Name:                     name,
+	if len(injs) > 1 {
+		var further []contract.FurtherToken
+		moreCA := false
+		for i, in := range injs[1:] {
+			t := contract.FurtherToken{
+				Name:             in.Name,
+				ExchangeURL:      in.ExchangeURL,
+				SubjectTokenFile: contract.SubjectMountPath + "/" + contract.FurtherSubjectTokenFileName(in.Name),
+				OutputFile:       tokenPath(injs, i+1),
+				CAPEM:            in.CAPEM,
+			}
+			if in.CAConfigMap != nil {
+				t.CAFile, moreCA = contract.MoreCAMountPath+"/"+contract.MoreCAFileName(in.Name), true
+			}
+			further = append(further, t)
+		}
+		// Marshalling strings and a struct slice cannot fail.
+		data, _ := json.Marshal(further)
+		env = append(env, corev1.EnvVar{Name: contract.EnvTokens, Value: string(data)})
+		if moreCA {
+			mounts = append(mounts, corev1.VolumeMount{Name: contract.MoreCAVolumeName, MountPath: contract.MoreCAMountPath, ReadOnly: true})
+		}
+	}
+	return corev1.Container{		Name:                     name,
 		Image:                    inj.Image,
 		ImagePullPolicy:          inj.ImagePullPolicy,
 		Args:                     []string{mode},
@@ -321,37 +398,58 @@ func sidecar(inj *config.Injector, uid, gid int64, name, mode string) corev1.Con
 	}
 }
 
-// mountIntoTargets gives the chosen containers (the injector's, or all, less
-// those skipped) the read-only /tokens mount and the env vars, leaving alone
-// what they already have.
-func mountIntoTargets(pod *corev1.Pod, inj *config.Injector, skip []string) error {
-	value, hasValue := pod.Annotations[contract.ValueAnnotation(inj.Name)]
+// mountIntoTargets gives the chosen containers (each injector's, or all,
+// less those skipped) the read-only /tokens mount and each injector's env
+// vars, leaving alone what they already have. Two injectors that would set
+// the same env var in one container are refused: one value would be lost.
+func mountIntoTargets(pod *corev1.Pod, injs []*config.Injector, skip []string) error {
 	for _, list := range []*[]corev1.Container{&pod.Spec.InitContainers, &pod.Spec.Containers} {
 		for i := range *list {
 			c := &(*list)[i]
-			if (len(inj.Containers) > 0 && !slices.Contains(inj.Containers, c.Name)) || slices.Contains(skip, c.Name) {
+			if slices.Contains(skip, c.Name) {
 				continue
 			}
-			if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == contract.VolumeName }) {
-				// path.Clean: "/tokens/" and "/tokens/." are /tokens too.
-				if j := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return path.Clean(m.MountPath) == contract.MountPath }); j >= 0 {
-					return deny("container %q already mounts volume %q at %s, where kube-sts mounts the token; move it or list only other containers in the injector's containers", c.Name, c.VolumeMounts[j].Name, contract.MountPath)
-				}
-				c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: contract.VolumeName, MountPath: contract.MountPath, ReadOnly: true})
+			theirs := map[string]bool{}
+			for _, e := range c.Env {
+				theirs[e.Name] = true
 			}
-			setEnv(c, inj.TokenPathEnv, contract.TokenPath)
-			if hasValue {
-				setEnv(c, inj.ValueEnv, value)
+			setBy := map[string]string{}
+			for j, inj := range injs {
+				if len(inj.Containers) > 0 && !slices.Contains(inj.Containers, c.Name) {
+					continue
+				}
+				if err := mountTokens(c); err != nil {
+					return err
+				}
+				env := []corev1.EnvVar{{Name: inj.TokenPathEnv, Value: tokenPath(injs, j)}}
+				if value, ok := pod.Annotations[contract.ValueAnnotation(inj.Name)]; ok {
+					env = append(env, corev1.EnvVar{Name: inj.ValueEnv, Value: value})
+				}
+				for _, e := range env {
+					if theirs[e.Name] {
+						continue
+					}
+					if other, dup := setBy[e.Name]; dup {
+						return deny("injectors %q and %q would both set %s in container %q; give one of them another tokenPathEnv or valueEnv in the webhook's configuration", other, inj.Name, e.Name, c.Name)
+					}
+					setBy[e.Name] = inj.Name
+					c.Env = append(c.Env, e)
+				}
 			}
 		}
 	}
 	return nil
 }
 
-// setEnv adds name=value unless the container already sets name (theirs wins).
-func setEnv(c *corev1.Container, name, value string) {
-	if slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == name }) {
-		return
+// mountTokens adds the read-only /tokens mount unless c has it.
+func mountTokens(c *corev1.Container) error {
+	if slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == contract.VolumeName }) {
+		return nil
 	}
-	c.Env = append(c.Env, corev1.EnvVar{Name: name, Value: value})
+	// path.Clean: "/tokens/" and "/tokens/." are /tokens too.
+	if j := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return path.Clean(m.MountPath) == contract.MountPath }); j >= 0 {
+		return deny("container %q already mounts volume %q at %s, where kube-sts mounts the token; move it or list only other containers in the injector's containers", c.Name, c.VolumeMounts[j].Name, contract.MountPath)
+	}
+	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: contract.VolumeName, MountPath: contract.MountPath, ReadOnly: true})
+	return nil
 }

@@ -2,6 +2,7 @@ package inject
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -63,15 +64,15 @@ func loadPod(t testing.TB, name string) *corev1.Pod {
 func mutate(t testing.TB, pod *corev1.Pod, native bool) (*corev1.Pod, error) {
 	t.Helper()
 	p := pod.DeepCopy()
-	inj, err := Select(p, injectors(t))
-	if err != nil || inj == nil {
+	injs, err := Select(p, injectors(t))
+	if err != nil || len(injs) == 0 {
 		return p, err
 	}
-	return p, Mutate(p, inj, native)
+	return p, Mutate(p, injs, native)
 }
 
 func TestGolden(t *testing.T) {
-	for _, fixture := range []string{"reference-vault", "reference-sts", "init-containers", "vault-injected", "no-automount", "own-volume"} {
+	for _, fixture := range []string{"reference-vault", "reference-sts", "init-containers", "vault-injected", "no-automount", "own-volume", "two-injectors"} {
 		for _, native := range []bool{true, false} {
 			name := fixture + map[bool]string{true: "-native", false: "-classic"}[native]
 			t.Run(name, func(t *testing.T) {
@@ -206,7 +207,10 @@ func TestRefusals(t *testing.T) {
 		"negative group":   {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"tremolo.io/group": "-5"} }), wantIn: `annotation tremolo.io/group="-5" is negative`},
 		"root user":        {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"tremolo.io/user": "0"} }), wantIn: "does not run as root"},
 		"unknown injector": {pod: base(func(p *corev1.Pod) { p.Labels = map[string]string{"tremolo.io/aws-sts": "true"} }), wantIn: "names no kube-sts injector; the configured ones are: vault-sts, ouca-sts"},
-		"two injectors":    {pod: base(func(p *corev1.Pod) { p.Labels["tremolo.io/ouca-sts"] = "true" }), wantIn: "asks for 2 kube-sts injectors"},
+		"injected for another set": {pod: base(func(p *corev1.Pod) {
+			p.Labels["tremolo.io/ouca-sts"] = "true"
+			p.Annotations = map[string]string{contract.InjectedAnnotation: "vault-sts"}
+		}), wantIn: `already injected by kube-sts injector "vault-sts"; it cannot now use "vault-sts", "ouca-sts"`},
 		"our volume name":  {pod: base(func(p *corev1.Pod) { p.Spec.Volumes = []corev1.Volume{{Name: "sts-tokens"}} }), wantIn: `already has a volume named "sts-tokens"`},
 		"our container name": {pod: base(func(p *corev1.Pod) {
 			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "sts-creds-sidecar"})
@@ -273,8 +277,8 @@ func TestUnlabeledUntouched(t *testing.T) {
 	// A label with another value does not select.
 	p := loadPod(t, "no-automount")
 	p.Labels["tremolo.io/vault-sts"] = "false"
-	if inj, err := Select(p, injectors(t)); inj != nil || err != nil {
-		t.Fatalf("Select = %v, %v", inj, err)
+	if injs, err := Select(p, injectors(t)); len(injs) != 0 || err != nil {
+		t.Fatalf("Select = %v, %v", injs, err)
 	}
 }
 
@@ -288,7 +292,7 @@ func FuzzAnnotations(f *testing.F) {
 	f.Fuzz(func(t *testing.T, user, group, value string) {
 		p := loadPod(t, "no-automount")
 		p.Annotations = map[string]string{"tremolo.io/user": user, "tremolo.io/group": group, "tremolo.io/vault-sts": value}
-		err := Mutate(p, &inj[0], true)
+		err := Mutate(p, []*config.Injector{&inj[0]}, true)
 		if err != nil {
 			if _, ok := err.(*Denied); !ok {
 				t.Fatalf("error is %T, want *Denied", err)
@@ -300,7 +304,7 @@ func FuzzAnnotations(f *testing.F) {
 			t.Fatalf("accepted uid %d gid %d", *sc.RunAsUser, *sc.RunAsGroup)
 		}
 		before := p.DeepCopy()
-		if err := Mutate(p, &inj[0], true); err != nil || !equality.Semantic.DeepEqual(before, p) {
+		if err := Mutate(p, []*config.Injector{&inj[0]}, true); err != nil || !equality.Semantic.DeepEqual(before, p) {
 			t.Fatalf("not idempotent (%v)", err)
 		}
 	})
@@ -345,4 +349,83 @@ func TestOwnVolume(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestTwoInjectors: the order of the configuration decides which injector
+// keeps /tokens/token.jwt; removing one label leaves exactly the
+// single-injector Pod; two injectors setting one env var in one container
+// are refused, naming both.
+func TestTwoInjectors(t *testing.T) {
+	injs := injectors(t)
+	pod := loadPod(t, "two-injectors")
+
+	// Swapped configuration order: ouca-sts is first now.
+	swapped := []*config.Injector{&injs[1], &injs[0]}
+	p := pod.DeepCopy()
+	if err := Mutate(p, swapped, true); err != nil {
+		t.Fatal(err)
+	}
+	app := p.Spec.Containers[0]
+	if got := env(app, "STS_TOKEN_FILE"); got != contract.TokenPath {
+		t.Errorf("first injector ouca-sts: STS_TOKEN_FILE=%q, want %s", got, contract.TokenPath)
+	}
+	if got := env(app, "VAULT_TOKEN_FILE"); got != contract.FurtherTokenPath("vault-sts") {
+		t.Errorf("further injector vault-sts: VAULT_TOKEN_FILE=%q, want %s", got, contract.FurtherTokenPath("vault-sts"))
+	}
+	sc := p.Spec.InitContainers[0]
+	var further []contract.FurtherToken
+	if err := json.Unmarshal([]byte(env(sc, contract.EnvTokens)), &further); err != nil {
+		t.Fatalf("%s: %v", contract.EnvTokens, err)
+	}
+	want := []contract.FurtherToken{{Name: "vault-sts", ExchangeURL: injs[0].ExchangeURL, SubjectTokenFile: "/var/run/secrets/kube-sts/vault-sts.token",
+		OutputFile: "/tokens/vault-sts.jwt", CAPEM: injs[0].CAPEM}}
+	if !equality.Semantic.DeepEqual(further, want) {
+		t.Errorf("further tokens %+v, want %+v", further, want)
+	}
+	if env(sc, contract.EnvCAFile) != contract.CAMountPath+"/ca.crt" || env(sc, contract.EnvExchangeURL) != injs[1].ExchangeURL {
+		t.Errorf("the first token's settings are not ouca-sts's: %v", sc.Env)
+	}
+	if n := len(p.Spec.InitContainers) + len(p.Spec.Containers); n != 3 {
+		t.Errorf("%d containers, want the Pod's two and one sidecar", n)
+	}
+
+	// Without the ouca-sts label the Pod is the single-injector Pod.
+	one := pod.DeepCopy()
+	delete(one.Labels, "tremolo.io/ouca-sts")
+	got, err := mutate(t, one, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	single := pod.DeepCopy()
+	delete(single.Labels, "tremolo.io/ouca-sts")
+	if err := Mutate(single, []*config.Injector{&injs[0]}, true); err != nil {
+		t.Fatal(err)
+	}
+	if !equality.Semantic.DeepEqual(got, single) || env(got.Spec.InitContainers[0], contract.EnvTokens) != "" {
+		t.Error("a Pod labeled for one injector is not the single-injector Pod")
+	}
+
+	// Same env var from two injectors in one container.
+	clash := injs[1]
+	clash.TokenPathEnv, clash.Containers = "VAULT_TOKEN_FILE", nil
+	err = Mutate(pod.DeepCopy(), []*config.Injector{&injs[0], &clash}, true)
+	if d, ok := err.(*Denied); !ok || !strings.Contains(d.Msg, `injectors "vault-sts" and "ouca-sts" would both set VAULT_TOKEN_FILE in container "app"`) {
+		t.Fatalf("clashing env vars: %v", err)
+	}
+	// The Pod's own value wins and is no clash.
+	own := pod.DeepCopy()
+	own.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "VAULT_TOKEN_FILE", Value: "/mine"}}
+	own.Spec.Containers = own.Spec.Containers[:1]
+	if err := Mutate(own, []*config.Injector{&injs[0], &clash}, true); err != nil || env(own.Spec.Containers[0], "VAULT_TOKEN_FILE") != "/mine" {
+		t.Fatalf("the Pod's own env var: %v, %v", err, own.Spec.Containers[0].Env)
+	}
+}
+
+func env(c corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
 }
