@@ -211,7 +211,7 @@ func TestRefusals(t *testing.T) {
 			p.Labels["tremolo.io/ouca-sts"] = "true"
 			p.Annotations = map[string]string{contract.InjectedAnnotation: "vault-sts"}
 		}), wantIn: `already injected by kube-sts injector "vault-sts"; it cannot now use "vault-sts", "ouca-sts"`},
-		"our volume name":  {pod: base(func(p *corev1.Pod) { p.Spec.Volumes = []corev1.Volume{{Name: "sts-tokens"}} }), wantIn: `already has a volume named "sts-tokens"`},
+		"our volume name": {pod: base(func(p *corev1.Pod) { p.Spec.Volumes = []corev1.Volume{{Name: "sts-tokens"}} }), wantIn: `already has a volume named "sts-tokens"`},
 		"our container name": {pod: base(func(p *corev1.Pod) {
 			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "sts-creds-sidecar"})
 		}), wantIn: `already has a container named "sts-creds-sidecar"`},
