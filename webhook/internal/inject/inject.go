@@ -378,7 +378,8 @@ func sidecar(injs []*config.Injector, uid, gid int64, name, mode string) corev1.
 			mounts = append(mounts, corev1.VolumeMount{Name: contract.MoreCAVolumeName, MountPath: contract.MoreCAMountPath, ReadOnly: true})
 		}
 	}
-	return corev1.Container{Name: name,
+	return corev1.Container{
+		Name:                     name,
 		Image:                    inj.Image,
 		ImagePullPolicy:          inj.ImagePullPolicy,
 		Args:                     []string{mode},
