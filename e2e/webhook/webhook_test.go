@@ -44,6 +44,11 @@ injectors:
   image: local/sts-creds-sidecar:test
   tokenPathEnv: VAULT_TOKEN_FILE
   valueEnv: VAULT_TOKEN_ENABLED
+- name: aws-role
+  exchangeURL: https://127.0.0.1:8443/aws/token
+  image: local/sts-creds-sidecar:test
+  tokenPathEnv: AWS_WEB_IDENTITY_TOKEN_FILE
+  valueEnv: AWS_ROLE_ARN
 `
 
 func labeledPod(ns, name string, annotations map[string]string) *corev1.Pod {
@@ -160,6 +165,87 @@ func TestWebhook(t *testing.T) {
 		if _, err := pods.Pods("test-vault").Create(ctx, in, metav1.CreateOptions{}); err == nil || !strings.Contains(err.Error(), "must be writable by the sidecar") {
 			t.Errorf("own configMap token volume: %v, want a refusal", err)
 		}
+	})
+
+	// Registered as the chart does it, one webhook per injector: a Pod
+	// labeled for both goes through both, and the second call finds the
+	// first's work done.
+	t.Run("two injectors: one sidecar keeping both tokens", func(t *testing.T) {
+		stswebhook.Register(ctx, t, env, "kube-sts-aws", wh.URL, ca.CertPEM, "aws-role")
+		const role = "arn:aws:iam::111122223333:role/payments"
+		// Wait until the new registration is live: a Pod labeled only
+		// aws-role is then mutated (the shipped registration does not match it).
+		deadline := time.Now().Add(30 * time.Second)
+		for i := 0; ; i++ {
+			in := labeledPod("test-vault", fmt.Sprintf("aws-only-%d", i), map[string]string{"tremolo.io/aws-role": role})
+			in.Labels = map[string]string{"tremolo.io/aws-role": "true"}
+			p, err := pods.Pods("test-vault").Create(ctx, in, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.Spec.InitContainers) > 0 {
+				// Alone, aws-role is the Pod's first injector: /tokens/token.jwt.
+				if env0(p.Spec.Containers[0], "AWS_WEB_IDENTITY_TOKEN_FILE") != contract.TokenPath || env0(p.Spec.Containers[0], "VAULT_TOKEN_FILE") != "" ||
+					env0(p.Spec.InitContainers[0], contract.EnvTokens) != "" {
+					t.Errorf("aws-role alone: app env %v", p.Spec.Containers[0].Env)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the aws-role registration did not take effect in 30s")
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		calls := func() float64 {
+			return metricValue(t, wh.MetricsURL, `sts_webhook_admissions_total{injector="vault-sts,aws-role",result="injected"}`)
+		}
+		before := calls()
+		in := labeledPod("test-vault", "two-injectors", map[string]string{"tremolo.io/vault-sts": "auth_jwt_a8470dce", "tremolo.io/aws-role": role})
+		in.Labels["tremolo.io/aws-role"] = "true"
+		p, err := pods.Pods("test-vault").Create(ctx, in, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		if n := calls() - before; n < 2 {
+			t.Errorf("the webhook was called %v times for the Pod; want once per registration entry (2)", n)
+		}
+		sidecars := 0
+		for _, c := range append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) {
+			if strings.HasPrefix(c.Name, contract.ContainerName) {
+				sidecars++
+			}
+		}
+		if sidecars != 1 || p.Spec.InitContainers[0].Name != contract.ContainerName {
+			t.Fatalf("containers %v %v: want one native sidecar first", names(p.Spec.InitContainers), names(p.Spec.Containers))
+		}
+		if got := p.Annotations[contract.InjectedAnnotation]; got != "vault-sts,aws-role" {
+			t.Errorf("%s = %q", contract.InjectedAnnotation, got)
+		}
+		app := p.Spec.Containers[0]
+		want := map[string]string{"VAULT_TOKEN_FILE": contract.TokenPath, "VAULT_TOKEN_ENABLED": "auth_jwt_a8470dce",
+			"AWS_WEB_IDENTITY_TOKEN_FILE": contract.FurtherTokenPath("aws-role"), "AWS_ROLE_ARN": role}
+		for k, v := range want {
+			if got := env0(app, k); got != v {
+				t.Errorf("app env %s=%q, want %q", k, got, v)
+			}
+		}
+		var further []contract.FurtherToken
+		if err := json.Unmarshal([]byte(env0(p.Spec.InitContainers[0], contract.EnvTokens)), &further); err != nil || len(further) != 1 ||
+			further[0].OutputFile != contract.FurtherTokenPath("aws-role") || further[0].ExchangeURL != "https://127.0.0.1:8443/aws/token" {
+			t.Errorf("sidecar %s: %+v (%v)", contract.EnvTokens, further, err)
+		}
+		audiences := map[string]string{}
+		for _, v := range p.Spec.Volumes {
+			if v.Name == contract.SubjectVolumeName {
+				for _, src := range v.Projected.Sources {
+					audiences[src.ServiceAccountToken.Path] = src.ServiceAccountToken.Audience
+				}
+			}
+		}
+		if audiences["token"] != "https://127.0.0.1:8443/vault" || audiences["aws-role.token"] != "https://127.0.0.1:8443/aws" {
+			t.Errorf("projected ServiceAccount tokens by path and audience: %v", audiences)
+		}
+
 	})
 
 	t.Run("vault-style webhook: its containers mount /tokens, our sidecar first", func(t *testing.T) {
@@ -474,4 +560,26 @@ func startFakeVaultInjector(t *testing.T, ca *testca.CA) string {
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return "https://" + l.Addr().String() + "/mutate"
+}
+
+// metricValue reads one sample (name with its labels, as exposed) from a
+// metrics endpoint; 0 when it is not there yet.
+func metricValue(t *testing.T, url, sample string) float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	return 0
 }
