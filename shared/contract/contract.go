@@ -51,7 +51,8 @@ var reserved = map[string]bool{"user": true, "group": true, "create-volume": tru
 // ValidateSTSName reports whether name can be used as an injector/endpoint name:
 // it becomes the name part of a label key, so it must be a DNS-1123 label
 // (lower-case alphanumerics and '-', 1-63 characters) and must not collide with
-// the annotations under Prefix (user, group, create-volume, non-root).
+// the annotations under Prefix (user, group, create-volume, non-root), nor be
+// "token" (see FurtherTokenPath).
 func ValidateSTSName(name string) error {
 	if name == "" {
 		return fmt.Errorf("sts name is empty")
@@ -67,6 +68,9 @@ func ValidateSTSName(name string) error {
 	}
 	if reserved[name] {
 		return fmt.Errorf("sts name %q is reserved for the %s%s annotation", name, Prefix, name)
+	}
+	if MountPath+"/"+name+".jwt" == TokenPath {
+		return fmt.Errorf("sts name %q is reserved: as a Pod's further injector its token file would be %s, the first injector's", name, TokenPath)
 	}
 	return nil
 }
@@ -161,8 +165,7 @@ const (
 //	projected subject token:  /var/run/secrets/kube-sts/<sts>.token
 //	CA bundle (caConfigMap):  /etc/kube-sts/ca-more/<sts>.crt
 //
-// A name cannot collide with token.jwt: "token" would need the file
-// token.jwt.jwt, and ValidateSTSName refuses dots.
+// No name collides with token.jwt: ValidateSTSName refuses "token" and dots.
 
 // FurtherTokenPath is the token file of a Pod's further injector sts.
 func FurtherTokenPath(sts string) string { return MountPath + "/" + sts + ".jwt" }

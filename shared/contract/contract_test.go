@@ -115,3 +115,29 @@ func FuzzParseID(f *testing.F) {
 		}
 	})
 }
+
+// TestFurtherFiles: a further injector's files sit beside the first's and
+// never take its names (a valid sts name has no dot, so "<sts>.jwt" is
+// never "token.jwt").
+func TestFurtherFiles(t *testing.T) {
+	if err := ValidateSTSName("token"); err == nil || !strings.Contains(err.Error(), "its token file would be /tokens/token.jwt") {
+		t.Errorf(`ValidateSTSName("token") = %v`, err)
+	}
+	for _, name := range []string{"aws-role", "tokens", "ca", "vault-sts"} {
+		if err := ValidateSTSName(name); err != nil {
+			t.Fatal(err)
+		}
+		if got := FurtherTokenPath(name); got != MountPath+"/"+name+".jwt" || got == TokenPath {
+			t.Errorf("FurtherTokenPath(%q) = %q", name, got)
+		}
+		if got := FurtherSubjectTokenFileName(name); got == SubjectTokenFileName || strings.Contains(got, "/") {
+			t.Errorf("FurtherSubjectTokenFileName(%q) = %q", name, got)
+		}
+		if got := MoreCAFileName(name); got != name+".crt" {
+			t.Errorf("MoreCAFileName(%q) = %q", name, got)
+		}
+	}
+	if ValidateSTSName("token.jwt") == nil {
+		t.Error("a name with a dot would let a further token take the first's file name")
+	}
+}
