@@ -110,6 +110,22 @@ func testAWSSDK(ctx context.Context, t *testing.T, s *Stack) {
 		t.Fatalf("the webhook injected %v; want AWS_WEB_IDENTITY_TOKEN_FILE=%s and AWS_ROLE_ARN=%s", injected, contract.TokenPath, role)
 	}
 
+	seen := s.awaitSDKCalls(ctx, t, rec, role, p, "app", 2)
+	log, _ := s.Node.ContainerLog(p, "app")
+	if !strings.Contains(log, "aws credentials: key ASIARECORDER") || !strings.Contains(log, "source WebIdentityCredentials") {
+		t.Errorf("the app did not report credentials from the web identity provider:\n%s", flow.Tail(log, 2000))
+	}
+	t.Logf("the SDK assumed %s %d times with %d of our tokens (jti %v)", role, len(rec.snapshot()), len(seen), seen)
+	if err := s.Env.Clientset.CoreV1().Pods(Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
+		t.Error(err)
+	}
+}
+
+// awaitSDKCalls waits until the recorder has seen want distinct tokens from
+// the AWS SDK in p's container, each verified against the aws endpoint's
+// JWKS, and returns their ids.
+func (s *Stack) awaitSDKCalls(ctx context.Context, t *testing.T, rec *stsRecorder, role string, p *corev1.Pod, container string, want int) []string {
+	t.Helper()
 	jwksRaw, err := s.Issuer.JWKS(ctx, s.Issuer.Base+"/aws")
 	if err != nil {
 		t.Fatal(err)
@@ -133,26 +149,91 @@ func testAWSSDK(ctx context.Context, t *testing.T, s *Stack) {
 				seen = append(seen, claims.ID)
 			}
 		}
-		if len(seen) >= 2 {
-			break
+		if len(seen) >= want {
+			return seen
 		}
 		if time.Now().After(deadline) {
-			log, _ := s.Node.ContainerLog(p, "app")
+			log, _ := s.Node.ContainerLog(p, container)
 			sidecar, _ := s.Node.ContainerLog(p, contract.ContainerName)
-			cur, _ := s.Env.Clientset.CoreV1().Pods(Namespace).Get(ctx, p.Name, metav1.GetOptions{})
-			t.Fatalf("the recorder saw %d calls with %d distinct tokens in 3m; want the SDK to send the refreshed token too; app log:\n%s\nsidecar log:\n%s\nPod status: %+v",
-				len(rec.snapshot()), len(seen), flow.Tail(log, 3000), flow.Tail(sidecar, 3000), cur.Status)
+			cur, _ := s.Env.Clientset.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
+			t.Fatalf("the recorder saw %d calls with %d distinct tokens in 3m; want %d; %s log:\n%s\nsidecar log:\n%s\nPod status: %+v",
+				len(rec.snapshot()), len(seen), want, container, flow.Tail(log, 3000), flow.Tail(sidecar, 3000), cur.Status)
 		}
 		time.Sleep(2 * time.Second)
 	}
-	log, _ := s.Node.ContainerLog(p, "app")
-	if !strings.Contains(log, "aws credentials: key ASIARECORDER") || !strings.Contains(log, "source WebIdentityCredentials") {
-		t.Errorf("the app did not report credentials from the web identity provider:\n%s", flow.Tail(log, 2000))
+}
+
+// testTwoRelyingParties: the reference Pod, also labeled for the aws-role
+// injector, with a second container using the AWS SDK. One sidecar keeps
+// both tokens: Vault's agent logs in with /tokens/token.jwt and renders the
+// secret; the SDK assumes the role with /tokens/aws-role.jwt, the aws
+// endpoint's token. Vault's init container starts only after both tokens
+// are on disk.
+func testTwoRelyingParties(ctx context.Context, t *testing.T, s *Stack) {
+	rec := newSTSRecorder()
+	defer rec.Close()
+	const role = "arn:aws:iam::111122223333:role/reports"
+	pod := s.ReferencePod(Namespace, "two-parties", true)
+	pod.Labels[contract.Prefix+AWSInjector] = "true"
+	pod.Annotations[contract.Prefix+AWSInjector] = role
+	// The token files belong to uid 100 (Vault's agent) and the Pod's
+	// tremolo.io/group 1000: the SDK's container reads them through that group.
+	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "aws", Image: node.AppImage, ImagePullPolicy: corev1.PullNever, Args: []string{"aws", "1s"},
+		SecurityContext: &corev1.SecurityContext{RunAsUser: ptr.To[int64](65532), RunAsGroup: ptr.To[int64](1000)},
+		Env:             []corev1.EnvVar{{Name: "AWS_ENDPOINT_URL_STS", Value: rec.URL}, {Name: "AWS_REGION", Value: "us-east-1"}}})
+	p, err := s.Env.Clientset.CoreV1().Pods(Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("the SDK assumed %s %d times with %d of our tokens (jti %v)", role, len(rec.snapshot()), len(seen), seen)
-	if err := s.Env.Clientset.CoreV1().Pods(Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
-		t.Error(err)
+	var sidecars []string
+	for _, c := range append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) {
+		if strings.HasPrefix(c.Name, contract.ContainerName) {
+			sidecars = append(sidecars, c.Name)
+		}
 	}
+	if len(sidecars) != 1 || p.Annotations[contract.InjectedAnnotation] != "vault-sts,"+AWSInjector {
+		t.Fatalf("sidecars %v, %s=%q; want one sidecar for vault-sts,%s", sidecars, contract.InjectedAnnotation, p.Annotations[contract.InjectedAnnotation], AWSInjector)
+	}
+	awsFile := contract.FurtherTokenPath(AWSInjector)
+	for _, c := range p.Spec.Containers {
+		if c.Name == "aws" && (envOf(c, "AWS_WEB_IDENTITY_TOKEN_FILE") != awsFile || envOf(c, "VAULT_TOKEN_FILE") != contract.TokenPath) {
+			t.Fatalf("aws container env %v; want AWS_WEB_IDENTITY_TOKEN_FILE=%s and VAULT_TOKEN_FILE=%s", c.Env, awsFile, contract.TokenPath)
+		}
+	}
+
+	s.waitForSecret(ctx, t, p)
+	seen := s.awaitSDKCalls(ctx, t, rec, role, p, "aws", 1)
+
+	p, err = s.Env.Clientset.CoreV1().Pods(Namespace).Get(ctx, p.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sidecarLog, _ := s.Node.ContainerLog(p, contract.ContainerName)
+	vaultFirst, awsFirst := firstRefreshOf(t, sidecarLog, contract.TokenPath), firstRefreshOf(t, sidecarLog, awsFile)
+	for _, st := range p.Status.InitContainerStatuses {
+		if st.Name != "vault-agent-init" {
+			continue
+		}
+		if st.State.Terminated == nil {
+			t.Fatalf("vault-agent-init status %+v", st)
+		}
+		started := st.State.Terminated.StartedAt.Time
+		if started.Before(vaultFirst.Truncate(time.Second)) || started.Before(awsFirst.Truncate(time.Second)) {
+			t.Fatalf("vault-agent-init started at %v, before both tokens were on disk (%v, %v)", started, vaultFirst, awsFirst)
+		}
+	}
+	t.Logf("one sidecar, two relying parties: first tokens at %v (vault) and %v (aws); Vault's secret rendered; the SDK assumed %s with %d of the aws endpoint's tokens",
+		vaultFirst.Format(time.RFC3339Nano), awsFirst.Format(time.RFC3339Nano), role, len(seen))
+	// The Pod stays: the log check that follows reads its sidecar's log.
+}
+
+func envOf(c corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
 }
 
 // verifyAWSToken checks a token the SDK sent: signed by the aws endpoint's

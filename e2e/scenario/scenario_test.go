@@ -206,9 +206,13 @@ func TestReferenceScenario(t *testing.T) {
 		testAWSSDK(ctx, t, s)
 	})
 
+	t.Run("one Pod, two relying parties: Vault's agent and the AWS SDK", func(t *testing.T) {
+		testTwoRelyingParties(ctx, t, s)
+	})
+
 	t.Run("no token in any log of ours", func(t *testing.T) {
 		logs := map[string]string{"sts-issuer": string(s.Issuer.Log()), "sts-webhook": string(s.Webhook.Log())}
-		for _, name := range []string{"reference-as-written", "intruder"} {
+		for _, name := range []string{"reference-as-written", "intruder", "two-parties"} {
 			ns := Namespace
 			if name == "intruder" {
 				ns = "other-team"
@@ -265,8 +269,15 @@ func mustClaims(t *testing.T, jwt string) map[string]any {
 // firstRefresh is the time of the sidecar's first "token refreshed" line.
 func firstRefresh(t *testing.T, log string) time.Time {
 	t.Helper()
+	return firstRefreshOf(t, log, "")
+}
+
+// firstRefreshOf is the time of the first "token refreshed" line about
+// file (a sidecar keeping several tokens says which in token_file; "": any).
+func firstRefreshOf(t *testing.T, log, file string) time.Time {
+	t.Helper()
 	for _, line := range strings.Split(log, "\n") {
-		if !strings.Contains(line, `"token refreshed"`) {
+		if !strings.Contains(line, `"token refreshed"`) || (file != "" && !strings.Contains(line, `"token_file":"`+file+`"`)) {
 			continue
 		}
 		i := strings.Index(line, `"ts":"`)
@@ -281,6 +292,6 @@ func firstRefresh(t *testing.T, log string) time.Time {
 		}
 		return tm
 	}
-	t.Fatalf("no token refreshed line in the sidecar log:\n%s", log)
+	t.Fatalf("no token refreshed line (file %q) in the sidecar log:\n%s", file, log)
 	return time.Time{}
 }
