@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -161,13 +162,13 @@ func TestBinaryFurtherTokens(t *testing.T) {
 
 	aws.Set(testissuer.Hang)
 	c := f.cmd("run")
-	var log bytes.Buffer
-	c.Stderr = &log
+	log := &syncBuffer{}
+	c.Stderr = log
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = c.Process.Kill(); _ = c.Wait() }()
-	waitFile(t, f.out, 5*time.Second, &log)
+	waitFile(t, f.out, 5*time.Second, log)
 	if _, err := os.Stat(out); err == nil {
 		t.Fatal("the hanging endpoint's token exists")
 	}
@@ -176,7 +177,7 @@ func TestBinaryFurtherTokens(t *testing.T) {
 		t.Fatalf("probe with the further token missing: exit %d, %q; want 1 naming only %s", exitCode(err), b, out)
 	}
 	aws.Set(testissuer.OK)
-	waitFile(t, out, 15*time.Second, &log)
+	waitFile(t, out, 15*time.Second, log)
 	if b, err := f.cmd("probe").CombinedOutput(); exitCode(err) != 0 {
 		t.Fatalf("probe with both tokens: exit %d, %q", exitCode(err), b)
 	}
@@ -208,7 +209,21 @@ func TestBinaryFurtherTokens(t *testing.T) {
 	}
 }
 
-func waitFile(t *testing.T, path string, within time.Duration, log *bytes.Buffer) {
+// syncBuffer is the child's stderr, written by exec's copying goroutine
+// while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func waitFile(t *testing.T, path string, within time.Duration, log *syncBuffer) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
