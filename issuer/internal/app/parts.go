@@ -100,6 +100,7 @@ func startKeys(ctx context.Context, g *errgroup.Group, cfg *config.Config, srv *
 			continue
 		}
 		mc := ec.Keys.Managed
+		m.RotateEvery(ec.Name, mc.RotateEvery.Duration)
 		src := keysource.NewManagedSource(keysource.ManagedOptions{
 			Client: control, Namespace: mc.Namespace, Secret: mc.Secret, Endpoint: ec.Name,
 			Schedule: keys.Schedule{Algorithm: ec.Algorithm, RotateEvery: mc.RotateEvery.Duration,

@@ -22,6 +22,7 @@ type Metrics struct {
 	apiDuration      *prometheus.HistogramVec
 	keyAge           *prometheus.GaugeVec
 	keysPublished    *prometheus.GaugeVec
+	rotateEvery      *prometheus.GaugeVec
 	rotations        *prometheus.CounterVec
 	publishes        *prometheus.CounterVec
 	publishedAt      *prometheus.GaugeVec
@@ -53,6 +54,10 @@ func New() *Metrics {
 			Name: "sts_issuer_keys_published",
 			Help: "Keys in the JWKS, by endpoint.",
 		}, []string{"endpoint"}),
+		rotateEvery: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sts_issuer_signing_key_rotate_every_seconds",
+			Help: "How long a managed key signs before its successor takes over, by endpoint (absent for keys from files): an alert compares the signing key's age with it.",
+		}, []string{"endpoint"}),
 		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sts_issuer_key_changes_total",
 			Help: "Changes of the managed key set written by this replica, by endpoint and kind (created, retired).",
@@ -66,7 +71,7 @@ func New() *Metrics {
 			Help: "When a target last took the documents (or showed a newer key set), by endpoint and target.",
 		}, []string{"endpoint", "target"}),
 	}
-	m.Registry.MustRegister(m.exchanges, m.exchangeDuration, m.apiDuration, m.keyAge, m.keysPublished, m.rotations, m.publishes, m.publishedAt,
+	m.Registry.MustRegister(m.exchanges, m.exchangeDuration, m.apiDuration, m.keyAge, m.keysPublished, m.rotateEvery, m.rotations, m.publishes, m.publishedAt,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -97,6 +102,30 @@ func (m *Metrics) Keys(endpoint string, signingCreated time.Time, published int)
 		m.keyAge.WithLabelValues(endpoint).Set(time.Since(signingCreated).Seconds())
 	}
 	m.keysPublished.WithLabelValues(endpoint).Set(float64(published))
+}
+
+// RotateEvery records a managed endpoint's rotation period.
+func (m *Metrics) RotateEvery(endpoint string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.rotateEvery.WithLabelValues(endpoint).Set(d.Seconds())
+}
+
+// Ready exports sts_issuer_ready: 1 while /readyz answers 200. Prometheus
+// scrapes an unready replica too (it stays in the Service's endpoints as not
+// ready), so an alert can say which replica is out and for how long.
+func (m *Metrics) Ready(ready func() bool) {
+	if m == nil {
+		return
+	}
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sts_issuer_ready", Help: "1 while the issuer is ready (what /readyz answers), else 0."},
+		func() float64 {
+			if ready() {
+				return 1
+			}
+			return 0
+		}))
 }
 
 // InFlight exports the exchanges waiting on the API server now and the most

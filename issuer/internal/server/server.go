@@ -215,6 +215,7 @@ func New(o Options) (*Server, error) {
 	}
 	s.perToken = limit.NewPerKey(o.PerTokenPerSecond, time.Second, perTokenKeys, s.now)
 	s.metrics.InFlight(s.inflight.InUse, s.inflight.Peak)
+	s.metrics.Ready(func() bool { return s.notReady() == "" })
 	if s.ready == nil {
 		s.ready = func() bool { return true }
 	}
@@ -272,6 +273,19 @@ func (s *Server) ReportKeyAges(ctx context.Context, every time.Duration) {
 	}
 }
 
+// notReady says why /readyz fails, or "" when the issuer is ready.
+func (s *Server) notReady() string {
+	if !s.Ready() {
+		return "keys not loaded or API server not reached yet"
+	}
+	if s.publish != nil {
+		if err := s.publish(); err != nil {
+			return err.Error()
+		}
+	}
+	return ""
+}
+
 // Ready reports whether every endpoint has keys and the API server answered.
 func (s *Server) Ready() bool {
 	for _, e := range s.endpoints {
@@ -289,15 +303,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 		return
 	case "/readyz":
-		if !s.Ready() {
-			http.Error(w, "not ready: keys not loaded or API server not reached yet", http.StatusServiceUnavailable)
+		if why := s.notReady(); why != "" {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
 			return
-		}
-		if s.publish != nil {
-			if err := s.publish(); err != nil {
-				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-				return
-			}
 		}
 		_, _ = io.WriteString(w, "ok\n")
 		return

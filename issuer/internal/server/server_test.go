@@ -581,9 +581,20 @@ func TestNotReadyWhilePublishingFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	var failing error
-	srv, err := New(Options{Config: cfg, Log: zap.NewNop(), Publishing: func() error { return failing }})
+	srv, err := New(Options{Config: cfg, Log: zap.NewNop(), Metrics: metrics.New(), Publishing: func() error { return failing }})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// sts_issuer_ready follows /readyz.
+	ready := func() float64 {
+		ms := family(t, srv, "sts_issuer_ready")
+		if len(ms) != 1 {
+			t.Fatalf("sts_issuer_ready: %d samples", len(ms))
+		}
+		return ms[0].GetGauge().GetValue()
+	}
+	if got := ready(); got != 0 {
+		t.Errorf("sts_issuer_ready without keys = %v, want 0", got)
 	}
 	k, err := keys.Generate(keys.ES256, time.Now())
 	if err != nil {
@@ -603,12 +614,12 @@ func TestNotReadyWhilePublishingFails(t *testing.T) {
 		srv.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "https://sts.kube-sts.test/readyz", nil))
 		return w
 	}
-	if w := readyz(); w.Code != 200 {
-		t.Fatalf("readyz with keys = %d %s", w.Code, w.Body)
+	if w := readyz(); w.Code != 200 || ready() != 1 {
+		t.Fatalf("readyz with keys = %d %s, sts_issuer_ready %v", w.Code, w.Body, ready())
 	}
 	failing = errors.New("endpoint vault: publishing to s3://oidc/ has failed for 10m0s")
-	if w := readyz(); w.Code != 503 || !strings.Contains(w.Body.String(), "not ready: endpoint vault: publishing to s3://oidc/ has failed") {
-		t.Errorf("readyz while publishing fails = %d %q", w.Code, w.Body)
+	if w := readyz(); w.Code != 503 || !strings.Contains(w.Body.String(), "not ready: endpoint vault: publishing to s3://oidc/ has failed") || ready() != 0 {
+		t.Errorf("readyz while publishing fails = %d %q, sts_issuer_ready %v", w.Code, w.Body, ready())
 	}
 }
 
