@@ -51,15 +51,19 @@ toolchain-node: ## Build the pinned kubelet, Vault and vault-k8s (cached) for th
 	bash $(TOOLCHAIN) node
 
 .PHONY: toolchain-deploy
-toolchain-deploy: ## Build the pinned kube-scheduler, kube-controller-manager, helm, kustomize and actionlint (cached).
+toolchain-deploy: ## Build the pinned kube-scheduler, kube-controller-manager, helm, kustomize, actionlint and promcheck (Prometheus's rule loader), and fetch the Prometheus Operator's CRDs (cached).
 	bash $(TOOLCHAIN) deploy
 
 .PHONY: toolchain-publish
 toolchain-publish: ## Build the pinned SeaweedFS (weed, cached): the S3-compatible server the publishing tests write to.
 	bash $(TOOLCHAIN) weed
 
+.PHONY: toolchain-release
+toolchain-release: ## Build the pinned helm and cyclonedx-gomod (cached): what `make release-local` and its test need.
+	bash $(TOOLCHAIN) release
+
 .PHONY: tools
-tools: toolchain toolchain-node toolchain-deploy toolchain-publish $(STATICCHECK) ## Install everything the tests and linters need (cached).
+tools: toolchain toolchain-node toolchain-deploy toolchain-publish toolchain-release $(STATICCHECK) ## Install everything the tests and linters need (cached).
 
 $(STATICCHECK):
 	@echo "installing staticcheck $(STATICCHECK_VERSION)"
@@ -83,7 +87,7 @@ testdata-check: ## Fail when a test run changed or added files under testdata/ (
 	fi
 
 .PHONY: test-unit
-test-unit: ## Unit tests of every module, with -race (the release module builds the six release images).
+test-unit: ## Unit tests of every module, with -race (the release module builds the six release images, and a local release with SBOMs and the chart).
 	@for m in $(UNIT_MODULES); do echo "== unit: $$m"; (cd $$m && go test -race -count=1 $(GO_TEST_FLAGS) ./...); done
 
 # -p 1: one suite at a time. The node suites run a kubelet each, and two
@@ -170,6 +174,11 @@ images: ## Build the three images with docker buildx for PLATFORMS (see IMAGE_PR
 .PHONY: images-local
 images-local: ## The same images without Docker (amd64 and arm64): docker-archives and OCI layouts in dist/images.
 	cd release && go run ./cmd/images --out ../dist/images --prefix $(IMAGE_PREFIX) --version $(VERSION)
+
+.PHONY: release-local
+release-local: toolchain-release ## A release without pushing or signing: images, a CycloneDX SBOM per image, the chart, SHA256SUMS in dist/release/$(VERSION) (VERSION must be the tag Chart.yaml names, e.g. v0.1.0).
+	cd release && go run ./cmd/release --version $(VERSION) --out ../dist/release/$(VERSION) --prefix $(IMAGE_PREFIX) \
+		--helm "$$(bash ../$(TOOLCHAIN) --print-bin=helm)" --cyclonedx "$$(bash ../$(TOOLCHAIN) --print-bin=cyclonedx-gomod)"
 
 .PHONY: manifests
 manifests: toolchain-deploy ## Render the Helm chart (default values) and every kustomize overlay into dist/manifests.

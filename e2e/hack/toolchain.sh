@@ -5,10 +5,13 @@
 #   e2e/hack/toolchain.sh [--print-dir] [--print-bin=NAME] TARGET...
 #
 # Targets: kube-apiserver etcd kubelet kube-scheduler kube-controller-manager
-# vault vault-k8s helm kustomize actionlint weed; all (= kube-apiserver etcd),
+# vault vault-k8s helm kustomize actionlint weed cyclonedx-gomod promcheck
+# prometheus-operator-crds; all (= kube-apiserver etcd),
 # node (= kubelet vault vault-k8s, what the end-to-end suite adds),
-# deploy (= kube-scheduler kube-controller-manager helm kustomize actionlint,
-# what the manifest checks and the in-cluster install add).
+# deploy (= kube-scheduler kube-controller-manager helm kustomize actionlint
+# promcheck prometheus-operator-crds, what the manifest checks and
+# the in-cluster install add), release (= helm cyclonedx-gomod, what
+# `make release-local` and its test need).
 # Each binary lands in $KUBE_STS_CACHE/bin/<name>-<version>/<name> (default cache:
 # $HOME/.cache/kube-sts). A target that is already there is not rebuilt.
 #
@@ -26,6 +29,14 @@ VAULT_K8S_VERSION="${VAULT_K8S_VERSION:-v1.6.2}"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.8.1}"
 ACTIONLINT_VERSION="${ACTIONLINT_VERSION:-v1.7.12}"
+# The SBOM generator of the release (release/bundle): CycloneDX from a Go binary's build information.
+CYCLONEDX_GOMOD_VERSION="${CYCLONEDX_GOMOD_VERSION:-v1.10.0}"
+# Prometheus's rule loader and PromQL parser check the chart's alerting rules
+# and dashboard (e2e/hack/promcheck; Prometheus v3.x is module v0.3xx).
+PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v0.316.0}"
+# The Prometheus Operator's CRDs (ServiceMonitor, PrometheusRule) the chart's
+# monitoring objects are dry-run against, from the module's example/ folder.
+PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.94.0}"
 # SeaweedFS publishes no tagged Go module versions; this is its commit of
 # 2026-11-09 (weed 4.53), the S3 server the publishing tests write to.
 SEAWEEDFS_VERSION="${SEAWEEDFS_VERSION:-v0.0.0-20261109003541-7506e5f91cd6}"
@@ -158,6 +169,41 @@ helm() {
     module_build helm "$HELM_VERSION" helm.sh/helm/v3//cmd/helm
 }
 kustomize() { module_build kustomize "$KUSTOMIZE_VERSION" sigs.k8s.io/kustomize/kustomize/v5; }
+# prometheus-operator-crds is a folder, not a binary: the CRDs as the
+# Prometheus Operator's module ships them.
+prometheus_operator_crds() {
+  local name=prometheus-operator-crds v="$PROMETHEUS_OPERATOR_VERSION" mod dest
+  have "$name" "$v" && { log "$name $v cached"; return; }
+  mod="$(cd "$SRC" && GOFLAGS=-mod=mod go mod download -json "github.com/prometheus-operator/prometheus-operator@$v" \
+    | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
+  [ -d "$mod/example/prometheus-operator-crd" ] || die "no CRDs in github.com/prometheus-operator/prometheus-operator@$v"
+  dest="$(bindir "$name" "$v")"
+  rm -rf "$dest" && mkdir -p "$dest/.tmp"
+  cp "$mod/example/prometheus-operator-crd/"*.yaml "$dest/.tmp/"
+  mv "$dest/.tmp" "$dest/$name"
+  log "$name $v ready: $dest/$name"
+}
+
+# promcheck (e2e/hack/promcheck) checks rules files and lists the metrics
+# PromQL expressions select, with the pinned Prometheus's own rule loader and
+# parser, in a module of its own.
+promcheck() {
+  local name=promcheck v="$PROMETHEUS_VERSION" dir src
+  src="$(cd "$(dirname "$0")" && pwd)/promcheck/main.go"
+  # The cache key includes the source's hash: an edit rebuilds it.
+  v="$v-$(sha256sum "$src" | cut -c1-12)"
+  have "$name" "$v" && { log "$name $v cached"; return; }
+  dir="$SRC/$name-$v"
+  log "building $name $v"
+  wrapper "$dir" "kube-sts.local/toolchain/$name"
+  cp "$src" "$dir/main.go"
+  (cd "$dir" && go mod edit -require="github.com/prometheus/prometheus@$PROMETHEUS_VERSION" \
+    && GOFLAGS=-mod=mod go get "github.com/prometheus/prometheus@$PROMETHEUS_VERSION" >/dev/null 2>&1 || true)
+  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$dir/$name" .) \
+    || die "build of $name failed"
+  install_bin "$name" "$v" "$dir/$name"
+}
+cyclonedx_gomod() { module_build cyclonedx-gomod "$CYCLONEDX_GOMOD_VERSION" github.com/CycloneDX/cyclonedx-gomod//cmd/cyclonedx-gomod; }
 actionlint() {
   LDFLAGS_EXTRA="-X main.version=$ACTIONLINT_VERSION" \
     module_build actionlint "$ACTIONLINT_VERSION" github.com/rhysd/actionlint//cmd/actionlint
@@ -173,6 +219,9 @@ version_of() {
     kustomize) echo "$KUSTOMIZE_VERSION" ;;
     actionlint) echo "$ACTIONLINT_VERSION" ;;
     weed) echo "$SEAWEEDFS_VERSION" ;;
+    cyclonedx-gomod) echo "$CYCLONEDX_GOMOD_VERSION" ;;
+    prometheus-operator-crds) echo "$PROMETHEUS_OPERATOR_VERSION" ;;
+    promcheck) echo "$PROMETHEUS_VERSION-$(sha256sum "$(cd "$(dirname "$0")" && pwd)/promcheck/main.go" | cut -c1-12)" ;;
     *) die "unknown binary '$1'" ;;
   esac
 }
@@ -184,7 +233,7 @@ for a in "$@"; do
   case "$a" in
     --print-dir) print_dir=true ;;
     --print-bin=*) print_bin="${a#--print-bin=}"; targets+=("$print_bin") ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) targets+=("$a") ;;
   esac
 done
@@ -207,10 +256,14 @@ for t in "${targets[@]}"; do
     kustomize) kustomize ;;
     actionlint) actionlint ;;
     weed) weed ;;
+    cyclonedx-gomod) cyclonedx_gomod ;;
+    promcheck) promcheck ;;
+    prometheus-operator-crds) prometheus_operator_crds ;;
+    release) helm; cyclonedx_gomod ;;
     node) kube_component kubelet; vault; vault_k8s ;;
-    deploy) kube_component kube-scheduler; kube_component kube-controller-manager; helm; kustomize; actionlint ;;
-    versions) echo "KUBERNETES_VERSION=$KUBERNETES_VERSION ETCD_VERSION=$ETCD_VERSION VAULT_VERSION=$VAULT_VERSION VAULT_K8S_VERSION=$VAULT_K8S_VERSION HELM_VERSION=$HELM_VERSION KUSTOMIZE_VERSION=$KUSTOMIZE_VERSION ACTIONLINT_VERSION=$ACTIONLINT_VERSION SEAWEEDFS_VERSION=$SEAWEEDFS_VERSION" ;;
-    *) die "unknown target '$t' (known: all node deploy kube-apiserver etcd kubelet kube-scheduler kube-controller-manager vault vault-k8s helm kustomize actionlint weed versions)" ;;
+    deploy) kube_component kube-scheduler; kube_component kube-controller-manager; helm; kustomize; actionlint; promcheck; prometheus_operator_crds ;;
+    versions) echo "KUBERNETES_VERSION=$KUBERNETES_VERSION ETCD_VERSION=$ETCD_VERSION VAULT_VERSION=$VAULT_VERSION VAULT_K8S_VERSION=$VAULT_K8S_VERSION HELM_VERSION=$HELM_VERSION KUSTOMIZE_VERSION=$KUSTOMIZE_VERSION ACTIONLINT_VERSION=$ACTIONLINT_VERSION SEAWEEDFS_VERSION=$SEAWEEDFS_VERSION CYCLONEDX_GOMOD_VERSION=$CYCLONEDX_GOMOD_VERSION PROMETHEUS_VERSION=$PROMETHEUS_VERSION PROMETHEUS_OPERATOR_VERSION=$PROMETHEUS_OPERATOR_VERSION" ;;
+    *) die "unknown target '$t' (known: all node deploy kube-apiserver etcd kubelet kube-scheduler kube-controller-manager vault vault-k8s helm kustomize actionlint weed cyclonedx-gomod promcheck prometheus-operator-crds release versions)" ;;
   esac
 done
 

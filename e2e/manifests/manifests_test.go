@@ -165,10 +165,28 @@ func TestManifestsDryRun(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The Prometheus Operator's, as its module ships them, for the chart's
+	// monitoring objects (ci/monitoring-values.yaml).
+	promCRDs := tool(t, "prometheus-operator-crds")
+	for _, f := range []string{"monitoring.coreos.com_servicemonitors.yaml", "monitoring.coreos.com_prometheusrules.yaml"} {
+		data, err := os.ReadFile(filepath.Join(promCRDs, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range decode(t, f, data) {
+			if err := a.apply(ctx, o, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	waitFor(t, 30*time.Second, func() error {
 		mapper.Reset()
-		_, err := mapper.RESTMapping(schema.GroupKind{Group: "cert-manager.io", Kind: "Certificate"}, "v1")
-		return err
+		for _, gk := range []schema.GroupKind{{Group: "cert-manager.io", Kind: "Certificate"}, {Group: "monitoring.coreos.com", Kind: "ServiceMonitor"}, {Group: "monitoring.coreos.com", Kind: "PrometheusRule"}} {
+			if _, err := mapper.RESTMapping(gk, "v1"); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	// The namespace exists for real, labeled as the kustomize base labels it.
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: releaseNS, Labels: map[string]string{
@@ -418,6 +436,8 @@ func TestChartSchema(t *testing.T) {
 		"typo":                   {[]string{"issuer.replica=3"}, "replica"},
 		"file keys without name": {[]string{"sts.endpoints[0].issuer.keypair.managed=false"}, "secret"},
 		"colon in cluster":       {[]string{"cluster=a:b"}, "/cluster"},
+		"refusal ratio above 1":  {[]string{"monitoring.prometheusRule.refusalRatio=2"}, "/monitoring/prometheusRule/refusalRatio"},
+		"monitoring typo":        {[]string{"monitoring.serviceMonitors.enabled=true"}, "serviceMonitors"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			args := []string{"template", "kube-sts", chartDir()}

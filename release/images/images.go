@@ -42,6 +42,7 @@ type Built struct {
 	Arch    string
 	Tag     string
 	Archive string // docker-archive
+	Bin     string // the binary the image carries, as compiled (kept in <Dir>/bin/<arch>/)
 	Image   v1.Image
 }
 
@@ -112,7 +113,7 @@ func Build(ctx context.Context, o Options) ([]Built, error) {
 				return nil, fmt.Errorf("%s/%s: %w", b.Name, arch, err)
 			}
 			imgs = append(imgs, img)
-			out = append(out, Built{Binary: b, Arch: arch, Tag: tag, Archive: archive, Image: img})
+			out = append(out, Built{Binary: b, Arch: arch, Tag: tag, Archive: archive, Bin: bin, Image: img})
 		}
 		if len(imgs) < 2 {
 			continue // one architecture (the test node's): the archive is all it needs
