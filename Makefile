@@ -86,9 +86,14 @@ testdata-check: ## Fail when a test run changed or added files under testdata/ (
 	  if [ -n "$$out" ]; then echo "testdata/ differs from the commit (a golden rewritten by -update?):"; echo "$$out"; exit 1; fi; \
 	fi
 
+# The release module's two packages each cross-compile the six images: one at
+# a time (-p 1), so the second reuses the first's compiled packages. From an
+# empty build cache the first took longer than go test's default 10-minute
+# limit on this kind of machine (both at once timed out), hence -timeout 30m.
 .PHONY: test-unit
 test-unit: ## Unit tests of every module, with -race (the release module builds the six release images, and a local release with SBOMs and the chart).
-	@for m in $(UNIT_MODULES); do echo "== unit: $$m"; (cd $$m && go test -race -count=1 $(GO_TEST_FLAGS) ./...); done
+	@for m in $(UNIT_MODULES); do echo "== unit: $$m"; p=; [ $$m = release ] && p="-p 1"; \
+	  (cd $$m && go test -race -count=1 -timeout 30m $$p $(GO_TEST_FLAGS) ./...); done
 
 # -p 1: one suite at a time. The node suites run a kubelet each, and two
 # kubelets on one machine would fight over the same cgroups; the timing
