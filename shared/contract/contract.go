@@ -6,6 +6,7 @@ package contract
 
 import (
 	"fmt"
+	"path"
 	"strconv"
 	"strings"
 )
@@ -170,6 +171,16 @@ const (
 // FurtherTokenPath is the token file of a Pod's further injector sts.
 func FurtherTokenPath(sts string) string { return MountPath + "/" + sts + ".jwt" }
 
+// StatusPath is where the sidecar keeps the last exchange failure of the
+// token at tokenPath while it has no fresh token (a dot file beside it, in
+// the same volume): its probe prints it, so the kubelet's probe events, and
+// with them kubectl describe pod, say why a token is missing. The file is
+// removed at the next good exchange.
+func StatusPath(tokenPath string) string {
+	dir, base := path.Split(tokenPath)
+	return dir + "." + base + ".status"
+}
+
 // FurtherSubjectTokenFileName is the projected ServiceAccount token of a
 // Pod's further injector sts, inside SubjectMountPath.
 func FurtherSubjectTokenFileName(sts string) string { return sts + ".token" }
@@ -227,6 +238,7 @@ const (
 	EnvRefusedRetry     = "STS_REFUSED_RETRY"
 	EnvProbeMargin      = "STS_PROBE_MARGIN"
 	EnvAwaitTimeout     = "STS_AWAIT_TIMEOUT"
+	EnvTerminationLog   = "STS_TERMINATION_LOG"
 	EnvLogLevel         = "STS_LOG_LEVEL"
 	EnvFileMode         = "STS_FILE_MODE"
 	// EnvTokens is a JSON list of FurtherToken: the tokens of a Pod's

@@ -141,3 +141,19 @@ func TestFurtherFiles(t *testing.T) {
 		t.Error("a name with a dot would let a further token take the first's file name")
 	}
 }
+
+func TestStatusPath(t *testing.T) {
+	for in, want := range map[string]string{
+		TokenPath:                    MountPath + "/.token.jwt.status",
+		FurtherTokenPath("aws-role"): MountPath + "/.aws-role.jwt.status",
+		"token.jwt":                  ".token.jwt.status",
+	} {
+		if got := StatusPath(in); got != want {
+			t.Errorf("StatusPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+	// No status file may be taken for a token file: token files end in .jwt.
+	if strings.HasSuffix(StatusPath(TokenPath), ".jwt") {
+		t.Error("a status file named like a token")
+	}
+}

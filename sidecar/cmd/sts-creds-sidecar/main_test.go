@@ -74,7 +74,7 @@ func TestBinaryModes(t *testing.T) {
 	f := newFixture(t)
 	bin, iss, cmd := f.bin, f.iss, f.cmd
 
-	if b, err := cmd("probe").CombinedOutput(); exitCode(err) != 1 || !strings.Contains(string(b), "no token yet") {
+	if b, err := cmd("probe").CombinedOutput(); exitCode(err) != 1 || !strings.Contains(string(b), "no token at") {
 		t.Fatalf("probe before any token: exit %d, %q; want 1 and a reason", exitCode(err), b)
 	}
 	if b, err := cmd("once").CombinedOutput(); exitCode(err) != 0 {
@@ -173,8 +173,19 @@ func TestBinaryFurtherTokens(t *testing.T) {
 		t.Fatal("the hanging endpoint's token exists")
 	}
 	b, err := f.cmd("probe").CombinedOutput()
-	if exitCode(err) != 1 || !strings.Contains(string(b), "no token yet at "+out) || strings.Contains(string(b), f.out) {
+	if exitCode(err) != 1 || !strings.Contains(string(b), "no token at "+out) || strings.Contains(string(b), f.out) {
 		t.Fatalf("probe with the further token missing: exit %d, %q; want 1 naming only %s", exitCode(err), b, out)
+	}
+	// Once the hanging exchange has timed out, probe also says why the
+	// token is missing: what the kubelet shows in the Pod's events.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		b, _ := f.cmd("probe").CombinedOutput()
+		if strings.Contains(string(b), "the exchange is failing; 1 attempt(s) failed since") && strings.Contains(string(b), "Client.Timeout") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("probe never said why the further token is missing: %q", b)
+		}
 	}
 	aws.Set(testissuer.OK)
 	waitFile(t, out, 15*time.Second, log)
@@ -234,5 +245,68 @@ func waitFile(t *testing.T, path string, within time.Duration, log *syncBuffer) 
 			t.Fatalf("no %s after %v; log:\n%s", path, within, log.String())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestBinaryTerminationMessage: run stopped without a token (the kubelet
+// kills a native sidecar whose postStart hook failed) exits 1 and leaves
+// the reason in the termination message file, which kubectl describe pod
+// shows as the container's last state; once does the same when it fails.
+// Outside a Pod (no such file) nothing is created.
+func TestBinaryTerminationMessage(t *testing.T) {
+	f := newFixture(t)
+	f.iss.Set(testissuer.Refuse)
+	termLog := filepath.Join(t.TempDir(), "termination-log")
+	if err := os.WriteFile(termLog, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	f.env = append(f.env, contract.EnvTerminationLog+"="+termLog)
+	c := f.cmd("run")
+	log := &syncBuffer{}
+	c.Stderr = log
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Process.Kill() }()
+	waitFile(t, contract.StatusPath(f.out), 5*time.Second, log)
+	_ = c.Process.Signal(syscall.SIGTERM)
+	err := c.Wait()
+	msg, _ := os.ReadFile(termLog)
+	if exitCode(err) != 1 || !strings.Contains(string(msg), "stopped without a valid token: no token at "+f.out) ||
+		!strings.Contains(string(msg), "the issuer refused the exchange") || !strings.Contains(string(msg), "namespace test-vault is not allowed") {
+		t.Fatalf("run stopped without a token: exit %d, termination message %q", exitCode(err), msg)
+	}
+
+	// With a token, a stop is a clean exit that leaves the message alone.
+	f.iss.Set(testissuer.OK)
+	_ = os.WriteFile(termLog, nil, 0o666)
+	c = f.cmd("run")
+	c.Stderr = log
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, f.out, 5*time.Second, log)
+	_ = c.Process.Signal(syscall.SIGTERM)
+	if err := c.Wait(); exitCode(err) != 0 {
+		t.Fatalf("run stopped with its token: exit %d", exitCode(err))
+	}
+	if msg, _ := os.ReadFile(termLog); len(msg) != 0 {
+		t.Fatalf("termination message after a clean stop: %q", msg)
+	}
+
+	f.iss.Set(testissuer.Refuse)
+	_ = os.Remove(f.out)
+	if b, err := f.cmd("once").CombinedOutput(); exitCode(err) != 1 {
+		t.Fatalf("once refused: exit %d, %s", exitCode(err), b)
+	}
+	if msg, _ := os.ReadFile(termLog); !strings.Contains(string(msg), "namespace test-vault is not allowed") {
+		t.Fatalf("once's termination message: %q", msg)
+	}
+
+	missing := filepath.Join(t.TempDir(), "none")
+	f.env = append(f.env, contract.EnvTerminationLog+"="+missing)
+	_, _ = f.cmd("once").CombinedOutput()
+	if _, err := os.Stat(missing); err == nil {
+		t.Fatal("once created a termination message file that was not there")
 	}
 }

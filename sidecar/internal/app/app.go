@@ -124,7 +124,40 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		})
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	err = errors.Join(errs...)
+	if err == nil && o.Mode == contract.ModeRun {
+		// Stopped (the Pod ends, or the kubelet restarts the sidecar
+		// after a failed postStart hook): exit 1 with the reason when a
+		// token is missing, so the container's last state says why.
+		if perr := refresh.ProbeAll(outputFiles(all), time.Now(), 0); perr != nil {
+			err = fmt.Errorf("stopped without a valid token: %w", perr)
+		}
+	}
+	if err != nil {
+		writeTerminationMessage(o.TerminationLog, err.Error())
+	}
+	return err
+}
+
+// maxTerminationMessage is what the kubelet keeps of a termination message.
+const maxTerminationMessage = 4096
+
+// writeTerminationMessage puts msg into the kubelet's termination message
+// file, when there is one: kubectl describe pod shows it as the container's
+// last state. Outside a Pod the file does not exist and nothing is written.
+func writeTerminationMessage(path, msg string) {
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if len(msg) > maxTerminationMessage {
+		msg = msg[:maxTerminationMessage]
+	}
+	_, _ = f.WriteString(msg)
 }
 
 // tokens are every token the sidecar keeps: the one its flags describe (the
@@ -170,6 +203,7 @@ func newLoop(o options.Options, t contract.FurtherToken, log *zap.Logger) (*loop
 		BackoffMin:       o.BackoffMin,
 		BackoffMax:       o.BackoffMax,
 		RefusedRetry:     o.RefusedRetry,
+		StatusFile:       contract.StatusPath(t.OutputFile),
 	}, &exchanger.Client{URL: t.ExchangeURL, HTTP: httpClient, Now: time.Now}, log)
 	return &loop{r: r, url: t.ExchangeURL, log: log}, nil
 }

@@ -50,6 +50,11 @@ type Options struct {
 	ProbeMargin time.Duration
 	// AwaitTimeout bounds await; the kubelet then restarts the sidecar.
 	AwaitTimeout time.Duration
+	// TerminationLog is the container's termination message file: run and
+	// once write why they ended without a token there when it exists (the
+	// kubelet creates it; kubectl describe pod shows it as the last state's
+	// message).
+	TerminationLog string
 	// Further are the tokens of a Pod's further injectors, each kept by its
 	// own loop beside the token above (which is then the Pod's first).
 	Further []contract.FurtherToken
@@ -72,6 +77,7 @@ func Defaults() Options {
 		FileMode:         0o440,
 		ProbeMargin:      10 * time.Second,
 		AwaitTimeout:     5 * time.Minute,
+		TerminationLog:   "/dev/termination-log",
 	}
 }
 
@@ -120,9 +126,12 @@ const Usage = `Usage: sts-creds-sidecar [run|once|probe|await] [flags]
 
   run    (default) exchange now, then keep the token fresh until stopped
   once   exchange once, write the token and exit (an init container)
-  probe  exit 0 only if the token file holds a JWT valid for --probe-margin
-  await  wait until probe would pass (at most --await-timeout): the native
-         sidecar's postStart hook, so the next init container starts at once
+  probe  exit 0 only if the token file holds a JWT valid for --probe-margin;
+         otherwise print why, with the refresh loop's last failure (the
+         readiness probe the webhook sets)
+  await  wait until probe would pass (at most --await-timeout; at once an
+         error when the issuer refused the exchange): the native sidecar's
+         postStart hook, so the next init container starts at once
 
 Every flag can also be set with the env var shown in brackets; a flag wins over its env var.
 `
@@ -161,6 +170,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Options, e
 	env["file-mode"] = contract.EnvFileMode
 	dur(&o.ProbeMargin, "probe-margin", contract.EnvProbeMargin, "probe fails when the token expires sooner than this")
 	dur(&o.AwaitTimeout, "await-timeout", contract.EnvAwaitTimeout, "how long await waits for the first token")
+	str(&o.TerminationLog, "termination-log", contract.EnvTerminationLog, "where run and once say why they ended without a token, if the file exists (the kubelet's termination message)")
 	flags.Var(tokensValue{&o.Further}, "tokens", "further tokens to keep, a JSON list of {name, exchangeURL, subjectTokenFile, outputFile, caFile, caPEM} ["+contract.EnvTokens+"]")
 	env["tokens"] = contract.EnvTokens
 	flags.BoolVar(&o.Version, "version", false, "print the version and exit")

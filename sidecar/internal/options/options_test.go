@@ -41,6 +41,7 @@ func TestParse(t *testing.T) {
 					FileMode:         0o440,
 					ProbeMargin:      10 * time.Second,
 					AwaitTimeout:     5 * time.Minute,
+					TerminationLog:   "/dev/termination-log",
 				}
 				if !reflect.DeepEqual(o, want) {
 					t.Fatalf("got %+v, want %+v", o, want)
@@ -53,12 +54,13 @@ func TestParse(t *testing.T) {
 				"STS_CA_FILE": "/ca.crt", "STS_CA_PEM": "PEM", "STS_HTTP_TIMEOUT": "3s", "STS_REFRESH_FRACTION": "0.7",
 				"STS_BACKOFF_MIN": "2s", "STS_BACKOFF_MAX": "1m", "STS_REFUSED_RETRY": "2m", "STS_LOG_LEVEL": "debug",
 				"STS_FILE_MODE": "0400", "STS_PROBE_MARGIN": "30s", "STS_AWAIT_TIMEOUT": "2m",
+				"STS_TERMINATION_LOG": "/dev/null",
 			},
 			check: func(t *testing.T, o Options) {
 				want := Options{Mode: "run", ExchangeURL: "https://sts.example/token", SubjectTokenFile: "/sa/token", OutputFile: "/out/t.jwt",
 					CAFile: "/ca.crt", CAPEM: "PEM", HTTPTimeout: 3 * time.Second, RefreshFraction: 0.7, BackoffMin: 2 * time.Second,
 					BackoffMax: time.Minute, RefusedRetry: 2 * time.Minute, LogLevel: "debug", FileMode: 0o400, ProbeMargin: 30 * time.Second,
-					AwaitTimeout: 2 * time.Minute}
+					AwaitTimeout: 2 * time.Minute, TerminationLog: "/dev/null"}
 				if !reflect.DeepEqual(o, want) {
 					t.Fatalf("got %+v, want %+v", o, want)
 				}

@@ -20,6 +20,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
 
+	"github.com/kube-sts/kube-sts/shared/contract"
 	"github.com/kube-sts/kube-sts/shared/exchange"
 	"github.com/kube-sts/kube-sts/shared/redact"
 	"github.com/kube-sts/kube-sts/sidecar/internal/exchanger"
@@ -52,6 +53,10 @@ type Config struct {
 	// MinInterval is the shortest pause between two successful exchanges (1s
 	// when zero), so a badly dated token cannot make the loop spin.
 	MinInterval time.Duration
+	// StatusFile, when set, holds the failures since the last good exchange
+	// (contract.StatusPath of OutputFile): written at each failure, removed
+	// at the next success. Probe prints it.
+	StatusFile string
 }
 
 // Refresher runs the loop. Create it with New.
@@ -67,6 +72,10 @@ type Refresher struct {
 	// unwritten is a token fetched but not yet on disk (/tokens full or
 	// read-only): only the write is retried while it is valid.
 	unwritten *exchanger.Token
+
+	// Failures since the last good exchange, for StatusFile.
+	failures     int
+	failingSince time.Time
 }
 
 // New returns a refresher.
@@ -208,6 +217,7 @@ func (r *Refresher) attempt(ctx context.Context) time.Duration {
 	}
 	r.unwritten = nil
 	r.bo.Reset()
+	r.clearStatus()
 	next := NextRefresh(tok, r.cfg.Fraction, r.cfg.Jitter, r.cfg.Margin, r.rand())
 	wait := max(next.Sub(r.now()), r.cfg.MinInterval)
 	r.log.Info("token refreshed",
@@ -243,7 +253,55 @@ func (r *Refresher) retryAfter(err error) time.Duration {
 	}
 	fields = append(fields, zap.Duration("retry_in", wait.Round(time.Millisecond)))
 	r.log.Warn("exchange failed; retrying", fields...)
+	r.writeStatus(err, errors.As(err, &xe) && xe.Kind == exchanger.Refused, wait)
 	return wait
+}
+
+// Status files start with one of these: await gives up at once on a refusal.
+const (
+	statusRefused = "the issuer refused the exchange; "
+	statusFailing = "the exchange is failing; "
+)
+
+// writeStatus records a failure in StatusFile: how many since when, the last
+// error (which the log carries too: no token in it) and what the sidecar
+// holds meanwhile. A full or read-only volume only loses the status.
+func (r *Refresher) writeStatus(err error, refused bool, retryIn time.Duration) {
+	now := r.now()
+	if r.failures == 0 {
+		r.failingSince = now
+	}
+	r.failures++
+	if r.cfg.StatusFile == "" {
+		return
+	}
+	held := "no valid token held"
+	if r.current != nil && r.current.Claims.Expiry.After(now) {
+		held = "holding the last token until " + r.current.Claims.Expiry.UTC().Format(time.RFC3339)
+	}
+	kind := statusFailing
+	if refused {
+		kind = statusRefused
+	}
+	msg := fmt.Sprintf("%s%d attempt(s) failed since %s, the last at %s (%s; retry in %v): %s\n",
+		kind, r.failures, r.failingSince.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339),
+		held, retryIn.Round(100*time.Millisecond), redact.Text(err.Error()))
+	if werr := tokenfile.Write(r.cfg.StatusFile, []byte(msg), 0o644); werr != nil {
+		r.log.Debug("could not write the status file", zap.String("file", r.cfg.StatusFile), zap.Error(werr))
+	}
+}
+
+// clearStatus removes StatusFile after a good exchange.
+func (r *Refresher) clearStatus() {
+	if r.failures == 0 {
+		return
+	}
+	r.failures = 0
+	if r.cfg.StatusFile != "" {
+		if err := tokenfile.Remove(r.cfg.StatusFile); err != nil {
+			r.log.Debug("could not remove the status file", zap.String("file", r.cfg.StatusFile), zap.Error(err))
+		}
+	}
 }
 
 func (r *Refresher) exchange(ctx context.Context) (exchanger.Token, error) {
@@ -331,12 +389,26 @@ func readSubject(path string) (string, error) {
 	return tok, nil
 }
 
-// Probe succeeds when path holds a JWT that is still valid for at least margin.
+// Probe succeeds when path holds a JWT that is still valid for at least
+// margin. Its error ends with the refresh loop's last failure, when the
+// sidecar recorded one (contract.StatusPath): the kubelet puts a failed
+// probe's output into the Pod's events.
 func Probe(path string, now time.Time, margin time.Duration) error {
+	err := probe(path, now, margin)
+	if err == nil {
+		return nil
+	}
+	if status := readStatus(contract.StatusPath(path)); status != "" {
+		return fmt.Errorf("%w; %s", err, status)
+	}
+	return err
+}
+
+func probe(path string, now time.Time, margin time.Duration) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("no token yet at %s", path)
+			return fmt.Errorf("no token at %s", path)
 		}
 		return err
 	}
@@ -348,6 +420,21 @@ func Probe(path string, now time.Time, margin time.Duration) error {
 		return fmt.Errorf("token at %s expires at %s, within %v", path, c.Expiry.UTC().Format(time.RFC3339), margin)
 	}
 	return nil
+}
+
+// maxStatusBytes bounds what a probe prints of a status file (the kubelet
+// keeps 10 KiB of a probe's output; an event message is shorter still).
+const maxStatusBytes = 2048
+
+// readStatus is a status file's text, "" when there is none.
+func readStatus(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	data, _ := io.ReadAll(io.LimitReader(f, maxStatusBytes))
+	return strings.TrimSpace(string(data))
 }
 
 // ProbeAll runs Probe on every path (a Pod's first injector's token and its
@@ -366,10 +453,15 @@ func ProbeAll(paths []string, now time.Time, margin time.Duration) error {
 // it, and a stat of a tmpfs file costs nothing.
 const awaitPoll = 20 * time.Millisecond
 
-// Await returns once ProbeAll passes for paths, or its error after timeout.
-// As the native sidecar's postStart hook it holds back the next init
-// container (Vault's agent) until every token is on disk, without a probe
-// period.
+// Await returns once ProbeAll passes for paths, or its error after timeout,
+// or at once when the issuer has refused a missing token's exchange. As the
+// native sidecar's postStart hook it holds back the next init container
+// (Vault's agent) until every token is on disk, without a probe period. No
+// probe runs while a postStart hook does, so its failure is what tells the
+// Pod's events why the Pod stays in Init: a refusal is a decision (a rule,
+// an audience) and is reported at once, like the classic init container's
+// failure; the kubelet then restarts the sidecar with its back-off. Network
+// errors and 5xx are waited out until timeout.
 func Await(ctx context.Context, paths []string, margin, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -379,6 +471,11 @@ func Await(ctx context.Context, paths []string, margin, timeout time.Duration) e
 		err := ProbeAll(paths, time.Now(), margin)
 		if err == nil {
 			return nil
+		}
+		for _, p := range paths {
+			if probe(p, time.Now(), margin) != nil && strings.HasPrefix(readStatus(contract.StatusPath(p)), statusRefused) {
+				return fmt.Errorf("no valid token, and the issuer refused: %w", err)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/kube-sts/kube-sts/shared/contract"
 	"github.com/kube-sts/kube-sts/sidecar/internal/exchanger"
 	"github.com/kube-sts/kube-sts/sidecar/internal/jwtinfo"
 	"github.com/kube-sts/kube-sts/sidecar/internal/testissuer"
@@ -301,6 +302,108 @@ func TestRefusalRetriedSlowlyWithDescription(t *testing.T) {
 	waitFor(t, 2*time.Second, "token once allowed", func() bool { _, ok := f.file(); return ok })
 }
 
+// TestStatusOfFailures: while exchanges fail the sidecar keeps the last
+// failure beside the token, the probe prints it (that is what the kubelet's
+// probe event shows), and a good exchange removes it.
+func TestStatusOfFailures(t *testing.T) {
+	var status string
+	f := newFixture(t, 3*time.Second, func(c *Config) { c.StatusFile = contract.StatusPath(c.OutputFile); status = c.StatusFile })
+	f.issuer.Set(testissuer.Refuse)
+	f.start()
+	waitFor(t, 2*time.Second, "two refused attempts", func() bool { return f.issuer.Count() >= 2 })
+	waitFor(t, time.Second, "a status of two failures", func() bool {
+		b, _ := os.ReadFile(status)
+		return strings.HasPrefix(string(b), statusRefused+"2 attempt(s) failed since ")
+	})
+	err := Probe(f.out, time.Now(), 0)
+	for _, want := range []string{"no token at " + f.out, statusRefused + "2 attempt(s) failed since", "no valid token held", "retry in", "HTTP 400", "namespace test-vault is not allowed by endpoint vault"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("probe while refused = %v, want it to say %q", err, want)
+		}
+	}
+
+	f.issuer.Set(testissuer.OK)
+	waitFor(t, 2*time.Second, "token once allowed", func() bool { _, ok := f.file(); return ok })
+	waitFor(t, time.Second, "the status removed", func() bool { _, err := os.Stat(status); return os.IsNotExist(err) })
+	if err := Probe(f.out, time.Now(), 0); err != nil {
+		t.Fatalf("probe after recovery: %v", err)
+	}
+
+	// An outage after a good token: the status says the token is held, and
+	// a probe that passes prints nothing of it.
+	f.issuer.Set(testissuer.Unavailable)
+	waitFor(t, 4*time.Second, "a status while holding the token", func() bool {
+		b, _ := os.ReadFile(status)
+		return strings.Contains(string(b), "holding the last token until ")
+	})
+	if err := Probe(f.out, time.Now(), 0); err != nil {
+		t.Fatalf("probe while the held token is valid: %v", err)
+	}
+	waitFor(t, 4*time.Second, "expired token removed", func() bool { _, ok := f.file(); return !ok })
+	err = Probe(f.out, time.Now(), 0)
+	if err == nil || !strings.Contains(err.Error(), "HTTP 503") {
+		t.Fatalf("probe after the held token expired = %v, want the last failure (HTTP 503)", err)
+	}
+	b, _ := os.ReadFile(status)
+	for _, secret := range append(f.issuer.Minted(), "subject-1") {
+		if strings.Contains(string(b)+err.Error(), secret) {
+			t.Fatal("the status or the probe's output holds a token")
+		}
+	}
+	f.issuer.Set(testissuer.OK)
+	waitFor(t, 2*time.Second, "token after the outage", func() bool { _, ok := f.file(); return ok })
+	waitFor(t, time.Second, "the status removed", func() bool { _, err := os.Stat(status); return os.IsNotExist(err) })
+	f.assertNoTokenInLogs()
+}
+
+// TestAwaitRefused: await (the native sidecar's postStart hook, during which
+// the kubelet runs no probe) gives up at once when the issuer refused the
+// missing token's exchange, with the issuer's reason, and waits out other
+// failures until its timeout.
+func TestAwaitRefused(t *testing.T) {
+	f := newFixture(t, time.Minute, func(c *Config) { c.StatusFile = contract.StatusPath(c.OutputFile) })
+	f.issuer.Set(testissuer.Unavailable)
+	f.start()
+	waitFor(t, 2*time.Second, "a failed attempt", func() bool { _, err := os.Stat(contract.StatusPath(f.out)); return err == nil })
+	start := time.Now()
+	err := Await(context.Background(), []string{f.out}, 0, 300*time.Millisecond)
+	if err == nil || time.Since(start) < 300*time.Millisecond || !strings.Contains(err.Error(), "HTTP 503") {
+		t.Fatalf("await during an outage returned %v after %v; want the timeout, with the last failure", err, time.Since(start))
+	}
+
+	f.issuer.Set(testissuer.Refuse)
+	waitFor(t, 2*time.Second, "a refusal in the status", func() bool {
+		b, _ := os.ReadFile(contract.StatusPath(f.out))
+		return strings.HasPrefix(string(b), statusRefused)
+	})
+	start = time.Now()
+	err = Await(context.Background(), []string{f.out}, 0, time.Minute)
+	if err == nil || time.Since(start) > time.Second || !strings.Contains(err.Error(), "the issuer refused") || !strings.Contains(err.Error(), "namespace test-vault is not allowed by endpoint vault") {
+		t.Fatalf("await after a refusal returned %v after %v; want at once, with the issuer's reason", err, time.Since(start))
+	}
+
+	// A refusal recorded for a token that is there again does not stop await.
+	f.issuer.Set(testissuer.OK)
+	waitFor(t, 2*time.Second, "a token once allowed", func() bool { _, ok := f.file(); return ok })
+	if err := Await(context.Background(), []string{f.out}, 0, time.Second); err != nil {
+		t.Fatalf("await with the token there: %v", err)
+	}
+}
+
+// TestStatusBounded: a status file larger than the probe prints (not one the
+// sidecar writes) is cut, so a probe's output stays within what the kubelet
+// keeps.
+func TestStatusBounded(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "token.jwt")
+	if err := os.WriteFile(contract.StatusPath(out), []byte(strings.Repeat("x", 10*maxStatusBytes)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := Probe(out, time.Now(), 0)
+	if err == nil || len(err.Error()) > maxStatusBytes+200 {
+		t.Fatalf("probe printed %d bytes", len(err.Error()))
+	}
+}
+
 func TestDeletedFileRecreated(t *testing.T) {
 	f := newFixture(t, time.Hour, nil)
 	f.start()
@@ -411,7 +514,7 @@ func TestProbe(t *testing.T) {
 	}{
 		"valid":            {path: write("valid", testissuer.Mint(1, now, now.Add(time.Hour)))},
 		"valid with space": {path: write("space", testissuer.Mint(1, now, now.Add(time.Hour))+"\n")},
-		"missing":          {path: filepath.Join(dir, "missing"), wantIn: "no token yet"},
+		"missing":          {path: filepath.Join(dir, "missing"), wantIn: "no token at"},
 		"empty":            {path: write("empty", ""), wantIn: "does not hold a JWT"},
 		"garbage":          {path: write("garbage", "not a jwt"), wantIn: "does not hold a JWT"},
 		"expired":          {path: write("expired", testissuer.Mint(1, now.Add(-time.Hour), now.Add(-time.Second))), wantIn: "expires at"},
@@ -451,7 +554,7 @@ func TestAwait(t *testing.T) {
 		t.Errorf("Await returned after %v, want soon after the write at 100ms", took)
 	}
 	err := Await(context.Background(), []string{filepath.Join(dir, "never")}, 10*time.Second, 100*time.Millisecond)
-	if err == nil || !strings.Contains(err.Error(), "no valid token after 100ms") || !strings.Contains(err.Error(), "no token yet") {
+	if err == nil || !strings.Contains(err.Error(), "no valid token after 100ms") || !strings.Contains(err.Error(), "no token at") {
 		t.Fatalf("Await on a file that never comes: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -471,7 +574,7 @@ func TestAwaitAll(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := Await(context.Background(), []string{first, further}, 10*time.Second, 100*time.Millisecond)
-	if err == nil || !strings.Contains(err.Error(), "no token yet at "+further) || strings.Contains(err.Error(), first) {
+	if err == nil || !strings.Contains(err.Error(), "no token at "+further) || strings.Contains(err.Error(), first) {
 		t.Fatalf("Await with the further token missing: %v", err)
 	}
 	wrote := make(chan time.Time, 1)
