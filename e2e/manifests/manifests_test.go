@@ -294,8 +294,8 @@ func typed[T any](t *testing.T, objs []*unstructured.Unstructured, kind string) 
 	return out
 }
 
-// TestHardened: probes, resources, securityContexts, replicas, spread and
-// disruption budgets everywhere; the local values are the one place with a
+// TestHardened: probes, resources, securityContexts, replicas, spread,
+// rolling updates and disruption budgets everywhere; the local values are the one place with a
 // single replica on the host network.
 func TestHardened(t *testing.T) {
 	for _, r := range renderings(t) {
@@ -331,6 +331,13 @@ func TestHardened(t *testing.T) {
 				}
 				if len(ps.TopologySpreadConstraints) == 0 {
 					t.Errorf("%s: no topology spread", d.Name)
+				}
+				// Upgrades never take a Ready Pod away before its
+				// replacement is Ready (e2e/upgrade runs one on the node,
+				// where the host network forces Recreate).
+				if ru := d.Spec.Strategy.RollingUpdate; d.Spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType || ru == nil ||
+					ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 0 || ru.MaxSurge == nil || ru.MaxSurge.IntValue() < 1 {
+					t.Errorf("%s: strategy %+v, want a rolling update with maxUnavailable 0 and a surge", d.Name, d.Spec.Strategy)
 				}
 				covered := false
 				for _, p := range pdbs {

@@ -210,6 +210,10 @@ func TestReferenceScenario(t *testing.T) {
 		testTwoRelyingParties(ctx, t, s)
 	})
 
+	t.Run("kubectl describe pod says why a token is missing", func(t *testing.T) {
+		testDescribeSaysWhy(ctx, t, s)
+	})
+
 	t.Run("no token in any log of ours", func(t *testing.T) {
 		logs := map[string]string{"sts-issuer": string(s.Issuer.Log()), "sts-webhook": string(s.Webhook.Log())}
 		for _, name := range []string{"reference-as-written", "intruder", "two-parties"} {

@@ -46,6 +46,8 @@ const (
 	// AWSAudience (what AWS IAM OIDC providers are usually told to expect).
 	AWSInjector = "aws-role"
 	AWSAudience = "sts.amazonaws.com"
+	// RefusedNamespace is denied by the vault endpoint.
+	RefusedNamespace = "refused-team"
 )
 
 // Stack is everything running.
@@ -88,6 +90,9 @@ endpoints:
     managed: {secret: vault-sts-keys, rotateEvery: 40s, publishAhead: 15s, resync: 2s}
   allow:
   - {namespace: "*"}
+  # A namespace the issuer refuses: its Pods show why in kubectl describe.
+  deny:
+  - {namespace: %s}
 # A cloud's relying party: the AWS SDK's web identity provider (aws_test.go).
 - name: aws
   issuer: %s/aws
@@ -97,7 +102,7 @@ endpoints:
     managed: {secret: aws-sts-keys}
   allow:
   - {namespace: "*"}
-`, Cluster, base, Audience, base, AWSAudience)
+`, Cluster, base, Audience, RefusedNamespace, base, AWSAudience)
 	})
 	s.IssuerURL = s.Issuer.Base + "/vault"
 
@@ -130,7 +135,7 @@ injectors:
 	say("starting Vault's agent injector in the cluster and registering it")
 	s.StartVaultInjector(ctx, t)
 
-	for _, ns := range []string{Namespace, "other-team"} {
+	for _, ns := range []string{Namespace, "other-team", RefusedNamespace} {
 		if err := node.PrepareNamespace(ctx, env, ns); err != nil {
 			t.Fatal(err)
 		}

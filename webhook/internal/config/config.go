@@ -68,6 +68,12 @@ type Injector struct {
 	NativeSidecar string `json:"nativeSidecar,omitempty"`
 	// TokenVolumeSizeLimit bounds the in-memory token volume (default 1Mi).
 	TokenVolumeSizeLimit *resource.Quantity `json:"tokenVolumeSizeLimit,omitempty"`
+	// ReadinessProbe (default true) gives the sidecar a readiness probe
+	// (sts-creds-sidecar probe): the Pod is not Ready while a token is
+	// missing or about to expire, and each failed probe is an event that
+	// says why (kubectl describe pod). false: the Pod's readiness ignores the
+	// token, e.g. when an issuer outage must not take Pods out of Services.
+	ReadinessProbe *bool `json:"readinessProbe,omitempty"`
 }
 
 // ConfigMapRef is a key of a ConfigMap in the Pod's namespace.
@@ -141,6 +147,10 @@ func (c *Config) Default() {
 		if in.TokenVolumeSizeLimit == nil {
 			q := resource.MustParse("1Mi")
 			in.TokenVolumeSizeLimit = &q
+		}
+		if in.ReadinessProbe == nil {
+			on := true
+			in.ReadinessProbe = &on
 		}
 	}
 }

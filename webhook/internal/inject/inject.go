@@ -129,6 +129,7 @@ func Mutate(pod *corev1.Pod, injs []*config.Injector, native bool) error {
 	pod.Spec.Volumes = append(pod.Spec.Volumes, volumes(injs, opts.createVolume)...)
 	if native {
 		c := sidecar(injs, uid, gid, contract.ContainerName, contract.ModeRun)
+		c.ReadinessProbe = readinessProbe(injs)
 		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
 		// Later init containers (Vault's vault-agent-init) start only once
 		// every token is on disk: the kubelet completes a postStart hook
@@ -143,7 +144,9 @@ func Mutate(pod *corev1.Pod, injs []*config.Injector, native bool) error {
 	} else {
 		initC := sidecar(injs, uid, gid, contract.InitContainerName, contract.ModeOnce)
 		pod.Spec.InitContainers = append([]corev1.Container{initC}, pod.Spec.InitContainers...)
-		pod.Spec.Containers = append(pod.Spec.Containers, sidecar(injs, uid, gid, contract.ContainerName, contract.ModeRun))
+		c := sidecar(injs, uid, gid, contract.ContainerName, contract.ModeRun)
+		c.ReadinessProbe = readinessProbe(injs)
+		pod.Spec.Containers = append(pod.Spec.Containers, c)
 	}
 	pod.Annotations[contract.InjectedAnnotation] = names
 	return nil
@@ -396,6 +399,28 @@ func sidecar(injs []*config.Injector, uid, gid int64, name, mode string) corev1.
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
+	}
+}
+
+// readinessProbe is the sidecar's readiness probe, unless one of the Pod's
+// injectors turns it off. It fails while a token is missing or within the
+// sidecar's probe margin (10 s) of expiry, printing the refresh loop's last
+// failure, so each failed probe is an event saying why (kubectl describe pod).
+// A token is refreshed well before expiry and kept through an issuer outage,
+// so the probe fails only when the Pod really has no usable token. Every 10
+// seconds: an exec of a static binary that reads a tmpfs file or two.
+func readinessProbe(injs []*config.Injector) *corev1.Probe {
+	for _, in := range injs {
+		if in.ReadinessProbe != nil && !*in.ReadinessProbe {
+			return nil
+		}
+	}
+	return &corev1.Probe{
+		ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{contract.SidecarBinary, contract.ModeProbe}}},
+		PeriodSeconds:    10,
+		TimeoutSeconds:   5,
+		SuccessThreshold: 1,
+		FailureThreshold: 1,
 	}
 }
 

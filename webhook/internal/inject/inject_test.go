@@ -429,3 +429,47 @@ func env(c corev1.Container, name string) string {
 	}
 	return ""
 }
+
+// TestReadinessProbe: the sidecar's readiness probe runs sts-creds-sidecar
+// probe (which checks every token of the Pod), in both sidecar modes; an
+// injector with readinessProbe: false drops it, also for a Pod it shares
+// with injectors that keep theirs.
+func TestReadinessProbe(t *testing.T) {
+	sidecarOf := func(p *corev1.Pod, native bool) corev1.Container {
+		cs := p.Spec.Containers
+		if native {
+			cs = p.Spec.InitContainers
+		}
+		for _, c := range cs {
+			if c.Name == contract.ContainerName {
+				return c
+			}
+		}
+		t.Fatal("no sidecar")
+		return corev1.Container{}
+	}
+	for _, native := range []bool{true, false} {
+		injs := injectors(t)
+		p := loadPod(t, "two-injectors")
+		if err := Mutate(p, []*config.Injector{&injs[0], &injs[1]}, native); err != nil {
+			t.Fatal(err)
+		}
+		rp := sidecarOf(p, native).ReadinessProbe
+		if rp == nil || rp.Exec == nil || !slices.Equal(rp.Exec.Command, []string{contract.SidecarBinary, contract.ModeProbe}) || rp.PeriodSeconds != 10 {
+			t.Fatalf("native=%v: readiness probe %+v", native, rp)
+		}
+		if native && p.Spec.InitContainers[0].Lifecycle == nil {
+			t.Fatal("the native sidecar lost its postStart await")
+		}
+
+		off := false
+		injs[1].ReadinessProbe = &off
+		p = loadPod(t, "two-injectors")
+		if err := Mutate(p, []*config.Injector{&injs[0], &injs[1]}, native); err != nil {
+			t.Fatal(err)
+		}
+		if rp := sidecarOf(p, native).ReadinessProbe; rp != nil {
+			t.Fatalf("native=%v: readinessProbe: false on one injector, yet the sidecar has %+v", native, rp)
+		}
+	}
+}
