@@ -75,7 +75,7 @@ demo: toolchain toolchain-node ## The reference scenario narrated on a local nod
 		go test -tags demo -run TestDemo -count=1 -v -timeout 30m ./demo/
 
 .PHONY: test
-test: tools build-standalone test-unit test-integration testdata-check ## Run every test: unit (-race), the real API server and the manifests, a second API server and Vault trusting the issuer (directly, and through discovery published to nginx and SeaweedFS), the reference scenario (with the AWS SDK), the Helm chart and a 3-minute soak on a real node (needs root).
+test: tools build-standalone test-unit test-integration testdata-check ## Run every test: unit (-race), the real API server and the manifests, a second API server and Vault trusting the issuer (directly, and through discovery published to nginx and SeaweedFS), the reference scenario (with the AWS SDK), the Helm chart, an upgrade from v0.1.0 and back, and a 3-minute soak on a real node (needs root).
 
 # A golden blessed by `go test -update` must be committed; a test run that
 # leaves testdata/ changed fails, so CI can never bless a regression.

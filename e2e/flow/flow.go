@@ -9,6 +9,7 @@ package flow
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -19,6 +20,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
+
+	"github.com/go-jose/go-jose/v4"
 )
 
 // Names of the scenario, after the reference write-up.
@@ -301,4 +304,45 @@ func Tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// VerifyJWKS checks token's signature with the key of its kid in the JWKS
+// document jwks (claims and expiry are not checked).
+func VerifyJWKS(jwks []byte, token string) error {
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(jwks, &set); err != nil {
+		return err
+	}
+	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.RS256, jose.ES256, jose.EdDSA})
+	if err != nil {
+		return err
+	}
+	keys := set.Key(jws.Signatures[0].Header.KeyID)
+	if len(keys) == 0 {
+		return errors.New("kid not in the JWKS")
+	}
+	_, err = jws.Verify(keys[0])
+	return err
+}
+
+// LogTimes are the times of the lines of a zap log (ours: ISO 8601 times)
+// whose message is msg.
+func LogTimes(log, msg string) []time.Time {
+	var out []time.Time
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, `"msg":"`+msg+`"`) {
+			continue
+		}
+		i := strings.Index(line, `"ts":"`)
+		if i < 0 {
+			continue
+		}
+		ts := line[i+6:]
+		if j := strings.IndexByte(ts, '"'); j > 0 {
+			if at, err := time.Parse("2006-01-02T15:04:05.000Z0700", ts[:j]); err == nil {
+				out = append(out, at)
+			}
+		}
+	}
+	return out
 }

@@ -229,19 +229,9 @@ func scale(ctx context.Context, t *testing.T, s *scenario.Stack, n int32) {
 // linesAfter counts log lines with msg logged after t.
 func linesAfter(log string, t time.Time, msg string) int {
 	n := 0
-	for _, line := range strings.Split(log, "\n") {
-		if !strings.Contains(line, `"msg":"`+msg+`"`) {
-			continue
-		}
-		i := strings.Index(line, `"ts":"`)
-		if i < 0 {
-			continue
-		}
-		ts := line[i+6:]
-		if j := strings.IndexByte(ts, '"'); j > 0 {
-			if at, err := time.Parse("2006-01-02T15:04:05.000Z0700", ts[:j]); err == nil && at.After(t) {
-				n++
-			}
+	for _, at := range flow.LogTimes(log, msg) {
+		if at.After(t) {
+			n++
 		}
 	}
 	return n

@@ -8,7 +8,6 @@ package rotation
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"sync"
 	"testing"
@@ -18,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kube-sts/kube-sts/e2e/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/flow"
 	"github.com/kube-sts/kube-sts/e2e/internal/kube"
 	"github.com/kube-sts/kube-sts/e2e/internal/stsissuer"
 	"github.com/kube-sts/kube-sts/e2e/internal/testca"
@@ -130,7 +130,7 @@ func TestTwoReplicasRotate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := verify(data, m.jwt); err != nil {
+		if err := flow.VerifyJWKS(data, m.jwt); err != nil {
 			t.Fatalf("replica %d signed with %s, which replica %d does not publish: %v", by, m.kid[:8], 1-by, err)
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -149,7 +149,7 @@ func TestTwoReplicasRotate(t *testing.T) {
 					continue
 				}
 				data, _ := json.Marshal(s.keys)
-				if err := verify(data, m.jwt); err != nil {
+				if err := flow.VerifyJWKS(data, m.jwt); err != nil {
 					t.Fatalf("a JWKS of replica %d fetched %v before a token of key %s cannot verify it: %v", i, age.Round(time.Millisecond), m.kid[:8], err)
 				}
 				checked++
@@ -165,7 +165,7 @@ func TestTwoReplicasRotate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := verify(data, tokens[0].jwt); err != nil {
+		if err := flow.VerifyJWKS(data, tokens[0].jwt); err != nil {
 			t.Fatalf("replica %d no longer publishes the key of the first token (%s), which is still valid: %v", i, tokens[0].kid[:8], err)
 		}
 	}
@@ -177,21 +177,4 @@ func TestTwoReplicasRotate(t *testing.T) {
 		t.Errorf("secret labels %v", sec.Labels)
 	}
 	t.Logf("%d tokens from 2 replicas across %d signing keys; %d cached-JWKS verifications", len(tokens), len(kids), checked)
-}
-
-func verify(jwks []byte, token string) error {
-	var set jose.JSONWebKeySet
-	if err := json.Unmarshal(jwks, &set); err != nil {
-		return err
-	}
-	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.RS256, jose.ES256, jose.EdDSA})
-	if err != nil {
-		return err
-	}
-	keys := set.Key(jws.Signatures[0].Header.KeyID)
-	if len(keys) == 0 {
-		return errors.New("kid not in the JWKS")
-	}
-	_, err = jws.Verify(keys[0])
-	return err
 }

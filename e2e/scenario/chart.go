@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,11 @@ type Chart struct {
 	CAPEM []byte
 	Pool  *x509.CertPool
 	Took  time.Duration
+
+	helm, kubeconfig string
+	// set are the --set values of the install (ports, API server), which
+	// upgrades keep.
+	set []string
 }
 
 // ChartOptions change what InstallChart installs.
@@ -44,6 +50,29 @@ type ChartOptions struct {
 	// which is the tokens' iss: a load balancer before the issuer's
 	// replicas. Default: the issuer's own port.
 	IssuerURLPort int
+	// Chart is the chart's directory (default: this tree's); its own
+	// ci/local-values.yaml goes first.
+	Chart string
+	// Set are more --set values (e.g. the images of another version).
+	Set []string
+}
+
+func (o ChartOptions) chart() string {
+	if o.Chart != "" {
+		return o.Chart
+	}
+	return filepath.Join(procs.RepoRoot(), "manifests", "charts", "kube-sts")
+}
+
+// helmArgs are the arguments after the release name of install and upgrade.
+func (c *Chart) helmArgs(o ChartOptions) []string {
+	chart := o.chart()
+	args := []string{chart, "--namespace", ReleaseNS, "--kubeconfig", c.kubeconfig,
+		"--values", filepath.Join(chart, "ci", "local-values.yaml")}
+	for _, f := range o.ValueFiles {
+		args = append(args, "--values", f)
+	}
+	return append(args, "--set", strings.Join(append(append([]string{}, c.set...), o.Set...), ","), "--wait", "--timeout", "5m")
 }
 
 // InstallChart installs manifests/charts/kube-sts with ci/local-values.yaml on
@@ -59,16 +88,14 @@ func InstallChart(ctx context.Context, t testing.TB, s *Stack, o ChartOptions) *
 	// The API server's port for the Pods' in-cluster clients (no kube-proxy
 	// routes the Service VIP).
 	apiHost, apiPort, _ := strings.Cut(strings.TrimSuffix(strings.TrimPrefix(s.Env.Config.Host, "https://"), "/"), ":")
-	helm, err := controlplane.Binary(ctx, "helm")
-	if err != nil {
+	var err error
+	if c.helm, err = controlplane.Binary(ctx, "helm"); err != nil {
 		t.Fatal(err)
 	}
-	kubeconfig, err := s.Env.KubeconfigFile(s.Work, "helm-admin", "system:masters")
-	if err != nil {
+	if c.kubeconfig, err = s.Env.KubeconfigFile(s.Work, "helm-admin", "system:masters"); err != nil {
 		t.Fatal(err)
 	}
-	chart := filepath.Join(procs.RepoRoot(), "manifests", "charts", "kube-sts")
-	set := []string{
+	c.set = []string{
 		fmt.Sprintf("issuer.port=%d", c.IssuerPort),
 		fmt.Sprintf("issuer.metricsPort=%d", c.IssuerMetricsPort),
 		fmt.Sprintf("issuer.url=https://localhost:%d", o.IssuerURLPort),
@@ -79,27 +106,7 @@ func InstallChart(ctx context.Context, t testing.TB, s *Stack, o ChartOptions) *
 		"kubernetesAPI.host=" + apiHost,
 		"kubernetesAPI.port=" + apiPort,
 	}
-	args := []string{"install", Release, chart, "--namespace", ReleaseNS, "--create-namespace",
-		"--kubeconfig", kubeconfig, "--values", filepath.Join(chart, "ci", "local-values.yaml")}
-	for _, f := range o.ValueFiles {
-		args = append(args, "--values", f)
-	}
-	start := time.Now()
-	out, err := exec.CommandContext(ctx, helm, append(args, "--set", strings.Join(set, ","), "--wait", "--timeout", "5m")...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("helm install: %v\n%s\n%s", err, out, PodReport(ctx, s, ReleaseNS))
-	}
-	c.Took, c.Output = time.Since(start), string(out)
-	// helm --wait already waited; the Deployments must say so themselves.
-	for _, name := range []string{"kube-sts-issuer", "kube-sts-webhook"} {
-		d, err := s.Env.Clientset.AppsV1().Deployments(ReleaseNS).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d.Status.ReadyReplicas != *d.Spec.Replicas || !available(d) {
-			t.Fatalf("%s: %d of %d ready after helm --wait, conditions %+v\n%s", name, d.Status.ReadyReplicas, *d.Spec.Replicas, d.Status.Conditions, PodReport(ctx, s, ReleaseNS))
-		}
-	}
+	c.Took, c.Output = c.helmRun(ctx, t, s, append([]string{"install", Release, "--create-namespace"}, c.helmArgs(o)...)...)
 	// The issuer serves the self-managed certificate the webhook made;
 	// clients trust its CA, read from the Secret as the NOTES say.
 	tlsSecret, err := s.Env.Clientset.CoreV1().Secrets(ReleaseNS).Get(ctx, "kube-sts-tls", metav1.GetOptions{})
@@ -111,6 +118,45 @@ func InstallChart(ctx context.Context, t testing.TB, s *Stack, o ChartOptions) *
 		t.Fatal("no CA in the self-managed Secret kube-sts-tls")
 	}
 	return c
+}
+
+// Upgrade runs helm upgrade with o (the install's ports and API server kept)
+// and waits like InstallChart.
+func (c *Chart) Upgrade(ctx context.Context, t testing.TB, s *Stack, o ChartOptions) time.Duration {
+	t.Helper()
+	took, _ := c.helmRun(ctx, t, s, append([]string{"upgrade", Release}, c.helmArgs(o)...)...)
+	return took
+}
+
+// Rollback runs helm rollback to revision and waits like InstallChart.
+func (c *Chart) Rollback(ctx context.Context, t testing.TB, s *Stack, revision int) time.Duration {
+	t.Helper()
+	took, _ := c.helmRun(ctx, t, s, "rollback", Release, strconv.Itoa(revision), "--namespace", ReleaseNS,
+		"--kubeconfig", c.kubeconfig, "--wait", "--timeout", "5m")
+	return took
+}
+
+// helmRun runs helm, then checks that both Deployments are Ready and
+// Available as helm --wait says.
+func (c *Chart) helmRun(ctx context.Context, t testing.TB, s *Stack, args ...string) (time.Duration, string) {
+	t.Helper()
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, c.helm, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm %s: %v\n%s\n%s", args[0], err, out, PodReport(ctx, s, ReleaseNS))
+	}
+	took := time.Since(start)
+	// helm --wait already waited; the Deployments must say so themselves.
+	for _, name := range []string{"kube-sts-issuer", "kube-sts-webhook"} {
+		d, err := s.Env.Clientset.AppsV1().Deployments(ReleaseNS).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Status.ReadyReplicas != *d.Spec.Replicas || d.Status.UpdatedReplicas != *d.Spec.Replicas || !available(d) {
+			t.Fatalf("%s: %d of %d ready (%d updated) after helm %s --wait, conditions %+v\n%s", name, d.Status.ReadyReplicas, *d.Spec.Replicas, d.Status.UpdatedReplicas, args[0], d.Status.Conditions, PodReport(ctx, s, ReleaseNS))
+		}
+	}
+	return took, string(out)
 }
 
 // Scale sets a Deployment's replicas.

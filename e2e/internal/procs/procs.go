@@ -37,6 +37,16 @@ func RepoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
 }
 
+// CacheDir is where expensive builds are kept between runs:
+// $KUBE_STS_CACHE, by default ~/.cache/kube-sts (as the Makefile sets it).
+func CacheDir() string {
+	if base := os.Getenv("KUBE_STS_CACHE"); base != "" {
+		return base
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".cache", "kube-sts")
+}
+
 // Build compiles a binary of the workspace once per test process, e.g.
 // Build(t, "issuer", "./cmd/sts-issuer").
 func Build(t testing.TB, module, pkg string) string {
@@ -49,12 +59,7 @@ func Build(t testing.TB, module, pkg string) string {
 	}
 	if binDir == "" {
 		// One fixed place, overwritten by each run, so nothing piles up.
-		base := os.Getenv("KUBE_STS_CACHE")
-		if base == "" {
-			home, _ := os.UserHomeDir()
-			base = filepath.Join(home, ".cache", "kube-sts")
-		}
-		binDir = filepath.Join(base, "e2e-bin")
+		binDir = filepath.Join(CacheDir(), "e2e-bin")
 		if err := os.MkdirAll(binDir, 0o755); err != nil {
 			t.Fatal(err)
 		}
