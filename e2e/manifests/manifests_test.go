@@ -323,6 +323,7 @@ func TestHardened(t *testing.T) {
 						t.Errorf("%s/%s: resources %+v", d.Name, c.Name, c.Resources)
 					}
 				}
+				checkStrategy(t, d)
 				if r.Local {
 					continue
 				}
@@ -331,13 +332,6 @@ func TestHardened(t *testing.T) {
 				}
 				if len(ps.TopologySpreadConstraints) == 0 {
 					t.Errorf("%s: no topology spread", d.Name)
-				}
-				// Upgrades never take a Ready Pod away before its
-				// replacement is Ready (e2e/upgrade runs one on the node,
-				// where the host network forces Recreate).
-				if ru := d.Spec.Strategy.RollingUpdate; d.Spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType || ru == nil ||
-					ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 0 || ru.MaxSurge == nil || ru.MaxSurge.IntValue() < 1 {
-					t.Errorf("%s: strategy %+v, want a rolling update with maxUnavailable 0 and a surge", d.Name, d.Spec.Strategy)
 				}
 				covered := false
 				for _, p := range pdbs {
@@ -351,6 +345,51 @@ func TestHardened(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// checkStrategy: upgrades never take more than one Pod away at a time.
+// Without the host network a new Pod is Ready before an old one goes; on it
+// (one port per node) one Pod at a time with no surge, and a single Pod is
+// replaced in place (Recreate, so that helm --wait waits for the new one).
+func checkStrategy(t *testing.T, d *appsv1.Deployment) {
+	t.Helper()
+	st, host := d.Spec.Strategy, d.Spec.Template.Spec.HostNetwork
+	if host && d.Spec.Replicas != nil && *d.Spec.Replicas == 1 {
+		if st.Type != appsv1.RecreateDeploymentStrategyType {
+			t.Errorf("%s: one Pod on the host network rolls with %+v, want Recreate", d.Name, st)
+		}
+		return
+	}
+	ru := st.RollingUpdate
+	switch {
+	case st.Type != appsv1.RollingUpdateDeploymentStrategyType || ru == nil || ru.MaxUnavailable == nil || ru.MaxSurge == nil:
+		t.Errorf("%s: strategy %+v, want a rolling update", d.Name, st)
+	case host && (ru.MaxUnavailable.IntValue() != 1 || ru.MaxSurge.IntValue() != 0):
+		t.Errorf("%s: on the host network maxUnavailable %v and maxSurge %v, want 1 and 0", d.Name, ru.MaxUnavailable, ru.MaxSurge)
+	case !host && (ru.MaxUnavailable.IntValue() != 0 || ru.MaxSurge.IntValue() < 1):
+		t.Errorf("%s: maxUnavailable %v and maxSurge %v, want 0 and at least 1", d.Name, ru.MaxUnavailable, ru.MaxSurge)
+	}
+}
+
+// TestHostNetworkReplicasRoll: replicas on the host network (several
+// nodes) roll one at a time; the local values' single Pods are replaced.
+func TestHostNetworkReplicasRoll(t *testing.T) {
+	helm := tool(t, "helm")
+	local := filepath.Join(chartDir(), "ci", "local-values.yaml")
+	for _, replicas := range []string{"1", "3"} {
+		objs := decode(t, "host network", run(t, helm, "template", "kube-sts", chartDir(), "--namespace", releaseNS,
+			"--values", local, "--set", "issuer.replicas="+replicas+",webhook.replicas="+replicas))
+		deps := typed[appsv1.Deployment](t, objs, "Deployment")
+		if len(deps) != 2 {
+			t.Fatalf("%d Deployments", len(deps))
+		}
+		for _, d := range deps {
+			if !d.Spec.Template.Spec.HostNetwork || fmt.Sprint(*d.Spec.Replicas) != replicas {
+				t.Fatalf("%s: hostNetwork %v, replicas %d", d.Name, d.Spec.Template.Spec.HostNetwork, *d.Spec.Replicas)
+			}
+			checkStrategy(t, d)
+		}
 	}
 }
 

@@ -5,13 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +21,7 @@ import (
 
 	"github.com/kube-sts/kube-sts/e2e/controlplane"
 	"github.com/kube-sts/kube-sts/e2e/internal/kube"
+	"github.com/kube-sts/kube-sts/e2e/internal/scrape"
 	"github.com/kube-sts/kube-sts/e2e/internal/stsissuer"
 	"github.com/kube-sts/kube-sts/e2e/internal/stswebhook"
 	"github.com/kube-sts/kube-sts/e2e/internal/testca"
@@ -233,34 +232,16 @@ injectors:
 // scrapeNames reads the metric names of a Prometheus text exposition.
 func scrapeNames(t *testing.T, url string) map[string]bool {
 	t.Helper()
-	resp, err := http.Get(url)
+	samples, err := scrape.Samples(url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	names := map[string]bool{}
-	for _, line := range strings.Split(string(body), "\n") {
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if i := strings.IndexAny(line, "{ "); i > 0 {
-			names[line[:i]] = true
+	names := scrape.Names(samples)
+	for n := range names {
+		if strings.HasPrefix(n, "sts_") {
+			return names
 		}
 	}
-	if !slices.ContainsFunc(mapKeys(names), func(n string) bool { return strings.HasPrefix(n, "sts_") }) {
-		t.Fatalf("%s exposes no sts_ metric", url)
-	}
-	return names
-}
-
-func mapKeys(m map[string]bool) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	return keys
+	t.Fatalf("%s exposes no sts_ metric", url)
+	return nil
 }

@@ -16,11 +16,12 @@
 // webhook's replacement takes (measured with server-side dry-run creates
 // every 250 ms).
 //
-// On this node every Pod shares the host's network, so the chart rolls its
-// Deployments with Recreate (two Pods of one Deployment would want one
-// port): each step has a gap, which the test measures. On a cluster with a
-// Pod network the chart rolls with maxUnavailable 0 behind a
-// PodDisruptionBudget; e2e/manifests checks those settings.
+// On this node every Pod shares the host's network and each Deployment has
+// one replica (two Pods of one Deployment would want one port), so each
+// step replaces the only Pod: the gap is what the test measures. On a
+// cluster with a Pod network the chart rolls with maxUnavailable 0 and a
+// surge behind a PodDisruptionBudget, on the host network one Pod at a time
+// with no surge; e2e/manifests checks those settings.
 package upgrade
 
 import (
@@ -386,16 +387,7 @@ func (w *watch) stop() {
 // mutating webhooks for a dry run as for a create (sideEffects: None).
 func (w *watch) admit(ctx context.Context) {
 	pods := w.s.Env.Clientset.CoreV1().Pods(ns)
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	for i := 0; ; i++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-w.stopped():
-			return
-		case <-tick.C:
-		}
+	w.every(ctx, 250*time.Millisecond, func(i int) {
 		at := time.Now()
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		got, err := pods.Create(rctx, labeledPod(fmt.Sprintf("dry-run-%d", i)), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
@@ -410,14 +402,14 @@ func (w *watch) admit(ctx context.Context) {
 		w.mu.Lock()
 		w.admissions = append(w.admissions, pr)
 		w.mu.Unlock()
-	}
+	})
 }
 
-// discover fetches the issuer's discovery document every 250 ms.
-func (w *watch) discover(ctx context.Context, client *http.Client, url string) {
-	tick := time.NewTicker(250 * time.Millisecond)
+// every runs f (with the round's number) every period until the watch stops.
+func (w *watch) every(ctx context.Context, period time.Duration, f func(int)) {
+	tick := time.NewTicker(period)
 	defer tick.Stop()
-	for {
+	for i := 0; ; i++ {
 		select {
 		case <-ctx.Done():
 			return
@@ -425,6 +417,13 @@ func (w *watch) discover(ctx context.Context, client *http.Client, url string) {
 			return
 		case <-tick.C:
 		}
+		f(i)
+	}
+}
+
+// discover fetches the issuer's discovery document every 250 ms.
+func (w *watch) discover(ctx context.Context, client *http.Client, url string) {
+	w.every(ctx, 250*time.Millisecond, func(int) {
 		pr := probe{at: time.Now()}
 		resp, err := client.Get(url)
 		switch {
@@ -440,22 +439,13 @@ func (w *watch) discover(ctx context.Context, client *http.Client, url string) {
 		w.mu.Lock()
 		w.discovery = append(w.discovery, pr)
 		w.mu.Unlock()
-	}
+	})
 }
 
 // tokens checks every Pod's token file every second: it must hold a token
 // that has not expired.
 func (w *watch) tokens(ctx context.Context) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-w.stopped():
-			return
-		case <-tick.C:
-		}
+	w.every(ctx, time.Second, func(int) {
 		w.mu.Lock()
 		pods := append([]*corev1.Pod(nil), w.pods...)
 		w.mu.Unlock()
@@ -482,7 +472,7 @@ func (w *watch) tokens(ctx context.Context) {
 		w.rounds++
 		w.lastRound = len(pods)
 		w.mu.Unlock()
-	}
+	})
 }
 
 // settle waits for a round of the token loop that started after the call

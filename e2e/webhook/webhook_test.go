@@ -28,6 +28,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/kube-sts/kube-sts/e2e/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/internal/scrape"
 	"github.com/kube-sts/kube-sts/e2e/internal/stswebhook"
 	"github.com/kube-sts/kube-sts/e2e/internal/testca"
 	"github.com/kube-sts/kube-sts/shared/contract"
@@ -566,20 +567,9 @@ func startFakeVaultInjector(t *testing.T, ca *testca.CA) string {
 // metrics endpoint; 0 when it is not there yet.
 func metricValue(t *testing.T, url, sample string) float64 {
 	t.Helper()
-	resp, err := http.Get(url)
+	samples, err := scrape.Samples(url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, sample+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				t.Fatalf("%s: %v", line, err)
-			}
-			return f
-		}
-	}
-	return 0
+	return samples[sample]
 }
