@@ -128,6 +128,11 @@ func (r *Refresher) Once(ctx context.Context) error {
 // never gives up.
 func (r *Refresher) Run(ctx context.Context) error {
 	tokenfile.CleanTemps(r.cfg.OutputFile)
+	// A status left by an earlier run of this container (the volume
+	// outlives it) is not this run's: await must not act on it.
+	if r.cfg.StatusFile != "" {
+		_ = tokenfile.Remove(r.cfg.StatusFile)
+	}
 	events, errs, closeWatch := r.watch()
 	defer closeWatch()
 
@@ -422,6 +427,16 @@ func probe(path string, now time.Time, margin time.Duration) error {
 	return nil
 }
 
+// staleStatus: see Await.
+const staleStatus = 5 * time.Second
+
+// refusedSince says whether the status file at path records a refusal and
+// was written after t.
+func refusedSince(path string, t time.Time) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.ModTime().After(t) && strings.HasPrefix(readStatus(path), statusRefused)
+}
+
 // maxStatusBytes bounds what a probe prints of a status file (the kubelet
 // keeps 10 KiB of a probe's output; an event message is shorter still).
 const maxStatusBytes = 2048
@@ -458,11 +473,14 @@ const awaitPoll = 20 * time.Millisecond
 // native sidecar's postStart hook it holds back the next init container
 // (Vault's agent) until every token is on disk, without a probe period. No
 // probe runs while a postStart hook does, so its failure is what tells the
-// Pod's events why the Pod stays in Init: a refusal is a decision (a rule,
-// an audience) and is reported at once, like the classic init container's
-// failure; the kubelet then restarts the sidecar with its back-off. Network
-// errors and 5xx are waited out until timeout.
+// kubelet to restart the sidecar, whose termination message then says why
+// the Pod stays in Init: a refusal is a decision (a rule, an audience) and
+// is reported at once, like the classic init container's failure. Network
+// errors and 5xx are waited out until timeout. A refusal recorded more than
+// staleStatus before await started is an earlier container's (the kubelet's
+// restart back-off is at least 10 s) and is ignored.
 func Await(ctx context.Context, paths []string, margin, timeout time.Duration) error {
+	started := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tick := time.NewTicker(awaitPoll)
@@ -473,7 +491,7 @@ func Await(ctx context.Context, paths []string, margin, timeout time.Duration) e
 			return nil
 		}
 		for _, p := range paths {
-			if probe(p, time.Now(), margin) != nil && strings.HasPrefix(readStatus(contract.StatusPath(p)), statusRefused) {
+			if probe(p, time.Now(), margin) != nil && refusedSince(contract.StatusPath(p), started.Add(-staleStatus)) {
 				return fmt.Errorf("no valid token, and the issuer refused: %w", err)
 			}
 		}

@@ -382,6 +382,23 @@ func TestAwaitRefused(t *testing.T) {
 		t.Fatalf("await after a refusal returned %v after %v; want at once, with the issuer's reason", err, time.Since(start))
 	}
 
+	// A refusal recorded by an earlier container (older than staleStatus when
+	// await starts) does not stop await.
+	f.stop()
+	old := time.Now().Add(-time.Minute)
+	if err := os.Chtimes(contract.StatusPath(f.out), old, old); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	err = Await(context.Background(), []string{f.out}, 0, 300*time.Millisecond)
+	if err == nil || time.Since(start) < 300*time.Millisecond {
+		t.Fatalf("await on an earlier container's refusal returned %v after %v; want the timeout", err, time.Since(start))
+	}
+	// And a new run removes it at its start.
+	f.issuer.Set(testissuer.OK)
+	f.start()
+	waitFor(t, 2*time.Second, "the old status removed", func() bool { _, err := os.Stat(contract.StatusPath(f.out)); return os.IsNotExist(err) })
+
 	// A refusal recorded for a token that is there again does not stop await.
 	f.issuer.Set(testissuer.OK)
 	waitFor(t, 2*time.Second, "a token once allowed", func() bool { _, ok := f.file(); return ok })
