@@ -78,7 +78,8 @@ func TestAnalyze(t *testing.T) {
 }
 
 // TestSamplerWindow: a window keeps each process's lowest RSS (after a
-// collection) and highest descriptors and threads, and starts anew.
+// collection), the sidecars' highest descriptors and threads, the issuer's
+// lowest goroutines and descriptors, and starts anew.
 func TestSamplerWindow(t *testing.T) {
 	sm := &sampler{cur: []resources{
 		{issuerRSS: 30, issuerGoroutines: 20, issFDs: 9, sidecars: map[int]proc{7: {rss: 9000, anon: 3000, fds: 8, threads: 7}}},
@@ -86,8 +87,8 @@ func TestSamplerWindow(t *testing.T) {
 		{issuerRSS: 0, issuerGoroutines: 22, issFDs: 10, sidecars: map[int]proc{7: {rss: 8000, anon: 2000, fds: 8, threads: 8}}},
 	}}
 	w := sm.window()
-	if w.issuerRSS != 25 || w.issuerGoroutines != 26 || w.issFDs != 10 {
-		t.Errorf("issuer: RSS %v goroutines %v fds %v; want 25 (lowest read), 26, 10", w.issuerRSS, w.issuerGoroutines, w.issFDs)
+	if w.issuerRSS != 25 || w.issuerGoroutines != 20 || w.issFDs != 8 {
+		t.Errorf("issuer: RSS %v goroutines %v fds %v; want the lowest read of each: 25, 20, 8", w.issuerRSS, w.issuerGoroutines, w.issFDs)
 	}
 	if p := w.sidecars[7]; p != (proc{rss: 7000, anon: 2000, fds: 9, threads: 8}) || w.sidecars[8].rss != 100 {
 		t.Errorf("sidecars %+v", w.sidecars)

@@ -159,7 +159,8 @@ func sample(ctx context.Context, t *testing.T, s *scenario.Stack, metricsPort in
 // garbage until its heap reaches the collector's goal (4 MB at least, and a
 // collection is forced every 2 minutes), so one sample says little; window
 // sums up the samples since its last call as each process's lowest RSS (after
-// a collection) and highest descriptors, threads and goroutines.
+// a collection), the sidecars' highest descriptors and threads, and the
+// issuer's lowest goroutines and descriptors.
 type sampler struct {
 	mu  sync.Mutex
 	cur []resources
@@ -189,7 +190,12 @@ func (sm *sampler) window() resources {
 		if r.issuerRSS > 0 && (w.issuerRSS == 0 || r.issuerRSS < w.issuerRSS) {
 			w.issuerRSS = r.issuerRSS
 		}
-		w.issuerGoroutines, w.issFDs = max(w.issuerGoroutines, r.issuerGoroutines), max(w.issFDs, r.issFDs)
+		// The issuer's lowest goroutines and descriptors: what it holds
+		// between requests. Its highest is whatever share of the sidecars'
+		// retry herd after an outage a sample happened to meet (two
+		// goroutines and a descriptor per connection); a leak raises the
+		// floor.
+		w.issuerGoroutines, w.issFDs = lowest(w.issuerGoroutines, r.issuerGoroutines), lowest(w.issFDs, r.issFDs)
 		for pid, p := range r.sidecars {
 			q, seen := w.sidecars[pid]
 			if !seen || p.rss < q.rss {
@@ -203,6 +209,18 @@ func (sm *sampler) window() resources {
 		}
 	}
 	return w
+}
+
+// lowest is the smaller of two readings, 0 (no reading: the issuer was
+// down) counting as none.
+func lowest(a, b float64) float64 {
+	switch {
+	case a == 0:
+		return b
+	case b == 0:
+		return a
+	}
+	return min(a, b)
 }
 
 // metrics reads the unlabeled samples of an issuer's /metrics.
@@ -492,7 +510,7 @@ func (r *report) summary() string {
 		r.recoveredIn.Round(100*time.Millisecond), backoffMax)
 	if a, z, bound, ok := r.flatness(); ok {
 		fmt.Fprintf(&b, "\nresources (%s, %v apart; bound +%.0f%%):\n", r.flatWhat(), z.at.Sub(a.at).Round(time.Second), (bound-1)*100)
-		fmt.Fprintf(&b, "  issuer replica A: RSS %.1f → %.1f MiB, goroutines %.0f → %.0f, fds %.0f → %.0f (each outage replaces the process)\n",
+		fmt.Fprintf(&b, "  issuer replica A: RSS %.1f → %.1f MiB, goroutines %.0f → %.0f, fds %.0f → %.0f (the lowest of each window; each outage replaces the process)\n",
 			a.issuerRSS/(1<<20), z.issuerRSS/(1<<20), a.issuerGoroutines, z.issuerGoroutines, a.issFDs, z.issFDs)
 		was, is, n := sidecarSums(a, z)
 		each := func(kib int) float64 { return float64(kib) / 1024 / float64(max(n, 1)) }
