@@ -142,3 +142,20 @@ func TestSidecarMemoryChecks(t *testing.T) {
 		t.Errorf("short soak within the ceiling: %v", p)
 	}
 }
+
+// TestTokenLooking: the log check finds a token or a piece of one, and not
+// a jti that happens to contain eyJ.
+func TestTokenLooking(t *testing.T) {
+	jwt := "eyJhbGciOiJSUzI1NiIsImtpZCI6ImFiYyJ9.eyJzdWIiOiJvcGVudW5pc29uLWNwOnRlc3QtdmF1bHQ6Zm9yLXZhdWx0In0.c2ln"
+	for line, want := range map[string]bool{
+		`{"msg":"token refreshed","jti":"yghJleyJBCAY_CTcAGZFyQ"}`: false,
+		`{"msg":"token issued","jti":"eyJeyJeyJeyJeyJeyJeyJe"}`:    false,
+		`{"msg":"oops","token":"` + jwt + `"}`:                     true,
+		`{"msg":"oops","claims":"` + jwt[37:97] + `"}`:             true,
+		`{"msg":"exchange failed; retrying","error":"HTTP 503"}`:   false,
+	} {
+		if got := tokenLooking.MatchString(line); got != want {
+			t.Errorf("%s: token-looking %v, want %v", line, got, want)
+		}
+	}
+}

@@ -422,12 +422,18 @@ func analyze(rec *recorder, logs *logCollector, pods *podSet, start, end time.Ti
 		}
 	}
 	for _, line := range logs.lines("") {
-		if strings.Contains(line, "eyJ") {
+		if tokenLooking.MatchString(line) {
 			rep.leaks = append(rep.leaks, flowTail(line))
 		}
 	}
 	return rep
 }
+
+// tokenLooking matches base64url JSON of 30 characters or more: any JWT's
+// header or claims (`{"` is `eyJ`), a whole token or a piece of one. Not a
+// jti, which may contain `eyJ` by chance (22 characters in all; the long
+// soak once logged `yghJleyJBCAY_CTcAGZFyQ`).
+var tokenLooking = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{30,}`)
 
 func flowTail(s string) string {
 	if len(s) > 160 {
