@@ -486,14 +486,22 @@ func Await(ctx context.Context, paths []string, margin, timeout time.Duration) e
 	tick := time.NewTicker(awaitPoll)
 	defer tick.Stop()
 	for {
-		err := ProbeAll(paths, time.Now(), margin)
+		// ProbeAll's loop, noting a refusal of a missing token on the way:
+		// each file is read once per poll.
+		var errs []error
+		refused, now := false, time.Now()
+		for _, p := range paths {
+			if err := Probe(p, now, margin); err != nil {
+				errs = append(errs, err)
+				refused = refused || refusedSince(contract.StatusPath(p), started.Add(-staleStatus))
+			}
+		}
+		err := errors.Join(errs...)
 		if err == nil {
 			return nil
 		}
-		for _, p := range paths {
-			if probe(p, time.Now(), margin) != nil && refusedSince(contract.StatusPath(p), started.Add(-staleStatus)) {
-				return fmt.Errorf("no valid token, and the issuer refused: %w", err)
-			}
+		if refused {
+			return fmt.Errorf("no valid token, and the issuer refused: %w", err)
 		}
 		select {
 		case <-ctx.Done():
