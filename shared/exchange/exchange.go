@@ -48,10 +48,14 @@ const (
 
 // Limits applied before anything else looks at a request.
 const (
-	// MaxRequestBytes bounds the whole form body.
-	MaxRequestBytes = 64 << 10
-	// MaxSubjectTokenBytes bounds the subject token; real ServiceAccount tokens are ~1 KiB.
+	// MaxSubjectTokenBytes bounds the subject token; real ServiceAccount
+	// tokens are 1–1.5 KiB (header, claims with the Pod and Node binding,
+	// signature), so 16 KiB leaves ten times their size.
 	MaxSubjectTokenBytes = 16 << 10
+	// MaxRequestBytes bounds the whole form body: the subject token and
+	// 2 KiB for the other parameters. The issuer holds at most this much of
+	// each request it answers, and refuses a longer declared body unread.
+	MaxRequestBytes = MaxSubjectTokenBytes + 2<<10
 	// MaxResponseBytes bounds what a client reads of a response.
 	MaxResponseBytes = 1 << 20
 	// MaxTargets bounds how many audience and resource values a request may carry.

@@ -96,7 +96,7 @@ func TestParseRequest(t *testing.T) {
 			body: form("grant_type", GrantTypeTokenExchange, "subject_token", strings.Repeat("a", MaxSubjectTokenBytes), "subject_token_type", TokenTypeJWT),
 		},
 		"oversized body": {
-			body: append(form("grant_type", GrantTypeTokenExchange, "subject_token_type", TokenTypeJWT, "subject_token", "x"), strings.Repeat("x", MaxRequestBytes)...), wantCode: InvalidRequest, wantIn: "larger than 65536",
+			body: append(form("grant_type", GrantTypeTokenExchange, "subject_token_type", TokenTypeJWT, "subject_token", "x"), strings.Repeat("x", MaxRequestBytes)...), wantCode: InvalidRequest, wantIn: "larger than 18432",
 		},
 		"bad escape": {
 			body: []byte("grant_type=%zz"), wantCode: InvalidRequest, wantIn: "form encoding",

@@ -183,6 +183,9 @@ func (p *Proc) Stop() time.Duration {
 	return time.Since(start)
 }
 
+// Pid is the process's ID.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
 // Log returns the output so far.
 func (p *Proc) Log() []byte {
 	b, _ := os.ReadFile(p.LogFile)

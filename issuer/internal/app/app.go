@@ -63,7 +63,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	srv, err := server.New(server.Options{
 		Config: cfg, Reviewer: review.New(c.exchange, o.APITimeout, m), Verifier: verifier,
-		MaxInFlight: o.MaxInFlight, PerTokenPerSecond: o.PerToken, Log: log, Metrics: m, APIReady: ready.Ready,
+		MaxInFlight: o.MaxInFlight, MaxPending: o.MaxPending, MaxPendingPerAddress: o.MaxPendingPerAddress, PerTokenPerSecond: o.PerToken, Log: log, Metrics: m, APIReady: ready.Ready,
 		Publishing: pubs.check,
 	})
 	if err != nil {

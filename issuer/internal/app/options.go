@@ -24,6 +24,17 @@ const (
 	controlBurst     = 10
 )
 
+// Connection bounds of the exchange server. Sidecars open one connection
+// per exchange and close it (about 140 exchanges a second for 100,000 Pods,
+// each a few milliseconds; a herd after an outage some thousands a second),
+// so 512 open at once is far above need; with the request bounds they keep
+// a stalling attacker under 64 MiB (see the README). One client address
+// gets 32: a Pod needs one, a node of host-network Pods a few.
+const (
+	DefaultMaxConnections           = 512
+	DefaultMaxConnectionsPerAddress = 32
+)
+
 // Options is sts-issuer's command line; the configuration file holds the rest.
 type Options struct {
 	// ConfigFile is the YAML configuration (cluster, endpoints).
@@ -51,6 +62,15 @@ type Options struct {
 	KubeBurst int
 	// MaxInFlight bounds the exchanges waiting on the API server at once.
 	MaxInFlight int
+	// MaxPending bounds the requests being answered at once (body, review,
+	// signing); beyond it: 503 with Retry-After before the body is read.
+	MaxPending int
+	// MaxPendingPerAddress bounds those from one client IP (0: none).
+	MaxPendingPerAddress int
+	// MaxConnections bounds the exchange server's open connections;
+	// MaxConnectionsPerAddress bounds those from one client IP (0: none).
+	MaxConnections           int
+	MaxConnectionsPerAddress int
 	// PerToken bounds how often one subject token may be presented per second.
 	PerToken int
 	// LogLevel is debug, info, warn or error.
@@ -66,7 +86,9 @@ func NewOptions() *Options {
 		ConfigFile: "/etc/kube-sts/issuer.yaml", Listen: ":8443", MetricsListen: ":9090",
 		TLSCertFile: "/etc/kube-sts/tls/tls.crt", TLSKeyFile: "/etc/kube-sts/tls/tls.key",
 		APITimeout: 5 * time.Second, KubeQPS: DefaultKubeQPS, KubeBurst: DefaultKubeBurst,
-		MaxInFlight: server.DefaultMaxInFlight, PerToken: server.DefaultPerTokenPerSecond, LogLevel: "info",
+		MaxInFlight: server.DefaultMaxInFlight, MaxPending: server.DefaultMaxPending, MaxPendingPerAddress: server.DefaultMaxPendingPerAddress,
+		MaxConnections: DefaultMaxConnections, MaxConnectionsPerAddress: DefaultMaxConnectionsPerAddress,
+		PerToken: server.DefaultPerTokenPerSecond, LogLevel: "info",
 	}
 }
 
@@ -84,6 +106,10 @@ func (o *Options) AddFlags(flags *flag.FlagSet) {
 	flags.Float64Var(&o.KubeQPS, "kube-api-qps", o.KubeQPS, "client-side QPS limit of exchanges towards the API server (each exchange is a TokenReview and a Pod GET)")
 	flags.IntVar(&o.KubeBurst, "kube-api-burst", o.KubeBurst, "client-side burst of exchanges towards the API server")
 	flags.IntVar(&o.MaxInFlight, "max-inflight-exchanges", o.MaxInFlight, "exchanges waiting on the API server at once; beyond it: 503 with Retry-After")
+	flags.IntVar(&o.MaxPending, "max-pending-requests", o.MaxPending, "requests being answered at once (reading the body, waiting on the API server, signing); beyond it: 503 with Retry-After, the body unread")
+	flags.IntVar(&o.MaxPendingPerAddress, "max-pending-requests-per-address", o.MaxPendingPerAddress, "requests being answered at once from one client IP; 0 for no bound (behind a proxy that hides client addresses)")
+	flags.IntVar(&o.MaxConnections, "max-connections", o.MaxConnections, "open connections of the exchange server; at the bound an idle or stalled connection makes room, else a new one is closed at once")
+	flags.IntVar(&o.MaxConnectionsPerAddress, "max-connections-per-address", o.MaxConnectionsPerAddress, "open connections from one client IP (one Pod, or one node for host-network Pods); 0 for no bound (behind a proxy that hides client addresses)")
 	flags.IntVar(&o.PerToken, "max-exchanges-per-token", o.PerToken, "presentations of one subject token per second; beyond it: 429 with Retry-After")
 	flags.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
 	flags.BoolVar(&o.Version, "version", o.Version, "print the version and exit")
@@ -106,8 +132,11 @@ func (o *Options) Validate() error {
 	if o.KubeQPS <= 0 || o.KubeBurst <= 0 {
 		errs = append(errs, errors.New("--kube-api-qps and --kube-api-burst must be positive"))
 	}
-	if o.MaxInFlight <= 0 || o.PerToken <= 0 {
-		errs = append(errs, errors.New("--max-inflight-exchanges and --max-exchanges-per-token must be positive"))
+	if o.MaxInFlight <= 0 || o.PerToken <= 0 || o.MaxPending <= 0 || o.MaxConnections <= 0 {
+		errs = append(errs, errors.New("--max-inflight-exchanges, --max-exchanges-per-token, --max-pending-requests and --max-connections must be positive"))
+	}
+	if o.MaxConnectionsPerAddress < 0 || o.MaxPendingPerAddress < 0 {
+		errs = append(errs, errors.New("--max-connections-per-address and --max-pending-requests-per-address must be 0 (no bound) or positive"))
 	}
 	if !o.InsecureHTTP && (o.TLSCertFile == "" || o.TLSKeyFile == "") {
 		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file are required unless --insecure-http"))

@@ -10,7 +10,7 @@ import (
 // flag names it, and Validate reporting every problem at once.
 func TestOptions(t *testing.T) {
 	o := NewOptions()
-	if o.Listen != ":8443" || o.KubeQPS != 1000 || o.KubeBurst != 2000 || o.MaxInFlight != 512 || o.PerToken != 5 || o.APITimeout.String() != "5s" {
+	if o.Listen != ":8443" || o.KubeQPS != 1000 || o.KubeBurst != 2000 || o.MaxInFlight != 256 || o.MaxPending != 256 || o.MaxPendingPerAddress != 32 || o.MaxConnections != 512 || o.MaxConnectionsPerAddress != 32 || o.PerToken != 5 || o.APITimeout.String() != "5s" {
 		t.Fatalf("defaults: %+v", o)
 	}
 	env := func(k string) string { return map[string]string{"POD_NAMESPACE": "sts-system"}[k] }

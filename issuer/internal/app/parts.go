@@ -21,10 +21,12 @@ import (
 	"github.com/kube-sts/kube-sts/issuer/internal/config"
 	"github.com/kube-sts/kube-sts/issuer/internal/keys"
 	"github.com/kube-sts/kube-sts/issuer/internal/keysource"
+	"github.com/kube-sts/kube-sts/issuer/internal/limit"
 	"github.com/kube-sts/kube-sts/issuer/internal/metrics"
 	"github.com/kube-sts/kube-sts/issuer/internal/publish"
 	"github.com/kube-sts/kube-sts/issuer/internal/server"
 	"github.com/kube-sts/kube-sts/shared/buildinfo"
+	"github.com/kube-sts/kube-sts/shared/exchange"
 )
 
 // clients reach the API server with two rate limiters: exchanges can use
@@ -167,10 +169,62 @@ func (ps publishers) check() error {
 	return errors.Join(errs...)
 }
 
+// Bounds of the two HTTP servers, sized on purpose (the exchange server's
+// connection and request bounds are Options).
+const (
+	// A request's headers are a few hundred bytes; nothing legitimate takes
+	// 5 s to send them or needs more than 16 KiB (the default is 1 MiB, per
+	// connection).
+	headerTimeout  = 5 * time.Second
+	maxHeaderBytes = 16 << 10
+	// readTimeout backs up the handler's own body deadline (5 s).
+	readTimeout = 15 * time.Second
+	// An exchange takes at most two API calls of --api-timeout (5 s).
+	writeTimeout = 30 * time.Second
+	// Sidecars close their connection after each exchange; relying parties
+	// fetching discovery may keep one for a while.
+	idleTimeout = 30 * time.Second
+	// HTTP/2: a sidecar sends one request per connection, a relying party
+	// a few; 8 streams per connection is room enough, and each stream's
+	// receive window holds one form at most, the connection's the
+	// protocol's minimum (64 KiB), so a connection can buffer no more.
+	h2Streams = 8
+	h2ConnWin = 64 << 10
+	// /metrics: Prometheus keeps one connection per scrape target; the
+	// bound only stops idle connections from piling up.
+	metricsMaxConnections = 64
+	metricsIdleTimeout    = 2 * time.Minute
+)
+
+// apiServer is the exchange, discovery and probe server with its bounds.
+func apiServer(h http.Handler, conns *limit.Conns) *http.Server {
+	return &http.Server{
+		Handler: h, ConnState: conns.ConnState, MaxHeaderBytes: maxHeaderBytes,
+		ReadHeaderTimeout: headerTimeout, ReadTimeout: readTimeout, WriteTimeout: writeTimeout, IdleTimeout: idleTimeout,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          h2Streams,
+			MaxReceiveBufferPerStream:     exchange.MaxRequestBytes,
+			MaxReceiveBufferPerConnection: h2ConnWin,
+			WriteByteTimeout:              writeTimeout,
+		},
+	}
+}
+
+// metricsServer serves /metrics with its bounds.
+func metricsServer(h http.Handler, conns *limit.Conns) *http.Server {
+	return &http.Server{
+		Handler: h, ConnState: conns.ConnState, MaxHeaderBytes: maxHeaderBytes,
+		ReadHeaderTimeout: headerTimeout, ReadTimeout: readTimeout, WriteTimeout: writeTimeout, IdleTimeout: metricsIdleTimeout,
+	}
+}
+
 // startServers serves the exchange, discovery and probes (TLS unless
 // --insecure-http) and /metrics; it returns the exchange listener's address.
 func startServers(ctx context.Context, g *errgroup.Group, o *Options, srv *server.Server, m *metrics.Metrics, log *zap.Logger) (string, error) {
-	api := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	conns := limit.NewConns(limit.ConnsOptions{Max: o.MaxConnections, PerAddr: o.MaxConnectionsPerAddress,
+		Refused: func(bound string) { m.Refused("api", bound) }})
+	m.Connections("api", conns.Open, o.MaxConnections)
+	api := apiServer(srv, conns)
 	if !o.InsecureHTTP {
 		rl, err := certs.NewReloader(o.TLSCertFile, o.TLSKeyFile, time.Second, func(err error) {
 			log.Error("reloading the serving certificate failed; keeping the current one", zap.Error(err))
@@ -184,7 +238,7 @@ func startServers(ctx context.Context, g *errgroup.Group, o *Options, srv *serve
 	if err != nil {
 		return "", fmt.Errorf("listen %s: %w", o.Listen, err)
 	}
-	serve(ctx, g, api, ln, !o.InsecureHTTP)
+	serve(ctx, g, api, conns.Listener(ln), !o.InsecureHTTP)
 	if o.MetricsListen != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
@@ -192,7 +246,9 @@ func startServers(ctx context.Context, g *errgroup.Group, o *Options, srv *serve
 		if err != nil {
 			return "", fmt.Errorf("listen %s: %w", o.MetricsListen, err)
 		}
-		serve(ctx, g, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, mln, false)
+		mconns := limit.NewConns(limit.ConnsOptions{Max: metricsMaxConnections, Refused: func(bound string) { m.Refused("metrics", bound) }})
+		m.Connections("metrics", mconns.Open, metricsMaxConnections)
+		serve(ctx, g, metricsServer(mux, mconns), mconns.Listener(mln), false)
 	}
 	return ln.Addr().String(), nil
 }

@@ -92,3 +92,60 @@ func (p *PerKey) Allow(key string) (bool, time.Duration) {
 	p.counts[k] = n + 1
 	return true, 0
 }
+
+// Pending admits at most max requests at once, and at most perAddr of them
+// from one client address (0: no such bound); it never queues. One address
+// (a Pod) cannot take every slot: others still get in while it stalls.
+type Pending struct {
+	*Gate
+	perAddr int
+
+	mu     sync.Mutex
+	byAddr map[string]int
+}
+
+// NewPending returns the bound.
+func NewPending(max, perAddr int) *Pending {
+	return &Pending{Gate: NewGate(max), perAddr: perAddr, byAddr: map[string]int{}}
+}
+
+// Reasons TryEnter refuses; they label a metric.
+const (
+	PendingTotal   = "max_pending_requests"
+	PendingPerAddr = "max_pending_requests_per_address"
+)
+
+// TryEnter takes a slot for addr, or says which bound refused it.
+func (p *Pending) TryEnter(addr string) (bool, string) {
+	if p.perAddr > 0 {
+		p.mu.Lock()
+		if p.byAddr[addr] >= p.perAddr {
+			p.mu.Unlock()
+			return false, PendingPerAddr
+		}
+		p.byAddr[addr]++
+		p.mu.Unlock()
+	}
+	if !p.Gate.TryEnter() {
+		p.leaveAddr(addr)
+		return false, PendingTotal
+	}
+	return true, ""
+}
+
+// Leave frees addr's slot taken by TryEnter.
+func (p *Pending) Leave(addr string) {
+	p.Gate.Leave()
+	p.leaveAddr(addr)
+}
+
+func (p *Pending) leaveAddr(addr string) {
+	if p.perAddr == 0 {
+		return
+	}
+	p.mu.Lock()
+	if p.byAddr[addr]--; p.byAddr[addr] <= 0 {
+		delete(p.byAddr, addr)
+	}
+	p.mu.Unlock()
+}

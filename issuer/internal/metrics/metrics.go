@@ -26,6 +26,7 @@ type Metrics struct {
 	rotations        *prometheus.CounterVec
 	publishes        *prometheus.CounterVec
 	publishedAt      *prometheus.GaugeVec
+	refused          *prometheus.CounterVec
 }
 
 // New registers the collectors (and the Go and process collectors) on a new registry.
@@ -70,8 +71,12 @@ func New() *Metrics {
 			Name: "sts_issuer_publish_last_success_timestamp_seconds",
 			Help: "When a target last took the documents (or showed a newer key set), by endpoint and target.",
 		}, []string{"endpoint", "target"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sts_issuer_refused_total",
+			Help: "Connections and requests turned away by a resource bound before any work, by server (api, metrics) and bound (max_connections, max_connections_per_address, evicted: an idle or stalled connection closed to make room, max_pending_requests).",
+		}, []string{"server", "bound"}),
 	}
-	m.Registry.MustRegister(m.exchanges, m.exchangeDuration, m.apiDuration, m.keyAge, m.keysPublished, m.rotateEvery, m.rotations, m.publishes, m.publishedAt,
+	m.Registry.MustRegister(m.refused, m.exchanges, m.exchangeDuration, m.apiDuration, m.keyAge, m.keysPublished, m.rotateEvery, m.rotations, m.publishes, m.publishedAt,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -83,6 +88,26 @@ func (m *Metrics) Exchange(endpoint, result string, d time.Duration) {
 	}
 	m.exchanges.WithLabelValues(endpoint, result).Inc()
 	m.exchangeDuration.WithLabelValues(endpoint).Observe(d.Seconds())
+}
+
+// Refused records a connection or request turned away by a bound of server.
+func (m *Metrics) Refused(server, bound string) {
+	if m == nil {
+		return
+	}
+	m.refused.WithLabelValues(server, bound).Inc()
+}
+
+// Connections exports the open connections of a server and its bound.
+func (m *Metrics) Connections(server string, open func() int, max int) {
+	if m == nil {
+		return
+	}
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sts_issuer_connections", Help: "Open connections.", ConstLabels: prometheus.Labels{"server": server}},
+			func() float64 { return float64(open()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sts_issuer_connections_max", Help: "The bound on open connections.", ConstLabels: prometheus.Labels{"server": server}},
+			func() float64 { return float64(max) }))
 }
 
 // APICall records one call to the API server.
@@ -139,6 +164,18 @@ func (m *Metrics) InFlight(now, peak func() int) {
 			func() float64 { return float64(now()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sts_issuer_exchanges_in_flight_peak", Help: "The most exchanges answered at once since the issuer started."},
 			func() float64 { return float64(peak()) }))
+}
+
+// Pending exports the requests being answered now and their bound.
+func (m *Metrics) Pending(now func() int, max int) {
+	if m == nil {
+		return
+	}
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sts_issuer_requests_pending", Help: "Requests of the exchange and discovery server being answered now."},
+			func() float64 { return float64(now()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sts_issuer_requests_pending_max", Help: "The bound on requests being answered at once; beyond it the answer is 503."},
+			func() float64 { return float64(max) }))
 }
 
 // KeyChange records a change this replica wrote to a managed key set.

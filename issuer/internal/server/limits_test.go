@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -165,7 +167,17 @@ func TestInFlightCap(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	w := post(srv, exchangeBody(toks[2]))
+	// Without the cap the third exchange would wait on the API server too:
+	// give it a second, then fail rather than hang until the test's timeout.
+	third := make(chan *httptest.ResponseRecorder, 1)
+	go func() { third <- post(srv, exchangeBody(toks[2])) }()
+	var w *httptest.ResponseRecorder
+	select {
+	case w = <-third:
+	case <-time.After(time.Second):
+		close(api.block)
+		t.Fatal("an exchange beyond the in-flight cap waited on the API server instead of being refused at once")
+	}
 	if w.Code != 503 || w.Header().Get("Retry-After") != "1" || !strings.Contains(w.Body.String(), "in flight") {
 		t.Fatalf("beyond the cap: %d Retry-After=%q %s", w.Code, w.Header().Get("Retry-After"), w.Body)
 	}
@@ -188,6 +200,116 @@ func TestInFlightCap(t *testing.T) {
 		if got := gauge(t, srv, name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
+	}
+}
+
+// stalled is a request body that never arrives: Read blocks until the
+// test releases it, and records that it was read at all.
+type stalled struct {
+	read    chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func newStalled() *stalled { return &stalled{read: make(chan struct{}), release: make(chan struct{})} }
+
+func (s *stalled) Read([]byte) (int, error) {
+	s.once.Do(func() { close(s.read) })
+	<-s.release
+	return 0, io.ErrUnexpectedEOF
+}
+
+// TestPendingCap: beyond the bound on requests being answered, a request is
+// answered 503 with Retry-After before a byte of its body is read; one
+// address's bound leaves room for others; the slots free up afterwards.
+func TestPendingCap(t *testing.T) {
+	const uid = "u1"
+	srv, api, _, _ := newHarnessWith(t, func(o *Options) { o.MaxPending = 2; o.MaxPendingPerAddress = 1 }, pod("test-vault", "live", uid, "for-vault"))
+	tok := fakeToken("pending")
+	api.statuses[tok] = status("test-vault", "for-vault", "live", uid)
+	from := func(addr string) func(*http.Request) { return func(r *http.Request) { r.RemoteAddr = addr } }
+	// Two stalled bodies, from two addresses, take both slots.
+	var held []*stalled
+	var wg sync.WaitGroup
+	for _, addr := range []string{"10.0.0.1:1000", "10.0.0.2:1000"} {
+		b := newStalled()
+		held = append(held, b)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := httptest.NewRequest(http.MethodPost, "https://sts.kube-sts.test/vault/token", b)
+			r.Header.Set("Content-Type", exchange.ContentTypeForm)
+			r.RemoteAddr = addr
+			srv.ServeHTTP(httptest.NewRecorder(), r)
+		}()
+		select {
+		case <-b.read:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the handler never read the first body")
+		}
+	}
+	for _, tc := range []struct{ addr, bound string }{{"10.0.0.1:2000", "per address"}, {"10.0.0.3:1000", "in all"}} {
+		b := newStalled()
+		r := httptest.NewRequest(http.MethodPost, "https://sts.kube-sts.test/vault/token", b)
+		r.Header.Set("Content-Type", exchange.ContentTypeForm)
+		r.RemoteAddr = tc.addr
+		w := httptest.NewRecorder()
+		done := make(chan struct{})
+		go func() { srv.ServeHTTP(w, r); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(time.Second):
+			close(b.release)
+			t.Fatalf("%s: a request beyond the pending bound was not answered at once", tc.bound)
+		}
+		select {
+		case <-b.read:
+			t.Fatalf("%s: the refused request's body was read", tc.bound)
+		default:
+		}
+		if w.Code != 503 || w.Header().Get("Retry-After") != "1" || w.Header().Get("Connection") != "close" || oauthCode(t, w.Body.String()) != exchange.TemporarilyUnavailable {
+			t.Fatalf("%s: %d Retry-After=%q Connection=%q %s", tc.bound, w.Code, w.Header().Get("Retry-After"), w.Header().Get("Connection"), w.Body)
+		}
+	}
+	for _, b := range held {
+		close(b.release)
+	}
+	wg.Wait()
+	if w := post(srv, exchangeBody(tok), from("10.0.0.1:3000")); w.Code != 200 {
+		t.Fatalf("after the stalled requests ended: %d %s", w.Code, w.Body)
+	}
+	for _, m := range family(t, srv, "sts_issuer_refused_total") {
+		if got := m.GetCounter().GetValue(); got != 1 {
+			t.Errorf("sts_issuer_refused_total{bound=%q} = %v, want 1", label(m, "bound"), got)
+		}
+	}
+	if n := len(family(t, srv, "sts_issuer_refused_total")); n != 2 {
+		t.Errorf("refusals counted under %d bounds, want 2 (in all, per address)", n)
+	}
+}
+
+// TestBodyBounded: a declared body over the limit is refused unread, and
+// the connection is closed after the answer rather than drained.
+func TestBodyBounded(t *testing.T) {
+	srv, _, _, _ := newHarness(t)
+	b := newStalled()
+	r := httptest.NewRequest(http.MethodPost, "https://sts.kube-sts.test/vault/token", b)
+	r.Header.Set("Content-Type", exchange.ContentTypeForm)
+	r.ContentLength = exchange.MaxRequestBytes + 1
+	w := httptest.NewRecorder()
+	srv.ServeHTTP(w, r)
+	select {
+	case <-b.read:
+		t.Fatal("the oversized body was read")
+	default:
+	}
+	if w.Code != 400 || w.Header().Get("Connection") != "close" || !strings.Contains(w.Body.String(), "larger than 18432 bytes") {
+		t.Fatalf("oversized body: %d Connection=%q %s", w.Code, w.Header().Get("Connection"), w.Body)
+	}
+	// An undeclared body is read up to the limit and no further.
+	w = post(srv, exchangeBody(strings.Repeat("x", exchange.MaxRequestBytes)))
+	if w.Code != 400 || !strings.Contains(w.Body.String(), "larger than") {
+		t.Fatalf("long body: %d %s", w.Code, w.Body)
 	}
 }
 

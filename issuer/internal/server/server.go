@@ -135,6 +135,7 @@ type Server struct {
 	reviewer  Reviewer
 	verifier  Verifier
 	inflight  *limit.Gate
+	pending   *limit.Pending
 	perToken  *limit.PerKey
 	log       *zap.Logger
 	audit     *zap.Logger
@@ -159,6 +160,13 @@ type Options struct {
 	// MaxInFlight bounds the exchanges waiting on the API server; beyond it
 	// the answer is 503 with Retry-After. Default DefaultMaxInFlight.
 	MaxInFlight int
+	// MaxPending bounds the requests being answered at once (reading a
+	// body, waiting for a slot or the API server, signing); beyond it the
+	// answer is 503 with Retry-After before a byte of the body is read.
+	// Default DefaultMaxPending.
+	MaxPending int
+	// MaxPendingPerAddress bounds those from one client IP; 0: no bound.
+	MaxPendingPerAddress int
 	// PerTokenPerSecond bounds how often one subject token may be presented;
 	// beyond it the answer is 429 with Retry-After. Default DefaultPerTokenPerSecond.
 	PerTokenPerSecond int
@@ -175,8 +183,15 @@ type Options struct {
 
 // Defaults of the work bounds.
 const (
-	DefaultMaxInFlight       = 512
-	DefaultPerTokenPerSecond = 5
+	DefaultMaxInFlight = 256
+	// DefaultMaxPending bounds the requests answered at once, and with them
+	// the bodies held (each at most exchange.MaxRequestBytes): 256 stalled
+	// requests cost about 33 MiB with their connections (measured).
+	DefaultMaxPending = 256
+	// DefaultMaxPendingPerAddress: one client address (a Pod; a node for
+	// host-network Pods) may hold an eighth of them.
+	DefaultMaxPendingPerAddress = 32
+	DefaultPerTokenPerSecond    = 5
 	// perTokenKeys bounds the per-token table (one window's distinct tokens).
 	perTokenKeys = 1 << 18
 )
@@ -195,10 +210,14 @@ func New(o Options) (*Server, error) {
 	if o.PerTokenPerSecond <= 0 {
 		o.PerTokenPerSecond = DefaultPerTokenPerSecond
 	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = DefaultMaxPending
+	}
 	s := &Server{
 		reviewer: o.Reviewer,
 		verifier: o.Verifier,
 		inflight: limit.NewGate(o.MaxInFlight),
+		pending:  limit.NewPending(o.MaxPending, o.MaxPendingPerAddress),
 		log:      o.Log,
 		audit:    o.Log.Named("audit"),
 		screened: o.Log.Named("audit").WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
@@ -215,6 +234,7 @@ func New(o Options) (*Server, error) {
 	}
 	s.perToken = limit.NewPerKey(o.PerTokenPerSecond, time.Second, perTokenKeys, s.now)
 	s.metrics.InFlight(s.inflight.InUse, s.inflight.Peak)
+	s.metrics.Pending(s.pending.InUse, o.MaxPending)
 	s.metrics.Ready(func() bool { return s.notReady() == "" })
 	if s.ready == nil {
 		s.ready = func() bool { return true }
@@ -315,6 +335,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
+	// Admission before anything is read: a request over the cap costs its
+	// headers only, never a body buffer.
+	addr := stripPort(r.RemoteAddr)
+	if ok, bound := s.pending.TryEnter(addr); !ok {
+		s.metrics.Refused("api", bound)
+		dropBody(w, r)
+		what := "the issuer is at its limit of requests being answered"
+		if bound == limit.PendingPerAddr {
+			what = "this client address is at its limit of requests being answered"
+		}
+		writeError(w, &failure{Reason: "overloaded", RetryAfter: time.Second,
+			OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "%s; retry after the Retry-After delay", what)})
+		return
+	}
+	defer s.pending.Leave(addr)
 	switch rest {
 	case discovery.PathToken:
 		s.serveToken(w, r, e)
@@ -395,7 +430,15 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, e *Endpoint)
 		return
 	}
 	start := s.now()
+	// A sidecar sends its form (about 1.5 KiB) right after the headers: a
+	// body that has not arrived within bodyTimeout is a stalled client.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyTimeout))
+	body := &trackedBody{ReadCloser: r.Body, done: r.Body == http.NoBody}
+	r.Body = body
 	tok, fail := s.exchange(r, e)
+	if !body.done {
+		dropBody(w, r)
+	}
 	result := "issued"
 	if fail != nil {
 		result = fail.Reason
@@ -467,9 +510,12 @@ func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Tok
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != exchange.ContentTypeForm {
 		return none, mint.Token{}, bad("bad_content_type", "send the request as %s", exchange.ContentTypeForm)
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, exchange.MaxRequestBytes+1))
+	if r.ContentLength > exchange.MaxRequestBytes {
+		return none, mint.Token{}, bad("bad_body", "the request body is larger than %d bytes (a subject token is at most %d)", exchange.MaxRequestBytes, exchange.MaxSubjectTokenBytes)
+	}
+	body, err := readBody(r.Body, r.ContentLength)
 	if err != nil {
-		return none, mint.Token{}, bad("bad_body", "could not read the request body")
+		return none, mint.Token{}, bad("bad_body", "could not read the request body within %v", bodyTimeout)
 	}
 	req, err := exchange.ParseRequest(body)
 	if err != nil {
@@ -565,6 +611,50 @@ func (s *Server) admit(ctx context.Context, token, audience string) *failure {
 			OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "the issuer is at its limit of exchanges in flight; retry after the Retry-After delay")}
 	}
 	return nil
+}
+
+// bodyTimeout bounds reading a request body once its headers are in.
+const bodyTimeout = 5 * time.Second
+
+// readBody reads at most exchange.MaxRequestBytes+1 bytes (one more than
+// allowed, so that ParseRequest can say the body is too large), sized by
+// the declared length when there is one.
+func readBody(r io.Reader, declared int64) ([]byte, error) {
+	size := int64(exchange.MaxRequestBytes + 1)
+	if declared >= 0 && declared < size {
+		size = declared + 1
+	}
+	buf := make([]byte, size)
+	n, err := io.ReadFull(r, buf)
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return buf[:n], err
+}
+
+// trackedBody notes whether a request body was read to its end.
+type trackedBody struct {
+	io.ReadCloser
+	done bool
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if errors.Is(err, io.EOF) {
+		b.done = true
+	}
+	return n, err
+}
+
+// dropBody answers without the rest of the body: on HTTP/1.1 the
+// connection is closed after the answer (the server would otherwise wait
+// to drain a stalled body for reuse); an HTTP/2 stream is reset when the
+// handler returns.
+func dropBody(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	}
 }
 
 func writeError(w http.ResponseWriter, f *failure) {
