@@ -80,6 +80,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("detect native sidecar support: %w", err)
 	}
+	if o.TLSMode == TLSSelf {
+		selfcert.Narrow(restCfg, o.Namespace, o.SelfSecret, o.WebhookConfig)
+	}
 	mgr, scheme, err := newManager(restCfg, o)
 	if err != nil {
 		return err
@@ -171,7 +174,7 @@ func serving(ctx context.Context, mgr manager.Manager, o *Options, log logr.Logg
 	srv := webhook.NewServer(webhook.Options{Host: host, Port: port, CertDir: dir,
 		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = mirror.GetCertificate }}})
 	err = errors.Join(
-		selfcert.EnsureSecret(ctx, mgr.GetClient(), o.Namespace, o.SelfSecret),
+		selfcert.EnsureSecret(ctx, mgr.GetAPIReader(), mgr.GetClient(), o.Namespace, o.SelfSecret),
 		mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 			inf, err := mgr.GetCache().GetInformer(ctx, &corev1.Secret{})
 			if err != nil {

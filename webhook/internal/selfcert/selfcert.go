@@ -26,9 +26,18 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// EnsureSecret creates the Secret namespace/name when it is missing.
-func EnsureSecret(ctx context.Context, c client.Client, namespace, name string) error {
-	err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: map[string]string{
+// EnsureSecret creates the Secret namespace/name when it is missing. It
+// reads it by name first: where the Secret is shipped with the install, the
+// webhook needs no right to create Secrets.
+func EnsureSecret(ctx context.Context, c client.Reader, w client.Writer, namespace, name string) error {
+	err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &corev1.Secret{})
+	if err == nil {
+		return nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("read TLS secret %s/%s: %w", namespace, name, err)
+	}
+	err = w.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: map[string]string{
 		"app.kubernetes.io/managed-by": "sts-webhook",
 		"app.kubernetes.io/part-of":    "kube-sts",
 	}}})

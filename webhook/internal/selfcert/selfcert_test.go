@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/informers"
 	k8sfake "k8s.io/client-go/kubernetes/fake"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 )
 
@@ -128,15 +129,28 @@ func TestWatch(t *testing.T) {
 	}
 }
 
-// TestEnsureSecret: created once, with our labels; an existing one is kept.
+// noCreate fails the test on any write: a Secret that exists is only read.
+type noCreate struct {
+	client.Writer
+	t *testing.T
+}
+
+func (n noCreate) Create(context.Context, client.Object, ...client.CreateOption) error {
+	n.t.Fatal("EnsureSecret created a Secret that exists")
+	return nil
+}
+
+// TestEnsureSecret: created once, with our labels; an existing one is only
+// read (the webhook may have no right to create Secrets).
 func TestEnsureSecret(t *testing.T) {
 	s := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(s)
 	c := fake.NewClientBuilder().WithScheme(s).Build()
-	for range 2 {
-		if err := EnsureSecret(context.Background(), c, "kube-sts", "tls"); err != nil {
-			t.Fatal(err)
-		}
+	if err := EnsureSecret(context.Background(), c, c, "kube-sts", "tls"); err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsureSecret(context.Background(), c, noCreate{t: t}, "kube-sts", "tls"); err != nil {
+		t.Fatal(err)
 	}
 	var sec corev1.Secret
 	if err := c.Get(context.Background(), types.NamespacedName{Namespace: "kube-sts", Name: "tls"}, &sec); err != nil {
