@@ -420,19 +420,25 @@ func (c *Config) validateKeys(e *Endpoint, f string, bad func(string, string, ..
 	}
 }
 
+// validateClaims refuses claim names that collide, in any letter case, with
+// a standard or reserved claim or with each other: relying parties that
+// decode JSON case-insensitively would read the later one.
 func validateClaims(x ExtraClaims, f string, bad func(string, string, ...any)) {
 	taken := map[string]string{}
 	for _, n := range mint.StandardClaims {
 		taken[n] = "a standard claim"
 	}
+	for _, n := range mint.ReservedClaims {
+		taken[n] = "a reserved claim"
+	}
 	for _, k := range slices.Sorted(maps.Keys(x.Static)) {
-		switch {
+		switch lk := strings.ToLower(k); {
 		case k == "" || LabelClaim(k) != k:
 			bad(f+".static", "claim name %q must be letters, digits and '_' only", k)
-		case taken[k] != "":
-			bad(f+".static", "claim %q would override %s", k, taken[k])
+		case taken[lk] != "":
+			bad(f+".static", "claim %q would override %s (claim names are compared in any letter case)", k, taken[lk])
 		default:
-			taken[k] = "a static claim"
+			taken[lk] = fmt.Sprintf("the static claim %q", k)
 		}
 	}
 	for i, l := range x.FromPodLabels {
@@ -442,11 +448,11 @@ func validateClaims(x ExtraClaims, f string, bad func(string, string, ...any)) {
 			continue
 		}
 		n := LabelClaim(l)
-		if taken[n] != "" {
-			bad(ff, "label %q would be claim %q, which is already %s", l, n, taken[n])
+		if taken[strings.ToLower(n)] != "" {
+			bad(ff, "label %q would be claim %q, which is already %s (claim names are compared in any letter case)", l, n, taken[strings.ToLower(n)])
 			continue
 		}
-		taken[n] = fmt.Sprintf("the claim of label %q", l)
+		taken[strings.ToLower(n)] = fmt.Sprintf("the claim of label %q", l)
 	}
 }
 
@@ -492,8 +498,64 @@ func validateRule(r Rule, f string, bad func(string, string, ...any)) {
 				hint = fmt.Sprintf("; did you mean %q?", strings.ToLower(g.glob))
 			}
 			bad(f+"."+g.field, "%q can never match %s: it requires %q%s", g.glob, g.what, c, hint)
+			continue
+		}
+		if why := unmatchable(g.glob, g.alphabet); why != "" {
+			bad(f+"."+g.field, "%q can never match %s: %s", g.glob, g.what, why)
 		}
 	}
+}
+
+// unmatchable says why glob can match no name of the grammar both
+// namespaces (DNS-1123 labels) and ServiceAccount names (DNS-1123
+// subdomains) follow, beyond a literal character outside alphabet (see
+// impossible): a [...] class that admits no character of alphabet, or a
+// literal first or last character that is not a lowercase letter or digit.
+// "" when it may match.
+func unmatchable(glob, alphabet string) string {
+	var first, last string // the literal at each end, "" for a wildcard or class
+	for i, n := 0, 0; i < len(glob); i, n = i+1, n+1 {
+		lit := ""
+		switch c := glob[i]; c {
+		case '*', '?':
+		case '[':
+			j := strings.IndexByte(glob[i+1:], ']')
+			if j < 0 {
+				return ""
+			}
+			class := glob[i : i+j+2]
+			ok := false
+			for _, a := range alphabet {
+				if m, _ := path.Match(class, string(a)); m {
+					ok = true
+					break
+				}
+			}
+			if !ok {
+				return fmt.Sprintf("the class %s admits none of its characters", class)
+			}
+			i += j + 1
+		case '\\':
+			if i+1 < len(glob) {
+				i++
+				lit = string(glob[i])
+			}
+		default:
+			lit = string(c)
+		}
+		if n == 0 {
+			first = lit
+		}
+		last = lit
+	}
+	alnum := func(s string) bool { return len(s) == 1 && (s[0] >= 'a' && s[0] <= 'z' || s[0] >= '0' && s[0] <= '9') }
+	if first != "" && !alnum(first) {
+		return fmt.Sprintf("names start with a lowercase letter or digit, not %q", first)
+	}
+	if last != "" && !alnum(last) {
+		return fmt.Sprintf("names end with a lowercase letter or digit, not %q", last)
+	}
+	return ""
 }
 
 // impossible returns a literal character of glob that no name made of
@@ -543,6 +605,16 @@ func ParseIssuer(s string) (*url.URL, error) {
 		return nil, fmt.Errorf("%q must not carry user info, a query or a fragment", s)
 	case strings.HasSuffix(u.Path, "/"):
 		return nil, fmt.Errorf("%q must not end with '/'; OIDC clients compare the issuer exactly", s)
+	}
+	// The path names where documents are served and published (a
+	// directory, an object prefix): "." and ".." would lead elsewhere, and
+	// an empty segment is no name.
+	if u.Path != "" {
+		for _, seg := range strings.Split(strings.TrimPrefix(u.Path, "/"), "/") {
+			if seg == "" || seg == "." || seg == ".." {
+				return nil, fmt.Errorf("%q has an empty, '.' or '..' path segment; name the path plainly", s)
+			}
+		}
 	}
 	return u, nil
 }

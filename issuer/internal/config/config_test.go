@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -100,6 +101,35 @@ endpoints: [{name: v, issuer: h, audience: a, keys: {managed: {secret: s, leeway
 endpoints: [{name: v, issuer: h, audience: a, keys: {files: [/k]}, allow: [{}], deny: [{namespace: Kube-System}]}]`, wantIn: []string{`endpoints[0].deny[0].namespace: "Kube-System" can never match a namespace (lowercase letters, digits and '-'): it requires 'K'; did you mean "kube-system"?`}},
 		"impossible serviceaccount glob": {yaml: `cluster: c
 endpoints: [{name: v, issuer: h, audience: a, keys: {files: [/k]}, allow: [{serviceAccount: "vault_agent*"}]}]`, wantIn: []string{`endpoints[0].allow[0].serviceAccount: "vault_agent*" can never match a ServiceAccount name`}},
+		"claims colliding in another letter case or reserved": {yaml: `cluster: c
+endpoints:
+- name: v
+  issuer: h
+  audience: a
+  keys: {files: [/k]}
+  allow: [{}]
+  claims:
+    static: {Sub: x, groups: y, Team: a, team: b}
+    fromPodLabels: [Namespace, AZP]`, wantIn: []string{
+			`endpoints[0].claims.static: claim "Sub" would override a standard claim`,
+			`endpoints[0].claims.static: claim "groups" would override a reserved claim`,
+			`endpoints[0].claims.static: claim "team" would override the static claim "Team"`,
+			`endpoints[0].claims.fromPodLabels[0]: label "Namespace" would be claim "Namespace", which is already a standard claim`,
+			`endpoints[0].claims.fromPodLabels[1]: label "AZP" would be claim "AZP", which is already a reserved claim`}},
+		"globs no name can match": {yaml: `cluster: c
+endpoints: [{name: v, issuer: h, audience: a, keys: {files: [/k]}, allow: [{namespace: "[A-Z]*"}, {namespace: "team-"}, {serviceAccount: "-x*"}, {namespace: "team-*"}], deny: [{namespace: "[K]ube-system"}]}]`, wantIn: []string{
+			`endpoints[0].allow[0].namespace: "[A-Z]*" can never match a namespace (lowercase letters, digits and '-'): the class [A-Z] admits none of its characters`,
+			`endpoints[0].allow[1].namespace: "team-" can never match a namespace (lowercase letters, digits and '-'): names end with a lowercase letter or digit, not "-"`,
+			`endpoints[0].allow[2].serviceAccount: "-x*" can never match a ServiceAccount name (lowercase letters, digits, '-' and '.'): names start with a lowercase letter or digit, not "-"`,
+			`endpoints[0].deny[0].namespace: "[K]ube-system" can never match a namespace (lowercase letters, digits and '-'): the class [K] admits none of its characters`}},
+		"dot segments in the issuer": {yaml: `cluster: c
+endpoints:
+- {name: v, issuer: "https://h/a/../../etc", audience: a, keys: {files: [/k]}, allow: [{}]}
+- {name: w, issuer: "https://h/./w", audience: a, keys: {files: [/k]}, allow: [{}]}
+- {name: x, issuer: "https://h/x//y", audience: a, keys: {files: [/k]}, allow: [{}]}`, wantIn: []string{
+			`endpoints[0].issuer: "https://h/a/../../etc" has an empty, '.' or '..' path segment`,
+			`endpoints[1].issuer: "https://h/./w" has an empty, '.' or '..' path segment`,
+			`endpoints[2].issuer: "https://h/x//y" has an empty, '.' or '..' path segment`}},
 		"dot in namespace glob": {yaml: `cluster: c
 endpoints: [{name: v, issuer: h, audience: a, keys: {files: [/k]}, allow: [{namespace: "team.a"}]}]`, wantIn: []string{`endpoints[0].allow[0].namespace: "team.a" can never match a namespace`}},
 		"publish targets": {yaml: `cluster: c
@@ -133,7 +163,7 @@ endpoints:
 			`endpoints[0].claims.static: claim "sub" would override a standard claim`,
 			`endpoints[0].claims.static: claim name "bad-name" must be letters, digits and '_' only`,
 			`endpoints[0].claims.static: claim name "" must be`,
-			`endpoints[0].claims.fromPodLabels[1]: label "env" would be claim "env", which is already a static claim`,
+			`endpoints[0].claims.fromPodLabels[1]: label "env" would be claim "env", which is already the static claim "env"`,
 			`endpoints[0].claims.fromPodLabels[3]: label "app_kubernetes_io_name" would be claim "app_kubernetes_io_name", which is already the claim of label "app.kubernetes.io/name"`,
 			`endpoints[0].claims.fromPodLabels[4]: "not a label" is not a label key`,
 			`endpoints[0].claims.fromPodLabels[5]: label "namespace" would be claim "namespace", which is already a standard claim`}},
@@ -159,6 +189,17 @@ func TestLabelClaim(t *testing.T) {
 	for in, want := range map[string]string{"app": "app", "app.kubernetes.io/name": "app_kubernetes_io_name", "team-name": "team_name", "Tier_2": "Tier_2"} {
 		if got := LabelClaim(in); got != want {
 			t.Errorf("LabelClaim(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestRuleGlobsThatMatch: globs that can match a name load without a word.
+func TestRuleGlobsThatMatch(t *testing.T) {
+	for _, g := range []string{"*", "team-*", "*-prod", "kube-system", "[a-c]*", "team-?", "[ab]*x", "a*[0-9]"} {
+		var errs []string
+		validateRule(Rule{Namespace: g, ServiceAccount: g}, "r", func(f, format string, args ...any) { errs = append(errs, f+": "+fmt.Sprintf(format, args...)) })
+		if len(errs) > 0 {
+			t.Errorf("%q refused: %v", g, errs)
 		}
 	}
 }

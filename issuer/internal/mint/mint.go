@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/kube-sts/kube-sts/issuer/internal/keys"
@@ -52,7 +53,7 @@ func (c Claims) MarshalJSON() ([]byte, error) {
 	}
 	extra := map[string]string{}
 	for k, v := range c.Extra {
-		if _, ok := taken[k]; !ok && !isStandard(k) {
+		if _, ok := taken[k]; !ok && !IsReserved(k) {
 			extra[k] = v
 		}
 	}
@@ -70,7 +71,23 @@ func (c Claims) MarshalJSON() ([]byte, error) {
 // take them.
 var StandardClaims = []string{"iss", "aud", "exp", "nbf", "iat", "jti", "sub", "cluster", "namespace", "saname", "pod", "pod_uid", "node"}
 
-func isStandard(name string) bool { return slices.Contains(StandardClaims, name) }
+// ReservedClaims are names relying parties give a meaning of their own
+// (authorized party, OAuth scope, group membership, email, delegation,
+// proof of possession): no extra claim may take them either.
+var ReservedClaims = []string{"azp", "scope", "groups", "email", "act", "cnf"}
+
+// IsReserved reports whether an extra claim may not be called name: a
+// standard or reserved name in any letter case. Relying parties that decode
+// JSON case-insensitively (Go's encoding/json does) would otherwise read
+// "Sub" or "Namespace" from a Pod label as sub or namespace.
+func IsReserved(name string) bool {
+	for _, n := range append(slices.Clone(StandardClaims), ReservedClaims...) {
+		if strings.EqualFold(n, name) {
+			return true
+		}
+	}
+	return false
+}
 
 // Subject is <cluster>:<namespace>:<serviceaccount>.
 func Subject(cluster, namespace, serviceAccount string) string {

@@ -62,3 +62,11 @@ func TestMintClaims(t *testing.T) {
 		}
 	}
 }
+
+func TestIsReserved(t *testing.T) {
+	for name, want := range map[string]bool{"sub": true, "Sub": true, "NAMESPACE": true, "azp": true, "Groups": true, "cnf": true, "env": false, "team": false, "subject": false} {
+		if got := IsReserved(name); got != want {
+			t.Errorf("IsReserved(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
