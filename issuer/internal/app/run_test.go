@@ -185,7 +185,7 @@ endpoints:
 	}
 	forger, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	for name, subject := range map[string]string{
-		"forged with the cluster's kid": token(t, forger, "cluster-key", "sts-test"),
+		"forged with the cluster's kid":              token(t, forger, "cluster-key", "sts-test"),
 		"signed by the cluster for another audience": token(t, cluster.key, "cluster-key", "https://kubernetes.default.svc"),
 	} {
 		if status, body := post(subject); status != http.StatusBadRequest {
