@@ -84,7 +84,7 @@ func startKeys(ctx context.Context, g *errgroup.Group, cfg *config.Config, srv *
 			}
 			disc, jwks := ep.Documents()
 			for _, p := range pubs[ec.Name] {
-				p.Update(publish.Documents{Discovery: disc, JWKS: jwks, Generation: publish.GenerationOf(set)})
+				p.Update(publish.Documents{Discovery: disc, JWKS: jwks, Generation: publish.GenerationOf(set), SigningKeyID: set.Signing.ID})
 			}
 			m.Keys(ec.Name, set.Signing.Created, len(set.Keys))
 			log.Info("keys loaded", zap.String("sts", ec.Name), zap.String("kid", set.Signing.ID), zap.Int("published", len(set.Keys)))

@@ -65,7 +65,7 @@ func New() *Metrics {
 		}, []string{"endpoint", "kind"}),
 		publishes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sts_issuer_publish_total",
-			Help: "Attempts to publish the discovery document and JWKS to a target, by endpoint, target and result (published, superseded: the target holds a newer key set, error).",
+			Help: "Attempts to publish the discovery document and JWKS to a target, by endpoint, target and result (published; superseded: the target holds a newer key set of a peer replica; foreign: it held one no replica wrote, overwritten; error).",
 		}, []string{"endpoint", "target", "result"}),
 		publishedAt: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sts_issuer_publish_last_success_timestamp_seconds",

@@ -27,16 +27,23 @@ func (d Dir) String() string {
 	return config.PublishTarget{Directory: &config.DirectoryTarget{Path: d.Root}}.String()
 }
 
-// Generation reads <root>/<base>/.kube-sts-generation.
-func (d Dir) Generation(_ context.Context, base string) (string, bool, error) {
+// Read reads <root>/<base>/jwks and the generation file beside it.
+func (d Dir) Read(_ context.Context, base string) (string, []byte, bool, error) {
+	jwks, err := os.ReadFile(d.path(base, NameJWKS))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", nil, false, nil
+	case err != nil:
+		return "", nil, false, err
+	}
 	b, err := os.ReadFile(d.path(base, GenerationFile))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return "", false, nil
+		return "", jwks, true, nil
 	case err != nil:
-		return "", false, err
+		return "", nil, false, err
 	}
-	return strings.TrimSpace(string(b)), true, nil
+	return strings.TrimSpace(string(b)), jwks, true, nil
 }
 
 // Put writes the objects and then the generation file. A directory carries

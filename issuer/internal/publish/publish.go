@@ -11,13 +11,25 @@
 // take the new key away again. Writes are not conditional, so two replicas
 // racing can leave the older set for one interval at most; the next write of
 // the newer replica repairs it.
+//
+// What the target holds is never trusted over what the issuer holds:
+// whoever can write the bucket could plant a far-future generation and
+// freeze every replica's publishing. A newer generation is a peer's only
+// while it is plausible: not dated in the future, carrying the very key
+// this issuer signs with, and not outliving the time every replica needs to
+// see a rotation (SupersededGrace). Otherwise it is foreign: overwritten,
+// counted (result "foreign") and logged as an error. After every write the
+// JWKS is read back and must be the one written.
 package publish
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -95,9 +107,11 @@ type Object struct {
 type Target interface {
 	// String names the target in logs and metrics; never a credential.
 	String() string
-	// Generation reads the generation last written under base; found is
-	// false when there is none (nothing published yet, or by something else).
-	Generation(ctx context.Context, base string) (g string, found bool, err error)
+	// Read returns the generation last written under base and the JWKS
+	// there; found is false when there is no JWKS (nothing published yet),
+	// gen is "" when the JWKS carries no generation (written by something
+	// else).
+	Read(ctx context.Context, base string) (gen string, jwks []byte, found bool, err error)
 	// Put writes the objects under base in order (JWKS before discovery, so
 	// a relying party never reads a discovery document ahead of its keys),
 	// each with cacheControl where the target can carry it, and records gen.
@@ -108,6 +122,10 @@ type Target interface {
 type Documents struct {
 	Discovery, JWKS []byte
 	Generation      Generation
+	// SigningKeyID is the kid of the key that signs now: a peer's newer
+	// JWKS still carries it (keys are published ahead and retired long
+	// after). "" skips that check.
+	SigningKeyID string
 }
 
 // Metrics receives the outcome of each attempt; *metrics.Metrics is one.
@@ -131,7 +149,12 @@ type Options struct {
 	// UnreadyAfter: Check fails after this long without a successful
 	// attempt (0: never).
 	UnreadyAfter time.Duration
-	Log          *zap.Logger
+	// SupersededGrace is how long a newer generation on the target may go
+	// without this replica catching up before it is taken as foreign
+	// (default 2 × Interval + 1 minute: replicas see a rotation within
+	// their key resync, far below that).
+	SupersededGrace time.Duration
+	Log             *zap.Logger
 	Metrics      Metrics
 	Now          func() time.Time
 }
@@ -145,6 +168,9 @@ type Publisher struct {
 	docs    *Documents
 	since   time.Time // start, or the last successful attempt
 	lastErr error
+	// superseded is since when the target has held a newer generation
+	// without a break (zero: it does not).
+	superseded time.Time
 }
 
 // New returns a publisher; documents arrive through Update.
@@ -160,6 +186,9 @@ func New(o Options) *Publisher {
 	}
 	if o.Log == nil {
 		o.Log = zap.NewNop()
+	}
+	if o.SupersededGrace <= 0 {
+		o.SupersededGrace = 2*o.Interval + time.Minute
 	}
 	return &Publisher{o: o, notify: make(chan struct{}, 1), since: o.Now()}
 }
@@ -228,7 +257,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 // Attempt writes d unless the target holds a newer generation, and records
 // the outcome.
 func (p *Publisher) Attempt(ctx context.Context, d Documents) error {
-	result, err := p.attempt(ctx, d)
+	result, why, err := p.attempt(ctx, d)
 	now := p.o.Now()
 	p.mu.Lock()
 	if err == nil {
@@ -246,6 +275,8 @@ func (p *Publisher) Attempt(ctx context.Context, d Documents) error {
 		p.o.Log.Warn("publishing the discovery document and JWKS failed; retrying", append(fields, zap.Error(err))...)
 	case result == ResultSuperseded:
 		p.o.Log.Info("the target holds a newer key set published by another replica; not overwriting it", fields...)
+	case result == ResultForeign:
+		p.o.Log.Error("the target held a key set no replica of this issuer published; overwritten with this issuer's", append(fields, zap.String("reason", why))...)
 	default:
 		p.o.Log.Debug("published the discovery document and JWKS", fields...)
 	}
@@ -256,30 +287,93 @@ func (p *Publisher) Attempt(ctx context.Context, d Documents) error {
 const (
 	ResultPublished  = "published"
 	ResultSuperseded = "superseded"
-	ResultError      = "error"
+	// ResultForeign: the target held a newer generation that no replica of
+	// this issuer can have written; it was overwritten.
+	ResultForeign = "foreign"
+	ResultError   = "error"
 )
 
-func (p *Publisher) attempt(ctx context.Context, d Documents) (string, error) {
+// futureSkew is how far ahead of this replica's clock a peer's key may be dated.
+const futureSkew = time.Minute
+
+func (p *Publisher) attempt(ctx context.Context, d Documents) (result, why string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	theirs, found, err := p.o.Target.Generation(ctx, p.o.Base)
+	theirs, theirJWKS, found, err := p.o.Target.Read(ctx, p.o.Base)
 	if err != nil {
-		return ResultError, fmt.Errorf("read the published generation: %w", err)
+		return ResultError, "", fmt.Errorf("read the published generation: %w", err)
 	}
-	if found {
-		// A generation we cannot read was not written by us; overwrite it.
-		if g, err := ParseGeneration(theirs); err == nil && d.Generation.Before(g) {
-			return ResultSuperseded, nil
+	result = ResultPublished
+	// A generation we cannot read was not written by us; overwrite it.
+	if g, perr := ParseGeneration(theirs); found && perr == nil && d.Generation.Before(g) {
+		if why = p.foreign(g, theirJWKS, d); why == "" {
+			return ResultSuperseded, "", nil
 		}
+		result = ResultForeign
+	} else {
+		p.mu.Lock()
+		p.superseded = time.Time{}
+		p.mu.Unlock()
 	}
 	objs := []Object{
 		{Name: NameJWKS, Body: d.JWKS, ContentType: ContentTypeJWKS},
 		{Name: NameDiscovery, Body: d.Discovery, ContentType: ContentTypeDiscovery},
 	}
 	if err := p.o.Target.Put(ctx, p.o.Base, objs, p.o.CacheControl, d.Generation.String()); err != nil {
-		return ResultError, err
+		return ResultError, "", err
 	}
-	return ResultPublished, nil
+	// The target must now hold what was written (a target that accepts
+	// writes and serves something else is no place to publish keys).
+	gen, jwks, found, err := p.o.Target.Read(ctx, p.o.Base)
+	switch {
+	case err != nil:
+		return ResultError, "", fmt.Errorf("read back: %w", err)
+	case !found || !bytes.Equal(jwks, d.JWKS) || gen != d.Generation.String():
+		return ResultError, "", fmt.Errorf("read back: the target holds another JWKS (generation %q) than the one just written (%s); another writer?", gen, d.Generation)
+	}
+	return result, why, nil
+}
+
+// foreign says why a newer generation g on the target cannot be a peer
+// replica's, or "" while it may be one.
+func (p *Publisher) foreign(g Generation, theirJWKS []byte, d Documents) string {
+	now := p.o.Now()
+	if g.Newest.After(now.Add(futureSkew)) {
+		return fmt.Sprintf("its newest key is dated %s, in the future", g.Newest.UTC().Format(time.RFC3339))
+	}
+	if d.SigningKeyID != "" && !sameKey(theirJWKS, d.JWKS, d.SigningKeyID) {
+		return fmt.Sprintf("its JWKS lacks the key this issuer signs with (kid %q)", d.SigningKeyID)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.superseded.IsZero() {
+		p.superseded = now
+	}
+	if held := now.Sub(p.superseded); held > p.o.SupersededGrace {
+		return fmt.Sprintf("it has been newer than this replica's keys for %v, longer than any replica takes to see a rotation (%v)", held.Round(time.Second), p.o.SupersededGrace)
+	}
+	return ""
+}
+
+// sameKey reports whether both JWKS carry the key kid, identical.
+func sameKey(a, b []byte, kid string) bool {
+	ka, kb := jwkByID(a, kid), jwkByID(b, kid)
+	return ka != nil && kb != nil && reflect.DeepEqual(ka, kb)
+}
+
+func jwkByID(jwks []byte, kid string) map[string]any {
+	var set struct {
+		Keys []map[string]any `json:"keys"`
+	}
+	if json.Unmarshal(jwks, &set) != nil {
+		return nil
+	}
+	for _, k := range set.Keys {
+		if k["kid"] == kid {
+			return k
+		}
+	}
+	return nil
 }
 
 // Content types, the issuer's own.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -63,19 +64,26 @@ func (b *Bucket) String() string { return b.name }
 
 func (b *Bucket) key(base, name string) string { return b.prefix + Join(base, name) }
 
-// Generation reads the generation from the JWKS object's metadata.
-func (b *Bucket) Generation(ctx context.Context, base string) (string, bool, error) {
-	out, err := b.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(b.key(base, NameJWKS))})
+// maxJWKS bounds what Read takes of a JWKS object (ours are a few KiB).
+const maxJWKS = 1 << 20
+
+// Read reads the JWKS object and the generation in its metadata.
+func (b *Bucket) Read(ctx context.Context, base string) (string, []byte, bool, error) {
+	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(b.key(base, NameJWKS))})
 	if err != nil {
-		var nf *types.NotFound
+		var nf *types.NoSuchKey
 		var api smithy.APIError
-		if errors.As(err, &nf) || (errors.As(err, &api) && api.ErrorCode() == "NoSuchKey") {
-			return "", false, nil
+		if errors.As(err, &nf) || (errors.As(err, &api) && (api.ErrorCode() == "NoSuchKey" || api.ErrorCode() == "NotFound")) {
+			return "", nil, false, nil
 		}
-		return "", false, err
+		return "", nil, false, err
 	}
-	g, ok := out.Metadata[MetadataGeneration]
-	return g, ok, nil
+	defer out.Body.Close()
+	jwks, err := io.ReadAll(io.LimitReader(out.Body, maxJWKS))
+	if err != nil {
+		return "", nil, false, fmt.Errorf("read %s: %w", b.key(base, NameJWKS), err)
+	}
+	return out.Metadata[MetadataGeneration], jwks, true, nil
 }
 
 // Put writes each object with its content type, Cache-Control and the
