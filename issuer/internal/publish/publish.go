@@ -155,8 +155,8 @@ type Options struct {
 	// their key resync, far below that).
 	SupersededGrace time.Duration
 	Log             *zap.Logger
-	Metrics      Metrics
-	Now          func() time.Time
+	Metrics         Metrics
+	Now             func() time.Time
 }
 
 // Publisher keeps one endpoint's documents current at one target.
