@@ -16,6 +16,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kube-sts/kube-sts/e2e/controlplane"
@@ -67,7 +68,12 @@ endpoints:
 	vaultdev.EnableJWT(ctx, t, addr, "kube-sts", issuer, ca.CertPEM, "payments-api", map[string]any{"bound_audiences": []string{audience},
 		"bound_claims": map[string]string{"namespace": "payments", "app": "payments-api", "env": "prod"}, "token_ttl": "1m", "token_policies": []string{"default"}})
 
-	labeled := func(name string, labels map[string]string) *corev1.Pod {
+	// The node claim needs the Node: the token's node binding carries its
+	// UID only when the API server found it.
+	if _, err := env.Clientset.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	labeledOn := func(name, node string, labels map[string]string) *corev1.Pod {
 		p := kube.Workload(ctx, t, env.Clientset, "payments", "api", name)
 		p.Labels = labels
 		p, err := env.Clientset.CoreV1().Pods("payments").Update(ctx, p, metav1.UpdateOptions{})
@@ -75,11 +81,12 @@ endpoints:
 			t.Fatal(err)
 		}
 		if err := env.Clientset.CoreV1().Pods("payments").Bind(ctx, &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: name},
-			Target: corev1.ObjectReference{Kind: "Node", Name: "node-a"}}, metav1.CreateOptions{}); err != nil {
+			Target: corev1.ObjectReference{Kind: "Node", Name: node}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		return p
 	}
+	labeled := func(name string, labels map[string]string) *corev1.Pod { return labeledOn(name, "node-a", labels) }
 	mint := func(p *corev1.Pod) string {
 		t.Helper()
 		r, err := iss.Exchange(ctx, issuer, kube.PodToken(ctx, t, env.Clientset, p, issuer))
@@ -101,6 +108,15 @@ endpoints:
 		}
 		if _, ok := payload(t, wrong)["app_kubernetes_io_part_of"]; ok {
 			t.Error("a label the Pod does not have became a claim")
+		}
+	})
+	t.Run("a Pod bound to a Node that does not exist gets no node claim", func(t *testing.T) {
+		// Whoever may create Pods chooses spec.nodeName; the audit bound a
+		// Pending Pod to pci-node-1 and got node: pci-node-1 in its token.
+		p := labeledOn("pinned-0", "pci-node-1", map[string]string{"app": "payments-api"})
+		r, err := iss.Exchange(ctx, issuer, kube.PodToken(ctx, t, env.Clientset, p, issuer))
+		if err != nil || r.Status != http.StatusBadRequest || r.Error == nil || !strings.Contains(r.Error.Description, `node "pci-node-1" has no UID`) {
+			t.Fatalf("exchange for a Pod on a Node that does not exist: %v %d %+v", err, r.Status, r.Error)
 		}
 	})
 	t.Run("Vault lets the Pod with the bound app label in", func(t *testing.T) {

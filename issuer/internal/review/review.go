@@ -31,6 +31,11 @@ import (
 const (
 	ExtraPodName = "authentication.kubernetes.io/pod-name"
 	ExtraPodUID  = "authentication.kubernetes.io/pod-uid"
+	// The node the token's Pod was bound to when the token was made, and
+	// that Node's UID, which the API server adds only when it found the
+	// Node (Kubernetes 1.30+).
+	ExtraNodeName = "authentication.kubernetes.io/node-name"
+	ExtraNodeUID  = "authentication.kubernetes.io/node-uid"
 )
 
 const saPrefix = "system:serviceaccount:"
@@ -44,6 +49,9 @@ type Identity struct {
 	// Node and Labels are the live Pod's, read after the TokenReview.
 	Node   string
 	Labels map[string]string
+	// TokenNode and TokenNodeUID are the subject token's node binding, ""
+	// when it has none; the UID is there only when the Node existed.
+	TokenNode, TokenNodeUID string
 }
 
 // Failure is a refusal or an outage, with a stable reason for logs and
@@ -160,6 +168,8 @@ func identityOf(st authnv1.TokenReviewStatus, audience string) (Identity, *Failu
 		return id, refuse("not_pod_bound", id, "the subject token of %s/%s is not bound to a Pod (a legacy Secret token or an unbound TokenRequest); use a projected ServiceAccount token", ns, sa)
 	}
 	id.PodName, id.PodUID = pod, uid
+	id.TokenNode, _ = single(st.User.Extra[ExtraNodeName])
+	id.TokenNodeUID, _ = single(st.User.Extra[ExtraNodeUID])
 	return id, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"mime"
@@ -563,6 +564,10 @@ func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Tok
 		mr.PodUID = id.PodUID
 	}
 	if e.cfg.Claims.Node {
+		if why := nodeUnverified(id); why != "" {
+			return id, mint.Token{}, &failure{Reason: "node_unverified", Identity: id,
+				OAuth: exchange.Errorf(exchange.InvalidRequest, "endpoint %s puts the Pod's node in its tokens, but %s", e.cfg.Name, why)}
+		}
 		mr.Node = id.Node
 	}
 	mr.Extra = extraClaims(e.cfg.Claims, id.Labels)
@@ -572,6 +577,22 @@ func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Tok
 		return id, mint.Token{}, &failure{Reason: "signing_failed", Identity: id, OAuth: exchange.Errorf(exchange.ServerError, "signing failed")}
 	}
 	return id, tok, nil
+}
+
+// nodeUnverified says why the node claim cannot be issued for id, or "".
+// spec.nodeName is the Pod creator's to choose, even a Node that does not
+// exist; the subject token's node binding carries the Node's UID only when
+// the API server found that Node, so the claim needs both, and agreeing.
+func nodeUnverified(id review.Identity) string {
+	switch {
+	case id.TokenNode == "":
+		return "the subject token has no node binding (made before the Pod was scheduled, or by an API server older than 1.30)"
+	case id.TokenNodeUID == "":
+		return fmt.Sprintf("the subject token's node %q has no UID: no such Node existed when it was made", id.TokenNode)
+	case id.TokenNode != id.Node:
+		return fmt.Sprintf("the subject token is bound to node %q and the Pod runs on %q", id.TokenNode, id.Node)
+	}
+	return ""
 }
 
 // checkTarget answers invalid_target (RFC 8693 §2.2.2) for an audience or

@@ -623,6 +623,51 @@ func TestNotReadyWhilePublishingFails(t *testing.T) {
 	}
 }
 
+func withNode(st authnv1.TokenReviewStatus, node, nodeUID string) authnv1.TokenReviewStatus {
+	if node != "" {
+		st.User.Extra[review.ExtraNodeName] = authnv1.ExtraValue{node}
+	}
+	if nodeUID != "" {
+		st.User.Extra[review.ExtraNodeUID] = authnv1.ExtraValue{nodeUID}
+	}
+	return st
+}
+
+// TestNodeClaimNeedsTheTokensNodeBinding: spec.nodeName is the creator's to
+// choose, so the node claim is issued only when the subject token's node
+// binding names the same node with the Node's UID.
+func TestNodeClaimNeedsTheTokensNodeBinding(t *testing.T) {
+	const uid = "u-node"
+	p := pod("test-vault", "pinned", uid, "for-vault", func(p *corev1.Pod) { p.Spec.NodeName = "pci-node-1" })
+	srv, api, _, _ := newHarnessWith(t, func(o *Options) { o.Config.Endpoints[0].Claims = config.ExtraClaims{Node: true} }, p)
+	for name, tc := range map[string]struct {
+		node, nodeUID string
+		wantIn        string
+	}{
+		"no node binding":           {"", "", "has no node binding"},
+		"a Node that did not exist": {"pci-node-1", "", `node "pci-node-1" has no UID: no such Node existed`},
+		"another node":              {"node-2", "uid-2", `bound to node "node-2" and the Pod runs on "pci-node-1"`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			tok := fakeToken("node-" + name)
+			api.statuses[tok] = withNode(status("test-vault", "for-vault", "pinned", uid), tc.node, tc.nodeUID)
+			w := post(srv, exchangeBody(tok))
+			e, _ := exchange.ParseError(w.Body.Bytes())
+			if w.Code != 400 || e == nil || !strings.Contains(e.Description, tc.wantIn) || e.Code != exchange.InvalidRequest {
+				t.Fatalf("%d %s; want 400 naming %q", w.Code, w.Body, tc.wantIn)
+			}
+		})
+	}
+	tok := fakeToken("node-ok")
+	api.statuses[tok] = withNode(status("test-vault", "for-vault", "pinned", uid), "pci-node-1", "uid-1")
+	if w := post(srv, exchangeBody(tok)); w.Code != 200 {
+		t.Fatalf("bound to the Pod's node with a UID: %d %s", w.Code, w.Body)
+	}
+	if got := exchanges(t, srv, "node_unverified"); got != 3 {
+		t.Errorf("node_unverified counted %v, want 3", got)
+	}
+}
+
 func TestExtraClaims(t *testing.T) {
 	const uid = "6f1f4c5e-0d0e-4a8e-9a43-1f2b3c4d5e6f"
 	p := pod("test-vault", "labeled", uid, "for-vault", func(p *corev1.Pod) {
@@ -634,7 +679,7 @@ func TestExtraClaims(t *testing.T) {
 			FromPodLabels: []string{"app", "app.kubernetes.io/name", "team"}}
 	}, p)
 	tok := fakeToken("labeled")
-	api.statuses[tok] = status("test-vault", "for-vault", "labeled", uid)
+	api.statuses[tok] = withNode(status("test-vault", "for-vault", "labeled", uid), "node-7", "node-uid-7")
 	w := post(srv, exchangeBody(tok))
 	if w.Code != 200 {
 		t.Fatalf("status %d: %s", w.Code, w.Body)
