@@ -152,10 +152,17 @@ type FilePolicy struct {
 }
 
 // PlanFiles computes the keys to hold at now from the previous plan and the
-// keys the files hold (signing is the signing file's). It is pure, so tests
-// can walk it through time. On the first plan (prev empty) the signing key
-// signs at once: there is no older JWKS of this process to have cached.
-func PlanFiles(prev []FileKey, inFiles []*Key, signing *Key, now time.Time, p FilePolicy) []FileKey {
+// keys the files hold (signing is the signing file's, which last changed at
+// signingSince). It is pure, so tests can walk it through time.
+//
+// On the first plan (prev empty) the process has no memory of an earlier
+// signer, but other replicas may: when the signing file changed less than
+// PublishAhead ago and the files hold another key, that key signs until
+// signingSince + PublishAhead, as the replicas that saw the change do, so a
+// replica restarted during a rotation never signs with a key relying
+// parties cannot have fetched yet. With no other key in the files (a fresh
+// install) the signing key signs at once.
+func PlanFiles(prev []FileKey, inFiles []*Key, signing *Key, signingSince, now time.Time, p FilePolicy) []FileKey {
 	first := len(prev) == 0
 	next := make([]FileKey, 0, len(prev)+len(inFiles))
 	present := func(id string) bool { return slices.ContainsFunc(inFiles, func(k *Key) bool { return k.ID == id }) }
@@ -180,9 +187,16 @@ func PlanFiles(prev []FileKey, inFiles []*Key, signing *Key, now time.Time, p Fi
 	if s := signerAt(next, now); s < 0 || next[s].Key.ID != signing.ID {
 		// The signing file holds a key that does not sign yet: schedule it,
 		// unless it is already scheduled.
-		if first {
+		interim := slices.IndexFunc(next, func(fk FileKey) bool {
+			return fk.Key.ID != signing.ID && fk.Key.Algorithm == signing.Algorithm && fk.Gone.IsZero()
+		})
+		switch {
+		case first && interim >= 0 && now.Before(signingSince.Add(p.PublishAhead)):
+			next[interim].SignsFrom = now
+			next[i].SignsFrom = signingSince.Add(p.PublishAhead)
+		case first:
 			next[i].SignsFrom = now
-		} else if !next[i].SignsFrom.After(now) {
+		case !next[i].SignsFrom.After(now):
 			next[i].SignsFrom = now.Add(p.PublishAhead)
 		}
 	}

@@ -67,7 +67,15 @@ func (s *FileSource) Load() error {
 		s.contents, s.inFiles, s.sign = contents, inFiles, sign
 	}
 	now := s.now()
-	plan := keys.PlanFiles(s.plan, s.inFiles, s.sign, now, s.policy)
+	var since time.Time
+	if s.plan == nil {
+		// When the signing file last changed (a Secret volume's file is a
+		// link into the directory the kubelet wrote at the change).
+		if fi, err := os.Stat(s.signing); err == nil {
+			since = fi.ModTime()
+		}
+	}
+	plan := keys.PlanFiles(s.plan, s.inFiles, s.sign, since, now, s.policy)
 	set, err := keys.FileSet(plan, now)
 	if err != nil {
 		return err

@@ -75,3 +75,40 @@ func TestFileSourceReload(t *testing.T) {
 		t.Fatalf("mismatched algorithm: %v", err)
 	}
 }
+
+// TestFileSourceStartsDuringRotation: the signing file's modification time
+// tells a starting replica that its key is still being published ahead.
+func TestFileSourceStartsDuringRotation(t *testing.T) {
+	dir := t.TempDir()
+	cur, prev := filepath.Join(dir, "current.key"), filepath.Join(dir, "previous.key")
+	for _, f := range []string{cur, prev} {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		der, _ := x509.MarshalECPrivateKey(k)
+		writeKey(t, f, "EC PRIVATE KEY", der)
+	}
+	policy := keys.FilePolicy{PublishAhead: 10 * time.Minute, RetireAfter: time.Hour}
+	signer := func(changedAgo time.Duration) string {
+		t.Helper()
+		mt := time.Now().Add(-changedAgo)
+		if err := os.Chtimes(cur, mt, mt); err != nil {
+			t.Fatal(err)
+		}
+		var set *keys.Set
+		src := NewFileSource([]string{cur, prev}, cur, keys.ES256, time.Second, policy, zap.NewNop(), func(s *keys.Set) { set = s })
+		if err := src.Load(); err != nil || set == nil {
+			t.Fatalf("load: %v", err)
+		}
+		for i, k := range set.Keys {
+			if k.ID == set.Signing.ID {
+				return []string{"current", "previous"}[i]
+			}
+		}
+		return ""
+	}
+	if got := signer(time.Minute); got != "previous" {
+		t.Errorf("signing file changed a minute ago: %s signs, want previous until the new key's turn", got)
+	}
+	if got := signer(time.Hour); got != "current" {
+		t.Errorf("signing file changed an hour ago: %s signs, want current", got)
+	}
+}
