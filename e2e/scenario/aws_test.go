@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -168,7 +170,9 @@ func (s *Stack) awaitSDKCalls(ctx context.Context, t *testing.T, rec *stsRecorde
 // both tokens: Vault's agent logs in with /tokens/token.jwt and renders the
 // secret; the SDK assumes the role with /tokens/aws-role.jwt, the aws
 // endpoint's token. Vault's init container starts only after both tokens
-// are on disk.
+// are on disk. The aws-role injector targets the aws container only, so
+// Vault's agent (and the test app) get a token volume of their own that
+// holds Vault's token and not the AWS one.
 func testTwoRelyingParties(ctx context.Context, t *testing.T, s *Stack) {
 	rec := newSTSRecorder()
 	defer rec.Close()
@@ -222,8 +226,34 @@ func testTwoRelyingParties(ctx context.Context, t *testing.T, s *Stack) {
 			t.Fatalf("vault-agent-init started at %v, before both tokens were on disk (%v, %v)", started, vaultFirst, awsFirst)
 		}
 	}
-	t.Logf("one sidecar, two relying parties: first tokens at %v (vault) and %v (aws); Vault's secret rendered; the SDK assumed %s with %d of the aws endpoint's tokens",
-		vaultFirst.Format(time.RFC3339Nano), awsFirst.Format(time.RFC3339Nano), role, len(seen))
+	// What each container mounts at /tokens, and what is in those volumes
+	// on the node: Vault's containers cannot open the AWS token.
+	mounts := map[string]string{}
+	for _, c := range append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) {
+		for _, m := range c.VolumeMounts {
+			if m.MountPath == contract.MountPath {
+				mounts[c.Name] = m.Name
+			}
+		}
+	}
+	for c, want := range map[string]string{"vault-agent-init": contract.GroupVolumeName(1), "vault-agent": contract.GroupVolumeName(1), flow.AppContainer: contract.GroupVolumeName(1), "aws": contract.VolumeName} {
+		if mounts[c] != want {
+			t.Fatalf("container %s mounts %q at %s, want %q (all: %v)", c, mounts[c], contract.MountPath, want, mounts)
+		}
+	}
+	const emptyDir = "kubernetes.io~empty-dir"
+	if _, err := s.Node.ReadPodFile(p, emptyDir, contract.GroupVolumeName(1), filepath.Base(awsFile)); !os.IsNotExist(err) {
+		t.Fatalf("Vault's containers' token volume holds %s (err %v)", filepath.Base(awsFile), err)
+	}
+	vaultCopy := s.Node.PodFile(t, p, emptyDir, contract.GroupVolumeName(1), contract.TokenFileName)
+	if tok := s.Node.PodFile(t, p, emptyDir, contract.VolumeName, contract.TokenFileName); vaultCopy == "" || tok == "" {
+		t.Fatal("no Vault token in the volumes")
+	}
+	if s.Node.PodFile(t, p, emptyDir, contract.VolumeName, filepath.Base(awsFile)) == "" {
+		t.Fatal("the aws container's volume holds no AWS token")
+	}
+	t.Logf("one sidecar, two relying parties: first tokens at %v (vault) and %v (aws); Vault's secret rendered; the SDK assumed %s with %d of the aws endpoint's tokens; vault-agent mounts %s, which holds %s and not %s",
+		vaultFirst.Format(time.RFC3339Nano), awsFirst.Format(time.RFC3339Nano), role, len(seen), mounts["vault-agent"], contract.TokenFileName, filepath.Base(awsFile))
 	// The Pod stays: the log check that follows reads its sidecar's log.
 }
 

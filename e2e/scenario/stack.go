@@ -127,6 +127,8 @@ injectors:
   imagePullPolicy: Never
   tokenPathEnv: AWS_WEB_IDENTITY_TOKEN_FILE
   valueEnv: AWS_ROLE_ARN
+  # Only the containers that call AWS: Vault's agent never sees this token.
+  containers: [app, aws]
   caPEM: |
     %s
 `, s.IssuerURL, node.SidecarImage, caPEM, AWSInjector, s.Issuer.Base, node.SidecarImage, caPEM)})

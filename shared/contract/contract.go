@@ -168,6 +168,33 @@ const (
 //
 // No name collides with token.jwt: ValidateSTSName refuses "token" and dots.
 
+// Token groups. A container sees only the tokens of the injectors that
+// target it. Where every targeted container is targeted by every injector
+// of the Pod (always so with one injector), they all mount VolumeName, which
+// holds every token. Each other set of injectors that some container is
+// targeted by gets a group volume of its own, GroupVolumeName(k), k = 1, 2,
+// ..., mounted at MountPath in those containers; the sidecar mounts it at
+// GroupMountPath(k) and writes a copy of each member's token there, under
+// the same file name. So every path above stays what it is, and a container
+// targeted only by Vault cannot open the AWS token.
+const groupVolumePrefix = VolumeName + "-"
+
+// GroupVolumeName is the volume of token group k (k >= 1).
+func GroupVolumeName(k int) string { return groupVolumePrefix + strconv.Itoa(k) }
+
+// IsGroupVolume reports whether name is a token group volume's.
+func IsGroupVolume(name string) bool {
+	rest, ok := strings.CutPrefix(name, groupVolumePrefix)
+	if !ok || rest == "" {
+		return false
+	}
+	n, err := strconv.Atoi(rest)
+	return err == nil && n >= 1 && strconv.Itoa(n) == rest
+}
+
+// GroupMountPath is where the sidecar mounts token group k.
+func GroupMountPath(k int) string { return "/var/run/kube-sts/tokens-" + strconv.Itoa(k) }
+
 // FurtherTokenPath is the token file of a Pod's further injector sts.
 func FurtherTokenPath(sts string) string { return MountPath + "/" + sts + ".jwt" }
 
@@ -199,6 +226,9 @@ type FurtherToken struct {
 	SubjectTokenFile string `json:"subjectTokenFile"`
 	// OutputFile is where the minted token is written.
 	OutputFile string `json:"outputFile"`
+	// Copies are further files the token is written to, each atomically:
+	// its file in every token group volume (GroupMountPath) of the Pod.
+	Copies []string `json:"copies,omitempty"`
 	// CAFile or CAPEM is the CA bundle of the issuer's certificate (neither: system roots).
 	CAFile string `json:"caFile,omitempty"`
 	CAPEM  string `json:"caPEM,omitempty"`
@@ -244,4 +274,7 @@ const (
 	// EnvTokens is a JSON list of FurtherToken: the tokens of a Pod's
 	// further injectors, kept beside the first.
 	EnvTokens = "STS_TOKENS"
+	// EnvOutputCopies lists, comma-separated, further files the first
+	// token is written to (FurtherToken.Copies of the first token).
+	EnvOutputCopies = "STS_OUTPUT_COPIES"
 )

@@ -157,3 +157,15 @@ func TestStatusPath(t *testing.T) {
 		t.Error("a status file named like a token")
 	}
 }
+
+func TestGroupVolumes(t *testing.T) {
+	for name, want := range map[string]bool{"sts-tokens-1": true, "sts-tokens-12": true, "sts-tokens": false, "sts-tokens-0": false,
+		"sts-tokens-01": false, "sts-tokens-x": false, "sts-tokens-": false, "other-1": false} {
+		if got := IsGroupVolume(name); got != want {
+			t.Errorf("IsGroupVolume(%q) = %v, want %v", name, got, want)
+		}
+	}
+	if GroupVolumeName(3) != "sts-tokens-3" || !IsGroupVolume(GroupVolumeName(3)) {
+		t.Error("GroupVolumeName(3) is not a group volume's name")
+	}
+}

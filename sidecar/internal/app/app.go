@@ -165,7 +165,7 @@ func writeTerminationMessage(path, msg string) {
 func tokens(o options.Options) []contract.FurtherToken {
 	first := contract.FurtherToken{
 		ExchangeURL: o.ExchangeURL, SubjectTokenFile: o.SubjectTokenFile, OutputFile: o.OutputFile,
-		CAFile: o.CAFile, CAPEM: o.CAPEM,
+		Copies: o.Copies, CAFile: o.CAFile, CAPEM: o.CAPEM,
 	}
 	return append([]contract.FurtherToken{first}, o.Further...)
 }
@@ -196,6 +196,7 @@ func newLoop(o options.Options, t contract.FurtherToken, log *zap.Logger) (*loop
 	r := refresh.New(refresh.Config{
 		SubjectTokenFile: t.SubjectTokenFile,
 		OutputFile:       t.OutputFile,
+		Copies:           t.Copies,
 		FileMode:         o.FileMode,
 		Fraction:         o.RefreshFraction,
 		Jitter:           0.05,

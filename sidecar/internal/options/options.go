@@ -29,6 +29,9 @@ type Options struct {
 	ExchangeURL string
 	// OutputFile is where the minted token is published.
 	OutputFile string
+	// Copies are further files the token is published to (token group
+	// volumes, contract.GroupMountPath).
+	Copies []string
 	// CAFile and CAPEM are the CA bundle that signs the issuer's certificate;
 	// when both are empty the system roots are used.
 	CAFile string
@@ -79,6 +82,25 @@ func Defaults() Options {
 		AwaitTimeout:     5 * time.Minute,
 		TerminationLog:   "/dev/termination-log",
 	}
+}
+
+// listValue reads a comma-separated list; a repeated flag adds to it.
+type listValue struct{ l *[]string }
+
+func (v listValue) String() string {
+	if v.l == nil {
+		return ""
+	}
+	return strings.Join(*v.l, ",")
+}
+
+func (v listValue) Set(s string) error {
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			*v.l = append(*v.l, f)
+		}
+	}
+	return nil
 }
 
 // tokensValue reads --tokens, a JSON list of contract.FurtherToken.
@@ -157,6 +179,8 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Options, e
 	str(&o.SubjectTokenFile, "subject-token-file", contract.EnvSubjectTokenFile, "projected ServiceAccount token to exchange")
 	str(&o.ExchangeURL, "exchange-url", contract.EnvExchangeURL, "issuer token endpoint, https://<issuer>/token")
 	str(&o.OutputFile, "output-file", contract.EnvOutputFile, "where to publish the minted token")
+	flags.Var(listValue{&o.Copies}, "copy-to", "further files to publish the token to, comma-separated or repeated ["+contract.EnvOutputCopies+"]")
+	env["copy-to"] = contract.EnvOutputCopies
 	str(&o.CAFile, "ca-file", contract.EnvCAFile, "PEM CA bundle that signs the issuer's certificate")
 	str(&o.CAPEM, "ca-pem", contract.EnvCAPEM, "the same CA bundle inline, as PEM text")
 	dur(&o.HTTPTimeout, "http-timeout", contract.EnvHTTPTimeout, "timeout of one exchange")

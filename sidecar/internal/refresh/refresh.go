@@ -37,7 +37,11 @@ type Exchanger interface {
 type Config struct {
 	SubjectTokenFile string
 	OutputFile       string
-	FileMode         fs.FileMode
+	// Copies are further files the token is written to (token group
+	// volumes), each as OutputFile is: atomically, restored when removed,
+	// removed when the token expires.
+	Copies   []string
+	FileMode fs.FileMode
 	// Fraction of the lifetime after which the token is refreshed (0.8).
 	Fraction float64
 	// Jitter is the largest share of the lifetime by which a refresh is moved
@@ -166,8 +170,13 @@ func (r *Refresher) Run(ctx context.Context) error {
 		case <-expiry.C:
 			r.expire()
 		case ev := <-events:
-			if filepath.Clean(ev.Name) == filepath.Clean(r.cfg.OutputFile) && (ev.Op.Has(fsnotify.Remove) || ev.Op.Has(fsnotify.Rename)) {
-				r.restore()
+			if ev.Op.Has(fsnotify.Remove) || ev.Op.Has(fsnotify.Rename) {
+				for _, f := range r.files() {
+					if filepath.Clean(ev.Name) == filepath.Clean(f) {
+						r.restore()
+						break
+					}
+				}
 			}
 		case err := <-errs:
 			r.log.Warn("file watch error", zap.Error(err))
@@ -186,12 +195,21 @@ func (r *Refresher) adopt() bool {
 	c, err := jwtinfo.Parse(raw)
 	if err != nil || !c.Expiry.After(r.now()) {
 		r.log.Info("removed the token left by an earlier run: expired or unreadable", zap.String("file", r.cfg.OutputFile))
-		if err := tokenfile.Remove(r.cfg.OutputFile); err != nil {
-			r.log.Error("could not remove the token left by an earlier run", zap.Error(err))
+		for _, f := range r.files() {
+			if err := tokenfile.Remove(f); err != nil {
+				r.log.Error("could not remove the token left by an earlier run", zap.String("file", f), zap.Error(err))
+			}
 		}
 		return false
 	}
 	r.current = &exchanger.Token{Raw: raw, Claims: c, Received: r.now()}
+	// The copies are brought to the same token (an earlier run may have
+	// been stopped between two of its writes).
+	for _, f := range r.cfg.Copies {
+		if err := tokenfile.Write(f, []byte(raw), r.cfg.FileMode); err != nil {
+			r.log.Error("could not write a copy of the token left by an earlier run", zap.String("file", f), zap.Error(err))
+		}
+	}
 	r.log.Info("holding the token left by an earlier run until it is replaced or expires",
 		zap.String("jti", c.ID), zap.Time("expires", c.Expiry))
 	return true
@@ -291,7 +309,9 @@ func (r *Refresher) writeStatus(err error, refused bool, retryIn time.Duration) 
 	msg := fmt.Sprintf("%s%d attempt(s) failed since %s, the last at %s (%s; retry in %v): %s\n",
 		kind, r.failures, r.failingSince.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339),
 		held, retryIn.Round(100*time.Millisecond), redact.Text(err.Error()))
-	if werr := tokenfile.Write(r.cfg.StatusFile, []byte(msg), 0o644); werr != nil {
+	// The status file takes the token's mode: who may not read the token
+	// need not read why it is missing either.
+	if werr := tokenfile.Write(r.cfg.StatusFile, []byte(msg), r.cfg.FileMode); werr != nil {
 		r.log.Debug("could not write the status file", zap.String("file", r.cfg.StatusFile), zap.Error(werr))
 	}
 }
@@ -317,10 +337,19 @@ func (r *Refresher) exchange(ctx context.Context) (exchanger.Token, error) {
 	return r.ex.Exchange(ctx, subject)
 }
 
+// files are the token's copies and then its file: the file comes last, so
+// that when probe and await (which read it) see a new token, every copy
+// holds it already.
+func (r *Refresher) files() []string {
+	return append(append([]string{}, r.cfg.Copies...), r.cfg.OutputFile)
+}
+
 // publish writes tok and makes it the current one.
 func (r *Refresher) publish(tok exchanger.Token) error {
-	if err := tokenfile.Write(r.cfg.OutputFile, []byte(tok.Raw), r.cfg.FileMode); err != nil {
-		return fmt.Errorf("write token file: %w", err)
+	for _, f := range r.files() {
+		if err := tokenfile.Write(f, []byte(tok.Raw), r.cfg.FileMode); err != nil {
+			return fmt.Errorf("write token file: %w", err)
+		}
 	}
 	r.current = &tok
 	return nil
@@ -332,14 +361,16 @@ func (r *Refresher) restore() {
 	if r.current == nil || !r.current.Claims.Expiry.After(r.now()) {
 		return
 	}
-	if _, err := os.Stat(r.cfg.OutputFile); err == nil {
-		return
+	for _, f := range r.files() {
+		if _, err := os.Stat(f); err == nil {
+			continue
+		}
+		if err := tokenfile.Write(f, []byte(r.current.Raw), r.cfg.FileMode); err != nil {
+			r.log.Error("token file was removed and could not be written again", zap.String("file", f), zap.Error(err))
+			continue
+		}
+		r.log.Info("token file was removed by a consumer; written again", zap.String("file", f), zap.String("jti", r.current.Claims.ID))
 	}
-	if err := tokenfile.Write(r.cfg.OutputFile, []byte(r.current.Raw), r.cfg.FileMode); err != nil {
-		r.log.Error("token file was removed and could not be written again", zap.Error(err))
-		return
-	}
-	r.log.Info("token file was removed by a consumer; written again", zap.String("jti", r.current.Claims.ID))
 }
 
 // expire removes the file when the current token has expired with no replacement.
@@ -350,8 +381,10 @@ func (r *Refresher) expire() {
 	r.log.Warn("token expired with no replacement; removed the file until the issuer answers",
 		zap.String("jti", r.current.Claims.ID), zap.Time("expired", r.current.Claims.Expiry))
 	r.current = nil
-	if err := tokenfile.Remove(r.cfg.OutputFile); err != nil {
-		r.log.Error("could not remove the expired token file", zap.Error(err))
+	for _, f := range r.files() {
+		if err := tokenfile.Remove(f); err != nil {
+			r.log.Error("could not remove the expired token file", zap.String("file", f), zap.Error(err))
+		}
 	}
 }
 
@@ -360,7 +393,13 @@ func (r *Refresher) expire() {
 func (r *Refresher) watch() (<-chan fsnotify.Event, <-chan error, func()) {
 	w, err := fsnotify.NewWatcher()
 	if err == nil {
-		err = w.Add(filepath.Dir(r.cfg.OutputFile))
+		dirs := map[string]bool{}
+		for _, f := range r.files() {
+			if d := filepath.Dir(f); !dirs[d] && err == nil {
+				dirs[d] = true
+				err = w.Add(d)
+			}
+		}
 		if err != nil {
 			_ = w.Close()
 		}

@@ -644,3 +644,68 @@ func TestMissingSubjectTokenRetried(t *testing.T) {
 	f.writeSubject("subject-3")
 	waitFor(t, 2*time.Second, "token once the subject token appears", func() bool { _, ok := f.file(); return ok })
 }
+
+// TestCopies: a token with copies (token group volumes) is written to each,
+// with the token's mode; a removed copy is written again; an expired token
+// leaves no copy behind; the status file takes the token's mode.
+func TestCopies(t *testing.T) {
+	var copies []string
+	var status string
+	f := newFixture(t, 2*time.Second, func(c *Config) {
+		for _, g := range []string{"group-1", "group-2"} {
+			dir := filepath.Join(filepath.Dir(filepath.Dir(c.OutputFile)), g)
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			copies = append(copies, filepath.Join(dir, "token.jwt"))
+		}
+		c.Copies, c.StatusFile = copies, contract.StatusPath(c.OutputFile)
+		status = c.StatusFile
+	})
+	f.start()
+	waitFor(t, 2*time.Second, "first token", func() bool { _, ok := f.file(); return ok })
+	tok, _ := f.file()
+	same := func() bool {
+		for _, c := range copies {
+			if b, err := os.ReadFile(c); err != nil || string(b) != tok {
+				return false
+			}
+		}
+		return true
+	}
+	waitFor(t, time.Second, "both copies hold the token", same)
+	for _, c := range copies {
+		if fi, err := os.Stat(c); err != nil || fi.Mode().Perm() != 0o440 {
+			t.Fatalf("copy %s: %v %v, want mode 0440", c, fi.Mode(), err)
+		}
+	}
+	if err := os.Remove(copies[1]); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, "the removed copy written again", func() bool { b, _ := os.ReadFile(copies[1]); return string(b) == tok })
+
+	// An outage past expiry: no copy keeps the expired token.
+	f.issuer.Set(testissuer.Unavailable)
+	waitFor(t, 4*time.Second, "a status while failing", func() bool { _, err := os.Stat(status); return err == nil })
+	if fi, err := os.Stat(status); err != nil || fi.Mode().Perm() != 0o440 {
+		t.Fatalf("status file: %v %v, want the token's mode 0440", fi.Mode(), err)
+	}
+	waitFor(t, 4*time.Second, "expired token and copies removed", func() bool {
+		for _, p := range append([]string{f.out}, copies...) {
+			if _, err := os.Stat(p); err == nil {
+				return false
+			}
+		}
+		return true
+	})
+	f.issuer.Set(testissuer.OK)
+	old := tok
+	waitFor(t, 3*time.Second, "a new token in every copy", func() bool {
+		s, ok := f.file()
+		if !ok || s == old {
+			return false
+		}
+		tok = s
+		return same()
+	})
+}

@@ -118,17 +118,18 @@ func Mutate(pod *corev1.Pod, injs []*config.Injector, native bool) error {
 	// Remove what we added before, then add it again in its place (a token
 	// volume the Pod brings stays).
 	pod.Spec.Volumes = slices.DeleteFunc(pod.Spec.Volumes, func(v corev1.Volume) bool {
-		return ours(v.Name, volumeNames) && (opts.createVolume || v.Name != contract.VolumeName)
+		return (ours(v.Name, volumeNames) || contract.IsGroupVolume(v.Name)) && (opts.createVolume || v.Name != contract.VolumeName)
 	})
 	pod.Spec.InitContainers = slices.DeleteFunc(pod.Spec.InitContainers, func(c corev1.Container) bool { return ours(c.Name, containerNames) })
 	pod.Spec.Containers = slices.DeleteFunc(pod.Spec.Containers, func(c corev1.Container) bool { return ours(c.Name, containerNames) })
 
-	if err := mountIntoTargets(pod, injs, opts.skip); err != nil {
+	groups := tokenGroups(pod, injs, opts.skip)
+	if err := mountIntoTargets(pod, injs, opts.skip, groups); err != nil {
 		return err
 	}
-	pod.Spec.Volumes = append(pod.Spec.Volumes, volumes(injs, opts.createVolume)...)
+	pod.Spec.Volumes = append(pod.Spec.Volumes, volumes(injs, opts.createVolume, groups)...)
 	if native {
-		c := sidecar(injs, uid, gid, contract.ContainerName, contract.ModeRun)
+		c := sidecar(injs, groups, uid, gid, contract.ContainerName, contract.ModeRun)
 		c.ReadinessProbe = readinessProbe(injs)
 		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
 		// Later init containers (Vault's vault-agent-init) start only once
@@ -142,9 +143,9 @@ func Mutate(pod *corev1.Pod, injs []*config.Injector, native bool) error {
 		}}
 		pod.Spec.InitContainers = append([]corev1.Container{c}, pod.Spec.InitContainers...)
 	} else {
-		initC := sidecar(injs, uid, gid, contract.InitContainerName, contract.ModeOnce)
+		initC := sidecar(injs, groups, uid, gid, contract.InitContainerName, contract.ModeOnce)
 		pod.Spec.InitContainers = append([]corev1.Container{initC}, pod.Spec.InitContainers...)
-		c := sidecar(injs, uid, gid, contract.ContainerName, contract.ModeRun)
+		c := sidecar(injs, groups, uid, gid, contract.ContainerName, contract.ModeRun)
 		c.ReadinessProbe = readinessProbe(injs)
 		pod.Spec.Containers = append(pod.Spec.Containers, c)
 	}
@@ -296,13 +297,81 @@ func tokenPath(injs []*config.Injector, i int) string {
 	return contract.FurtherTokenPath(injs[i].Name)
 }
 
-func volumes(injs []*config.Injector, createVolume bool) []corev1.Volume {
+// tokenGroups sorts the containers the injectors target (less those
+// skipped) by the set of injectors that target each (see
+// contract.GroupVolumeName): the volume each mounts at /tokens, by container
+// name, and the group volumes in order, each with its members (indexes of
+// injs). A container every injector targets mounts contract.VolumeName.
+type groups struct {
+	volumeOf map[string]string
+	list     []group
+}
+
+type group struct {
+	k       int
+	members []int
+}
+
+func tokenGroups(pod *corev1.Pod, injs []*config.Injector, skip []string) groups {
+	g := groups{volumeOf: map[string]string{}}
+	byKey := map[string]string{}
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range list {
+			if slices.Contains(skip, c.Name) {
+				continue
+			}
+			var members []int
+			for j, inj := range injs {
+				if len(inj.Containers) == 0 || slices.Contains(inj.Containers, c.Name) {
+					members = append(members, j)
+				}
+			}
+			switch {
+			case len(members) == 0:
+				continue
+			case len(members) == len(injs):
+				g.volumeOf[c.Name] = contract.VolumeName
+				continue
+			}
+			key := fmt.Sprint(members)
+			if _, ok := byKey[key]; !ok {
+				k := len(g.list) + 1
+				g.list = append(g.list, group{k: k, members: members})
+				byKey[key] = contract.GroupVolumeName(k)
+			}
+			g.volumeOf[c.Name] = byKey[key]
+		}
+	}
+	return g
+}
+
+// copies are the further files injs[i]'s token is written to: its file in
+// each group it is a member of.
+func (g groups) copies(injs []*config.Injector, i int) []string {
+	var out []string
+	for _, gr := range g.list {
+		if slices.Contains(gr.members, i) {
+			out = append(out, gr.mountPath()+"/"+path.Base(tokenPath(injs, i)))
+		}
+	}
+	return out
+}
+
+func (gr group) mountPath() string { return contract.GroupMountPath(gr.k) }
+
+func volumes(injs []*config.Injector, createVolume bool, groups groups) []corev1.Volume {
 	inj := injs[0]
 	var v []corev1.Volume
-	if createVolume {
-		v = append(v, corev1.Volume{Name: contract.VolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+	tokens := func(name string) corev1.Volume {
+		return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
 			Medium: corev1.StorageMediumMemory, SizeLimit: inj.TokenVolumeSizeLimit,
-		}}})
+		}}}
+	}
+	if createVolume {
+		v = append(v, tokens(contract.VolumeName))
+	}
+	for _, gr := range groups.list {
+		v = append(v, tokens(contract.GroupVolumeName(gr.k)))
 	}
 	// One projected volume, a ServiceAccount token per injector, each for
 	// its own audience and lifetime.
@@ -340,16 +409,22 @@ func volumes(injs []*config.Injector, createVolume bool) []corev1.Volume {
 	return v
 }
 
-func sidecar(injs []*config.Injector, uid, gid int64, name, mode string) corev1.Container {
+func sidecar(injs []*config.Injector, groups groups, uid, gid int64, name, mode string) corev1.Container {
 	inj := injs[0]
 	env := []corev1.EnvVar{
 		{Name: contract.EnvExchangeURL, Value: inj.ExchangeURL},
 		{Name: contract.EnvSubjectTokenFile, Value: contract.SubjectTokenPath},
 		{Name: contract.EnvOutputFile, Value: contract.TokenPath},
 	}
+	if c := groups.copies(injs, 0); len(c) > 0 {
+		env = append(env, corev1.EnvVar{Name: contract.EnvOutputCopies, Value: strings.Join(c, ",")})
+	}
 	mounts := []corev1.VolumeMount{
 		{Name: contract.VolumeName, MountPath: contract.MountPath},
 		{Name: contract.SubjectVolumeName, MountPath: contract.SubjectMountPath, ReadOnly: true},
+	}
+	for _, gr := range groups.list {
+		mounts = append(mounts, corev1.VolumeMount{Name: contract.GroupVolumeName(gr.k), MountPath: gr.mountPath()})
 	}
 	switch {
 	case inj.CAPEM != "":
@@ -367,6 +442,7 @@ func sidecar(injs []*config.Injector, uid, gid int64, name, mode string) corev1.
 				ExchangeURL:      in.ExchangeURL,
 				SubjectTokenFile: contract.SubjectMountPath + "/" + contract.FurtherSubjectTokenFileName(in.Name),
 				OutputFile:       tokenPath(injs, i+1),
+				Copies:           groups.copies(injs, i+1),
 				CAPEM:            in.CAPEM,
 			}
 			if in.CAConfigMap != nil {
@@ -428,7 +504,7 @@ func readinessProbe(injs []*config.Injector) *corev1.Probe {
 // less those skipped) the read-only /tokens mount and each injector's env
 // vars, leaving alone what they already have. Two injectors that would set
 // the same env var in one container are refused: one value would be lost.
-func mountIntoTargets(pod *corev1.Pod, injs []*config.Injector, skip []string) error {
+func mountIntoTargets(pod *corev1.Pod, injs []*config.Injector, skip []string, groups groups) error {
 	for _, list := range []*[]corev1.Container{&pod.Spec.InitContainers, &pod.Spec.Containers} {
 		for i := range *list {
 			c := &(*list)[i]
@@ -444,7 +520,7 @@ func mountIntoTargets(pod *corev1.Pod, injs []*config.Injector, skip []string) e
 				if len(inj.Containers) > 0 && !slices.Contains(inj.Containers, c.Name) {
 					continue
 				}
-				if err := mountTokens(c); err != nil {
+				if err := mountTokens(c, groups.volumeOf[c.Name]); err != nil {
 					return err
 				}
 				env := []corev1.EnvVar{{Name: inj.TokenPathEnv, Value: tokenPath(injs, j)}}
@@ -467,15 +543,21 @@ func mountIntoTargets(pod *corev1.Pod, injs []*config.Injector, skip []string) e
 	return nil
 }
 
-// mountTokens adds the read-only /tokens mount unless c has it.
-func mountTokens(c *corev1.Container) error {
-	if slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == contract.VolumeName }) {
+// mountTokens mounts volume (the Pod's token volume or a token group's)
+// read-only at /tokens unless c has that mount; a mount of another of our
+// token volumes there (from an earlier invocation, when the Pod's containers
+// were grouped otherwise) is replaced.
+func mountTokens(c *corev1.Container, volume string) error {
+	if slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == volume }) {
 		return nil
 	}
+	c.VolumeMounts = slices.DeleteFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+		return m.Name == contract.VolumeName || contract.IsGroupVolume(m.Name)
+	})
 	// path.Clean: "/tokens/" and "/tokens/." are /tokens too.
 	if j := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return path.Clean(m.MountPath) == contract.MountPath }); j >= 0 {
 		return deny("container %q already mounts volume %q at %s, where kube-sts mounts the token; move it or list only other containers in the injector's containers", c.Name, c.VolumeMounts[j].Name, contract.MountPath)
 	}
-	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: contract.VolumeName, MountPath: contract.MountPath, ReadOnly: true})
+	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: volume, MountPath: contract.MountPath, ReadOnly: true})
 	return nil
 }

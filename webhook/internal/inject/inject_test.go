@@ -377,8 +377,9 @@ func TestTwoInjectors(t *testing.T) {
 	if err := json.Unmarshal([]byte(env(sc, contract.EnvTokens)), &further); err != nil {
 		t.Fatalf("%s: %v", contract.EnvTokens, err)
 	}
+	// The test container is vault-sts's only: it reads a copy in group 1.
 	want := []contract.FurtherToken{{Name: "vault-sts", ExchangeURL: injs[0].ExchangeURL, SubjectTokenFile: "/var/run/secrets/kube-sts/vault-sts.token",
-		OutputFile: "/tokens/vault-sts.jwt", CAPEM: injs[0].CAPEM}}
+		OutputFile: "/tokens/vault-sts.jwt", Copies: []string{"/var/run/kube-sts/tokens-1/vault-sts.jwt"}, CAPEM: injs[0].CAPEM}}
 	if !equality.Semantic.DeepEqual(further, want) {
 		t.Errorf("further tokens %+v, want %+v", further, want)
 	}
@@ -387,6 +388,22 @@ func TestTwoInjectors(t *testing.T) {
 	}
 	if n := len(p.Spec.InitContainers) + len(p.Spec.Containers); n != 3 {
 		t.Errorf("%d containers, want the Pod's two and one sidecar", n)
+	}
+	// Each container sees only its injectors' tokens: app (both) mounts the
+	// volume with every token, test (vault-sts only) its group's.
+	for c, want := range map[int]string{0: contract.VolumeName, 1: contract.GroupVolumeName(1)} {
+		got := p.Spec.Containers[c].VolumeMounts
+		if len(got) != 1 || got[0].Name != want || got[0].MountPath != contract.MountPath || !got[0].ReadOnly {
+			t.Errorf("container %s mounts %+v, want only %s at %s", p.Spec.Containers[c].Name, got, want, contract.MountPath)
+		}
+	}
+	if env(sc, contract.EnvOutputCopies) != "" {
+		t.Errorf("ouca-sts's token is copied to %q, but no container of a group reads it", env(sc, contract.EnvOutputCopies))
+	}
+	// Injecting again changes nothing (the groups are found again by name).
+	again := p.DeepCopy()
+	if err := Mutate(again, swapped, true); err != nil || !equality.Semantic.DeepEqual(again, p) {
+		t.Errorf("a second injection changed the Pod (%v)", err)
 	}
 
 	// Without the ouca-sts label the Pod is the single-injector Pod.
