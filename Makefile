@@ -133,9 +133,13 @@ import-rules: ## Fail when a module breaks the architecture's dependency rules.
 	@echo "import rules hold: shared stdlib-only, sidecar without k8s.io, nothing imports e2e, no product module imports release"
 
 .PHONY: lint
-lint: $(STATICCHECK) import-rules ## gofmt, go vet and staticcheck on every module (with the demo and kind build tags), and the import rules.
+lint: $(STATICCHECK) import-rules pin-check ## gofmt, go vet and staticcheck on every module (with the demo and kind build tags), the import rules, and pinned actions and base images.
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	@for m in $(MODULES); do echo "== vet + staticcheck: $$m"; (cd $$m && go vet -tags demo,kind ./... && $(STATICCHECK) -tags demo,kind ./...); done
+
+.PHONY: pin-check
+pin-check: ## Fail when a workflow uses an action not pinned by commit SHA, or a Dockerfile a base image not pinned by digest.
+	@bash hack/check-pins.sh
 
 .PHONY: tidy-check
 tidy-check: ## Fail when `go mod tidy` would change any module.

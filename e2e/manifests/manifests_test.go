@@ -549,6 +549,9 @@ func TestWorkflows(t *testing.T) {
 		t.Fatalf("actionlint: %v\n%s", err, out)
 	}
 	t.Logf("actionlint passed on %d workflows", len(files))
+	if out, err := exec.Command("bash", filepath.Join(procs.RepoRoot(), "hack", "check-pins.sh")).CombinedOutput(); err != nil {
+		t.Fatalf("hack/check-pins.sh: %v\n%s", err, out)
+	}
 }
 
 // TestVersionsAgree: the chart's appVersion, the kustomize base's image tags

@@ -184,6 +184,10 @@ func TestDockerfilesMatch(t *testing.T) {
 				t.Errorf("%s/Dockerfile lacks %q", b.Module, want)
 			}
 		}
+		// The builder is pinned by digest, with its tag for readers.
+		if !regexp.MustCompile(`(?m)^FROM --platform=\$BUILDPLATFORM golang:[0-9.]+@sha256:[0-9a-f]{64} AS build$`).MatchString(df) {
+			t.Errorf("%s/Dockerfile: the builder image is not pinned by digest (FROM ... golang:<version>@sha256:<digest> AS build)", b.Module)
+		}
 		if regexp.MustCompile(`(?m)^FROM [a-z0-9.-]+\.[a-z]+(:[0-9]+)?/`).MatchString(df) {
 			t.Errorf("%s/Dockerfile names a registry host", b.Module)
 		}
