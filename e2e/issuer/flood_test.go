@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -163,9 +164,17 @@ func runLoad(t testing.TB, f *fixture, endpoint string, subjects []string, clien
 		}()
 	}
 	if floodRate > 0 {
-		// A client of its own with many connections, as a flooder would use.
+		// A client of its own with many connections, as a flooder would
+		// use, from eight addresses of its own (several Pods): the issuer
+		// bounds connections and pending requests per client address, and
+		// the legitimate clients' address is another.
 		tr := procs.TLSClient(f.iss.CA.Pool())
 		tr.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+		var nextSrc atomic.Int64
+		tr.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			src := net.IPv4(127, 0, 3, byte(1+nextSrc.Add(1)%8))
+			return (&net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Timeout: 5 * time.Second}).DialContext(ctx, network, addr)
+		}
 		lim := rate.NewLimiter(rate.Limit(floodRate), int(floodRate/50)+1)
 		for range 48 {
 			wg.Add(1)
