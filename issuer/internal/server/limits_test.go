@@ -286,6 +286,9 @@ func TestPendingCap(t *testing.T) {
 	if n := len(family(t, srv, "sts_issuer_refused_total")); n != 2 {
 		t.Errorf("refusals counted under %d bounds, want 2 (in all, per address)", n)
 	}
+	if got := exchanges(t, srv, "overloaded"); got != 2 {
+		t.Errorf("overloaded exchanges counted %v, want 2 (the exchange alert reads them)", got)
+	}
 }
 
 // TestBodyBounded: a declared body over the limit is refused unread, and

@@ -341,6 +341,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	addr := stripPort(r.RemoteAddr)
 	if ok, bound := s.pending.TryEnter(addr); !ok {
 		s.metrics.Refused("api", bound)
+		if rest == discovery.PathToken {
+			// Counted as an exchange too, so that the exchange dashboards
+			// and KubeSTSExchangesUnavailable see the overload.
+			s.metrics.Exchange(e.cfg.Name, "overloaded", 0)
+		}
 		dropBody(w, r)
 		what := "the issuer is at its limit of requests being answered"
 		if bound == limit.PendingPerAddr {
