@@ -297,21 +297,24 @@ func tokenPath(injs []*config.Injector, i int) string {
 	return contract.FurtherTokenPath(injs[i].Name)
 }
 
-// tokenGroups sorts the containers the injectors target (less those
-// skipped) by the set of injectors that target each (see
-// contract.GroupVolumeName): the volume each mounts at /tokens, by container
-// name, and the group volumes in order, each with its members (indexes of
-// injs). A container every injector targets mounts contract.VolumeName.
+// groups are a Pod's token groups (contract.GroupVolumeName): the volume
+// each targeted container mounts at /tokens, by container name, and the
+// group volumes in order.
 type groups struct {
 	volumeOf map[string]string
 	list     []group
 }
 
+// group is token group k and its members (indexes of the Pod's injectors).
 type group struct {
 	k       int
 	members []int
 }
 
+// tokenGroups sorts the containers the injectors target (less those
+// skipped) by the set of injectors that target each. A container every
+// injector targets mounts contract.VolumeName, which holds every token; each
+// other set gets a group volume of its own.
 func tokenGroups(pod *corev1.Pod, injs []*config.Injector, skip []string) groups {
 	g := groups{volumeOf: map[string]string{}}
 	byKey := map[string]string{}
