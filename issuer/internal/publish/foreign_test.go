@@ -2,6 +2,7 @@ package publish
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -37,19 +38,40 @@ type fakeS3 struct {
 	objects map[string]fakeObject
 	// drop makes PUTs succeed without storing (a target that lies).
 	drop bool
+	// conditional counts PUTs that carried If-Match or If-None-Match.
+	conditional int
+	// beforePut runs (unlocked) before each PUT is applied: a racing writer.
+	beforePut func(key string)
 }
 
 type fakeObject struct {
 	body []byte
 	meta http.Header
+	etag string
 }
 
+var etagSeq int
+
 func (f *fakeS3) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	key := strings.TrimPrefix(r.URL.Path, "/")
+	if r.Method == http.MethodPut && f.beforePut != nil {
+		f.beforePut(key)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	key := strings.TrimPrefix(r.URL.Path, "/")
 	switch r.Method {
 	case http.MethodPut:
+		cur, exists := f.objects[key]
+		im, inm := r.Header.Get("If-Match"), r.Header.Get("If-None-Match")
+		if im != "" || inm != "" {
+			f.conditional++
+		}
+		if (im != "" && (!exists || cur.etag != im)) || (inm == "*" && exists) {
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusPreconditionFailed)
+			_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>`)
+			return
+		}
 		body, _ := io.ReadAll(r.Body)
 		meta := http.Header{}
 		for k, v := range r.Header {
@@ -57,10 +79,12 @@ func (f *fakeS3) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				meta[k] = v
 			}
 		}
+		etagSeq++
+		etag := fmt.Sprintf(`"e%d"`, etagSeq)
 		if !f.drop {
-			f.objects[key] = fakeObject{body: body, meta: meta}
+			f.objects[key] = fakeObject{body: body, meta: meta, etag: etag}
 		}
-		w.Header().Set("ETag", `"etag"`)
+		w.Header().Set("ETag", etag)
 	case http.MethodGet, http.MethodHead:
 		o, ok := f.objects[key]
 		if !ok {
@@ -72,6 +96,7 @@ func (f *fakeS3) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for k, v := range o.meta {
 			w.Header()[k] = v
 		}
+		w.Header().Set("ETag", o.etag)
 		w.Header().Set("Content-Length", fmt.Sprint(len(o.body)))
 		if r.Method == http.MethodGet {
 			_, _ = w.Write(o.body)
@@ -88,7 +113,8 @@ func (f *fakeS3) set(key, body, gen string) {
 	if gen != "" {
 		meta.Set("X-Amz-Meta-"+MetadataGeneration, gen)
 	}
-	f.objects[key] = fakeObject{body: []byte(body), meta: meta}
+	etagSeq++
+	f.objects[key] = fakeObject{body: []byte(body), meta: meta, etag: fmt.Sprintf(`"p%d"`, etagSeq)}
 }
 
 func (f *fakeS3) get(key string) string {
@@ -232,5 +258,43 @@ func TestReadBackMustMatch(t *testing.T) {
 	err := p.Attempt(context.Background(), Documents{JWKS: []byte(jwksOf("k1")), Discovery: []byte(`{}`), Generation: gen(time.Hour, 0), SigningKeyID: "k1"})
 	if err == nil || !strings.Contains(err.Error(), "read back") || m.last() != ResultError {
 		t.Fatalf("a target that dropped the write: %v, result %q", err, m.last())
+	}
+}
+
+// TestS3WritesAreConditional: the JWKS is written only if it is still the
+// object the publisher read (If-None-Match: * when there was none), so a
+// newer set another writer put there in between is not overwritten; the
+// next attempt reads it and decides again.
+func TestS3WritesAreConditional(t *testing.T) {
+	b, f := newFakeBucket(t)
+	var m recorded
+	now := t0.Add(2 * time.Hour)
+	p := New(Options{Endpoint: "aws", Base: "aws", Target: b, Interval: time.Minute, Metrics: &m, Now: func() time.Time { return now }})
+	ours := Documents{JWKS: []byte(jwksOf("k1")), Discovery: []byte(`{}`), Generation: gen(time.Hour, 0), SigningKeyID: "k1"}
+	if err := p.Attempt(context.Background(), ours); err != nil || m.last() != ResultPublished {
+		t.Fatalf("first write: %v %q", err, m.last())
+	}
+	if f.conditional == 0 {
+		t.Fatal("the first write carried no condition")
+	}
+	// A peer writes its newer set between this replica's read and write.
+	peer := jwksOf("k1", "k2")
+	raced := false
+	f.beforePut = func(key string) {
+		if key == "oidc/aws/jwks" && !raced {
+			raced = true
+			f.set(key, peer, gen(90*time.Minute, 0).String())
+		}
+	}
+	err := p.Attempt(context.Background(), ours)
+	if !errors.Is(err, ErrChanged) || m.last() != ResultError {
+		t.Fatalf("write after a racing writer: %v %q, want ErrChanged", err, m.last())
+	}
+	if f.get("oidc/aws/jwks") != peer {
+		t.Fatal("the racing writer's newer set was overwritten")
+	}
+	// The next attempt sees the peer's newer set and leaves it.
+	if err := p.Attempt(context.Background(), ours); err != nil || m.last() != ResultSuperseded {
+		t.Fatalf("next attempt: %v %q, want superseded", err, m.last())
 	}
 }

@@ -8,9 +8,11 @@
 // set's Generation (its newest and its oldest key's creation times, which
 // only move forward as keys are added and retired), and a replica does not
 // overwrite a newer generation: one that has not yet seen a rotation cannot
-// take the new key away again. Writes are not conditional, so two replicas
-// racing can leave the older set for one interval at most; the next write of
-// the newer replica repairs it.
+// take the new key away again. On S3 the JWKS is written on condition that
+// it is still the object the replica read (Bucket.Put), so a newer set put
+// there in between is never overwritten; a directory has no such condition,
+// and two replicas racing there can leave the older set for one interval at
+// most, until the newer replica's next write.
 //
 // What the target holds is never trusted over what the issuer holds:
 // whoever can write the bucket could plant a far-future generation and
