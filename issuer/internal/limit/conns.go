@@ -19,13 +19,13 @@ import (
 // The HTTP server must report connection states through ConnState, so that
 // Conns knows which connections are idle.
 type Conns struct {
-	max, perAddr  int
+	max           int
 	evictNewAfter time.Duration
 	now           func() time.Time
 	refused       func(reason string)
 
 	mu     sync.Mutex
-	byAddr map[string]int
+	byAddr perAddr
 	open   map[*conn]*list.Element
 	// order lists the open connections that hold no request, oldest first.
 	order *list.List
@@ -55,8 +55,8 @@ type ConnsOptions struct {
 
 // NewConns returns a connection bound.
 func NewConns(o ConnsOptions) *Conns {
-	c := &Conns{max: o.Max, perAddr: o.PerAddr, evictNewAfter: o.EvictNewAfter, now: o.Now, refused: o.Refused,
-		byAddr: map[string]int{}, open: map[*conn]*list.Element{}, order: list.New()}
+	c := &Conns{max: o.Max, evictNewAfter: o.EvictNewAfter, now: o.Now, refused: o.Refused,
+		byAddr: newPerAddr(o.PerAddr), open: map[*conn]*list.Element{}, order: list.New()}
 	if c.evictNewAfter <= 0 {
 		c.evictNewAfter = time.Second
 	}
@@ -96,8 +96,8 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 }
 
-// conn is an admitted connection; idle is its place in Conns.order while it
-// holds no request.
+// conn is an admitted connection. Conns.open maps it to its place in
+// Conns.order while it holds no request (nil while it does).
 type conn struct {
 	net.Conn
 	c     *Conns
@@ -128,7 +128,7 @@ func (c *Conns) admit(nc net.Conn) *conn {
 	addr := addrOf(nc)
 	now := c.now()
 	c.mu.Lock()
-	if c.perAddr > 0 && c.byAddr[addr] >= c.perAddr {
+	if !c.byAddr.take(addr) {
 		c.mu.Unlock()
 		_ = nc.Close()
 		c.refused(RefusedPerAddr)
@@ -138,6 +138,7 @@ func (c *Conns) admit(nc net.Conn) *conn {
 	if len(c.open) >= c.max {
 		victim = c.victimLocked(now)
 		if victim == nil {
+			c.byAddr.give(addr)
 			c.mu.Unlock()
 			_ = nc.Close()
 			c.refused(RefusedTotal)
@@ -146,7 +147,6 @@ func (c *Conns) admit(nc net.Conn) *conn {
 		c.dropLocked(victim)
 	}
 	cc := &conn{Conn: nc, c: c, addr: addr, since: now}
-	c.byAddr[addr]++
 	c.open[cc] = c.order.PushBack(cc)
 	c.mu.Unlock()
 	if victim != nil {
@@ -180,9 +180,7 @@ func (c *Conns) dropLocked(cc *conn) {
 		c.order.Remove(e)
 	}
 	delete(c.open, cc)
-	if c.byAddr[cc.addr]--; c.byAddr[cc.addr] <= 0 {
-		delete(c.byAddr, cc.addr)
-	}
+	c.byAddr.give(cc.addr)
 }
 
 func (c *Conns) forget(cc *conn) func() {

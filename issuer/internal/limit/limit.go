@@ -93,20 +93,50 @@ func (p *PerKey) Allow(key string) (bool, time.Duration) {
 	return true, 0
 }
 
+// perAddr counts holders by client address and bounds each address to max
+// (0: no bound, nothing counted). Its owner locks around it.
+type perAddr struct {
+	max int
+	n   map[string]int
+}
+
+func newPerAddr(max int) perAddr { return perAddr{max: max, n: map[string]int{}} }
+
+// take counts one more holder for addr, unless addr is at its bound.
+func (p *perAddr) take(addr string) bool {
+	if p.max <= 0 {
+		return true
+	}
+	if p.n[addr] >= p.max {
+		return false
+	}
+	p.n[addr]++
+	return true
+}
+
+// give counts one holder of addr less.
+func (p *perAddr) give(addr string) {
+	if p.max <= 0 {
+		return
+	}
+	if p.n[addr]--; p.n[addr] <= 0 {
+		delete(p.n, addr)
+	}
+}
+
 // Pending admits at most max requests at once, and at most perAddr of them
 // from one client address (0: no such bound); it never queues. One address
 // (a Pod) cannot take every slot: others still get in while it stalls.
 type Pending struct {
 	*Gate
-	perAddr int
 
 	mu     sync.Mutex
-	byAddr map[string]int
+	byAddr perAddr
 }
 
 // NewPending returns the bound.
 func NewPending(max, perAddr int) *Pending {
-	return &Pending{Gate: NewGate(max), perAddr: perAddr, byAddr: map[string]int{}}
+	return &Pending{Gate: NewGate(max), byAddr: newPerAddr(perAddr)}
 }
 
 // Reasons TryEnter refuses; they label a metric.
@@ -117,14 +147,11 @@ const (
 
 // TryEnter takes a slot for addr, or says which bound refused it.
 func (p *Pending) TryEnter(addr string) (bool, string) {
-	if p.perAddr > 0 {
-		p.mu.Lock()
-		if p.byAddr[addr] >= p.perAddr {
-			p.mu.Unlock()
-			return false, PendingPerAddr
-		}
-		p.byAddr[addr]++
-		p.mu.Unlock()
+	p.mu.Lock()
+	ok := p.byAddr.take(addr)
+	p.mu.Unlock()
+	if !ok {
+		return false, PendingPerAddr
 	}
 	if !p.Gate.TryEnter() {
 		p.leaveAddr(addr)
@@ -140,12 +167,7 @@ func (p *Pending) Leave(addr string) {
 }
 
 func (p *Pending) leaveAddr(addr string) {
-	if p.perAddr == 0 {
-		return
-	}
 	p.mu.Lock()
-	if p.byAddr[addr]--; p.byAddr[addr] <= 0 {
-		delete(p.byAddr, addr)
-	}
+	p.byAddr.give(addr)
 	p.mu.Unlock()
 }
