@@ -81,12 +81,8 @@ var ReservedClaims = []string{"azp", "scope", "groups", "email", "act", "cnf"}
 // JSON case-insensitively (Go's encoding/json does) would otherwise read
 // "Sub" or "Namespace" from a Pod label as sub or namespace.
 func IsReserved(name string) bool {
-	for _, n := range append(slices.Clone(StandardClaims), ReservedClaims...) {
-		if strings.EqualFold(n, name) {
-			return true
-		}
-	}
-	return false
+	same := func(n string) bool { return strings.EqualFold(n, name) }
+	return slices.ContainsFunc(StandardClaims, same) || slices.ContainsFunc(ReservedClaims, same)
 }
 
 // Subject is <cluster>:<namespace>:<serviceaccount>.
