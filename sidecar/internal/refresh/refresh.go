@@ -116,7 +116,7 @@ func NextRefresh(tok exchanger.Token, fraction, jitter float64, margin time.Dura
 
 // Once exchanges one time and writes the token.
 func (r *Refresher) Once(ctx context.Context) error {
-	tokenfile.CleanTemps(r.cfg.OutputFile)
+	r.cleanTemps()
 	tok, err := r.exchange(ctx)
 	if err != nil {
 		return err
@@ -131,7 +131,7 @@ func (r *Refresher) Once(ctx context.Context) error {
 // Run loops until ctx is done. It returns nil on cancellation: the loop itself
 // never gives up.
 func (r *Refresher) Run(ctx context.Context) error {
-	tokenfile.CleanTemps(r.cfg.OutputFile)
+	r.cleanTemps()
 	// A status left by an earlier run of this container (the volume
 	// outlives it) is not this run's: await must not act on it.
 	if r.cfg.StatusFile != "" {
@@ -335,6 +335,14 @@ func (r *Refresher) exchange(ctx context.Context) (exchanger.Token, error) {
 		return exchanger.Token{}, err
 	}
 	return r.ex.Exchange(ctx, subject)
+}
+
+// cleanTemps removes what an earlier run left half-written beside the
+// token's file and each copy.
+func (r *Refresher) cleanTemps() {
+	for _, f := range r.files() {
+		tokenfile.CleanTemps(f)
+	}
 }
 
 // files are the token's copies and then its file: the file comes last, so

@@ -662,6 +662,11 @@ func TestCopies(t *testing.T) {
 		c.Copies, c.StatusFile = copies, contract.StatusPath(c.OutputFile)
 		status = c.StatusFile
 	})
+	// What an earlier run left half-written beside a copy is removed at start.
+	leftover := filepath.Join(filepath.Dir(copies[0]), ".sts-tmp-token.jwt-123")
+	if err := os.WriteFile(leftover, []byte("half"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	f.start()
 	waitFor(t, 2*time.Second, "first token", func() bool { _, ok := f.file(); return ok })
 	tok, _ := f.file()
@@ -674,6 +679,9 @@ func TestCopies(t *testing.T) {
 		return true
 	}
 	waitFor(t, time.Second, "both copies hold the token", same)
+	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
+		t.Errorf("the temporary file an earlier run left beside a copy is still there (%v)", err)
+	}
 	for _, c := range copies {
 		if fi, err := os.Stat(c); err != nil || fi.Mode().Perm() != 0o440 {
 			t.Fatalf("copy %s: %v %v, want mode 0440", c, fi.Mode(), err)
