@@ -5,16 +5,13 @@ package config
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"net/url"
 	"os"
 	"path"
-	"slices"
 	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kube-sts/kube-sts/issuer/internal/keys"
@@ -139,7 +136,7 @@ type Endpoint struct {
 	Allow []Rule `json:"allow"`
 	Deny  []Rule `json:"deny,omitempty"`
 	// Claims adds optional claims.
-	Claims ExtraClaims `json:"claims,omitempty"`
+	Claims mint.Options `json:"claims,omitempty"`
 	// Publish copies the discovery document and JWKS to these targets,
 	// continuously; Issuer is then the public URL they are served at.
 	Publish []PublishTarget `json:"publish,omitempty"`
@@ -180,38 +177,6 @@ type Managed struct {
 type Rule struct {
 	Namespace      string `json:"namespace,omitempty"`
 	ServiceAccount string `json:"serviceAccount,omitempty"`
-}
-
-// ExtraClaims are optional claims about the Pod. All are strings.
-type ExtraClaims struct {
-	// Pod adds the Pod's name as the pod claim.
-	Pod bool `json:"pod,omitempty"`
-	// PodUID adds the Pod's UID as the pod_uid claim.
-	PodUID bool `json:"podUID,omitempty"`
-	// Node adds the name of the Pod's node (from the live Pod) as the node claim.
-	Node bool `json:"node,omitempty"`
-	// Static claims are added to every token of the endpoint, e.g. env: prod.
-	Static map[string]string `json:"static,omitempty"`
-	// FromPodLabels copies these labels of the Pod into claims named by
-	// LabelClaim (app stays app, app.kubernetes.io/name becomes
-	// app_kubernetes_io_name); a label the Pod lacks is no claim. Whoever
-	// may create Pods in a namespace chooses them: relying parties may bind
-	// on them only together with the namespace.
-	FromPodLabels []string `json:"fromPodLabels,omitempty"`
-}
-
-// LabelClaim is the claim name of a Pod label: the key with every character
-// other than a-z, A-Z, 0-9 and _ replaced by _, so that relying parties
-// that read '/' or '.' in claim names as paths (Vault's bound_claims) see
-// one flat name.
-func LabelClaim(label string) string {
-	b := []byte(label)
-	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
-			b[i] = '_'
-		}
-	}
-	return string(b)
 }
 
 // DefaultNamespace is where managed key Secrets live when neither the
@@ -363,7 +328,7 @@ func (c *Config) Validate() error {
 			bad(f+".algorithm", "%q is not supported: use RS256, ES256 or EdDSA", e.Algorithm)
 		}
 		c.validateKeys(e, f+".keys", bad)
-		validateClaims(e.Claims, f+".claims", bad)
+		e.Claims.Validate(f+".claims", bad)
 		for j, t := range e.Publish {
 			validateTarget(t, fmt.Sprintf("%s.publish[%d]", f, j), bad)
 		}
@@ -417,42 +382,6 @@ func (c *Config) validateKeys(e *Endpoint, f string, bad func(string, string, ..
 		if least := m.Resync.Duration + ClockSkew; m.Leeway.Duration < least {
 			bad(f+".managed.leeway", "%v must be at least resync + %v of clock skew (%v): a replica may sign with the previous key for up to resync after a switch, and its tokens must stay verifiable until they expire", m.Leeway.Duration, ClockSkew, least)
 		}
-	}
-}
-
-// validateClaims refuses claim names that collide, in any letter case, with
-// a standard or reserved claim or with each other: relying parties that
-// decode JSON case-insensitively would read the later one.
-func validateClaims(x ExtraClaims, f string, bad func(string, string, ...any)) {
-	taken := map[string]string{}
-	for _, n := range mint.StandardClaims {
-		taken[n] = "a standard claim"
-	}
-	for _, n := range mint.ReservedClaims {
-		taken[n] = "a reserved claim"
-	}
-	for _, k := range slices.Sorted(maps.Keys(x.Static)) {
-		switch lk := strings.ToLower(k); {
-		case k == "" || LabelClaim(k) != k:
-			bad(f+".static", "claim name %q must be letters, digits and '_' only", k)
-		case taken[lk] != "":
-			bad(f+".static", "claim %q would override %s (claim names are compared in any letter case)", k, taken[lk])
-		default:
-			taken[lk] = fmt.Sprintf("the static claim %q", k)
-		}
-	}
-	for i, l := range x.FromPodLabels {
-		ff := fmt.Sprintf("%s.fromPodLabels[%d]", f, i)
-		if errs := validation.IsQualifiedName(l); len(errs) > 0 {
-			bad(ff, "%q is not a label key: %s", l, strings.Join(errs, "; "))
-			continue
-		}
-		n := LabelClaim(l)
-		if taken[strings.ToLower(n)] != "" {
-			bad(ff, "label %q would be claim %q, which is already %s (claim names are compared in any letter case)", l, n, taken[strings.ToLower(n)])
-			continue
-		}
-		taken[strings.ToLower(n)] = fmt.Sprintf("the claim of label %q", l)
 	}
 }
 

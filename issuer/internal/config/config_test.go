@@ -185,14 +185,6 @@ endpoints: [{name: v, issuer: h, audience: a, keys: {managed: {}}, allow: [{}]}]
 	}
 }
 
-func TestLabelClaim(t *testing.T) {
-	for in, want := range map[string]string{"app": "app", "app.kubernetes.io/name": "app_kubernetes_io_name", "team-name": "team_name", "Tier_2": "Tier_2"} {
-		if got := LabelClaim(in); got != want {
-			t.Errorf("LabelClaim(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // TestRuleGlobsThatMatch: globs that can match a name load without a word.
 func TestRuleGlobsThatMatch(t *testing.T) {
 	for _, g := range []string{"*", "team-*", "*-prod", "kube-system", "[a-c]*", "team-?", "[ab]*x", "a*[0-9]"} {

@@ -33,6 +33,7 @@ import (
 	"github.com/kube-sts/kube-sts/issuer/internal/config"
 	"github.com/kube-sts/kube-sts/issuer/internal/keys"
 	"github.com/kube-sts/kube-sts/issuer/internal/metrics"
+	"github.com/kube-sts/kube-sts/issuer/internal/mint"
 	"github.com/kube-sts/kube-sts/issuer/internal/review"
 	"github.com/kube-sts/kube-sts/shared/exchange"
 )
@@ -639,7 +640,7 @@ func withNode(st authnv1.TokenReviewStatus, node, nodeUID string) authnv1.TokenR
 func TestNodeClaimNeedsTheTokensNodeBinding(t *testing.T) {
 	const uid = "u-node"
 	p := pod("test-vault", "pinned", uid, "for-vault", func(p *corev1.Pod) { p.Spec.NodeName = "pci-node-1" })
-	srv, api, _, _ := newHarnessWith(t, func(o *Options) { o.Config.Endpoints[0].Claims = config.ExtraClaims{Node: true} }, p)
+	srv, api, _, _ := newHarnessWith(t, func(o *Options) { o.Config.Endpoints[0].Claims = mint.Options{Node: true} }, p)
 	for name, tc := range map[string]struct {
 		node, nodeUID string
 		wantIn        string
@@ -675,7 +676,7 @@ func TestExtraClaims(t *testing.T) {
 		p.Spec.NodeName = "node-7"
 	})
 	srv, api, _, set := newHarnessWith(t, func(o *Options) {
-		o.Config.Endpoints[0].Claims = config.ExtraClaims{Node: true, Static: map[string]string{"env": "prod"},
+		o.Config.Endpoints[0].Claims = mint.Options{Node: true, Static: map[string]string{"env": "prod"},
 			FromPodLabels: []string{"app", "app.kubernetes.io/name", "team"}}
 	}, p)
 	tok := fakeToken("labeled")

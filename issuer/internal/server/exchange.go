@@ -1,0 +1,295 @@
+package server
+
+// The exchange pipeline of one token request, in the order a request meets
+// it: serveToken reads and answers; decide parses the form, checks the
+// target and the token's shape, admit screens the token locally (signature,
+// per-token rate, in-flight cap) before the review costs an API call; then
+// the review, the endpoint's rules, the claims and the signature. Every
+// outcome is audited once (exchange) and answered as RFC 8693 / RFC 6749
+// JSON (writeError).
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/kube-sts/kube-sts/issuer/internal/mint"
+	"github.com/kube-sts/kube-sts/issuer/internal/review"
+	"github.com/kube-sts/kube-sts/issuer/internal/satoken"
+	"github.com/kube-sts/kube-sts/shared/exchange"
+)
+
+func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, e *Endpoint) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		_ = json.NewEncoder(w).Encode(exchange.Errorf(exchange.InvalidRequest, "use POST with an RFC 8693 form"))
+		return
+	}
+	start := s.now()
+	// A sidecar sends its form (about 1.5 KiB) right after the headers: a
+	// body that has not arrived within bodyTimeout is a stalled client.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyTimeout))
+	body := &trackedBody{ReadCloser: r.Body, done: r.Body == http.NoBody}
+	r.Body = body
+	tok, fail := s.exchange(r, e)
+	if !body.done {
+		dropBody(w, r)
+	}
+	result := "issued"
+	if fail != nil {
+		result = fail.Reason
+		writeError(w, fail)
+	} else {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Pragma", "no-cache")
+		_ = json.NewEncoder(w).Encode(exchange.NewResponse(tok.JWT, int64(tok.Expiry.Sub(start).Round(time.Second).Seconds())))
+	}
+	s.metrics.Exchange(e.cfg.Name, result, s.now().Sub(start))
+}
+
+// failure is a refused or unanswered exchange: a stable reason for logs and
+// metrics, the OAuth error for the client, the identity known so far (for
+// the audit log), and how to answer (an HTTP status other than the error's,
+// a Retry-After). Refusals of the review come from review.Failure.
+type failure struct {
+	Reason     string
+	OAuth      *exchange.Error
+	Identity   review.Identity
+	Status     int
+	RetryAfter time.Duration
+}
+
+func fromReview(f *review.Failure) *failure {
+	return &failure{Reason: f.Reason, OAuth: f.OAuth, Identity: f.Identity}
+}
+
+// exchange runs the checks in order and mints; every outcome is audited once.
+func (s *Server) exchange(r *http.Request, e *Endpoint) (mint.Token, *failure) {
+	id, tok, fail := s.decide(r, e)
+	fields := []zap.Field{
+		zap.String("sts", e.cfg.Name),
+		zap.String("namespace", id.Namespace),
+		zap.String("serviceaccount", id.ServiceAccount),
+		zap.String("pod", id.PodName),
+	}
+	if fail != nil {
+		fields = append(fields, zap.String("result", resultOf(fail)), zap.String("reason", fail.Reason), zap.String("description", fail.OAuth.Description))
+		if fail.Identity.Namespace == "" {
+			s.screened.Info("exchange refused", fields...)
+		} else {
+			s.audit.Info("exchange refused", fields...)
+		}
+		return mint.Token{}, fail
+	}
+	fields = append(fields, zap.String("result", "issued"), zap.String("jti", tok.ID), zap.Int64("exp", tok.Expiry.Unix()), zap.String("kid", tok.KeyID))
+	s.audit.Info("token issued", fields...)
+	return tok, nil
+}
+
+func resultOf(f *failure) string {
+	if f.OAuth.Retryable() {
+		return "unavailable"
+	}
+	return "refused"
+}
+
+func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Token, *failure) {
+	var none review.Identity
+	bad := func(reason, format string, args ...any) *failure {
+		return &failure{Reason: reason, OAuth: exchange.Errorf(exchange.InvalidRequest, format, args...)}
+	}
+	if r.URL.RawQuery != "" {
+		// Tokens in a URL end up in access logs; RFC 6749 §3.2 wants the body.
+		return none, mint.Token{}, bad("query_parameters", "parameters in the URL query are not accepted; send them in the %s body", exchange.ContentTypeForm)
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != exchange.ContentTypeForm {
+		return none, mint.Token{}, bad("bad_content_type", "send the request as %s", exchange.ContentTypeForm)
+	}
+	if r.ContentLength > exchange.MaxRequestBytes {
+		return none, mint.Token{}, bad("bad_body", "the request body is larger than %d bytes (a subject token is at most %d)", exchange.MaxRequestBytes, exchange.MaxSubjectTokenBytes)
+	}
+	body, err := readBody(r.Body, r.ContentLength)
+	if err != nil {
+		return none, mint.Token{}, bad("bad_body", "could not read the request body within %v", bodyTimeout)
+	}
+	req, err := exchange.ParseRequest(body)
+	if err != nil {
+		var oe *exchange.Error
+		if !errors.As(err, &oe) {
+			oe = exchange.Errorf(exchange.InvalidRequest, "bad request")
+		}
+		return none, mint.Token{}, &failure{Reason: "bad_request", OAuth: oe}
+	}
+	if f := e.checkTarget(req); f != nil {
+		return none, mint.Token{}, f
+	}
+	if err := Precheck(req.SubjectToken); err != nil {
+		return none, mint.Token{}, bad("not_a_jwt", "subject_token is not a JWT: %v", err)
+	}
+	d := e.docs.Load()
+	if d == nil {
+		return none, mint.Token{}, &failure{Reason: "keys_not_loaded", OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "the issuer has no signing key yet; retry")}
+	}
+	if f := s.admit(r.Context(), req.SubjectToken, e.cfg.SubjectAudience); f != nil {
+		return none, mint.Token{}, f
+	}
+	defer s.inflight.Leave()
+	id, err := s.reviewer.Review(r.Context(), req.SubjectToken, e.cfg.SubjectAudience)
+	if err != nil {
+		var rf *review.Failure
+		if !errors.As(err, &rf) {
+			return review.Identity{}, mint.Token{}, &failure{Reason: "review_failed", OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "the review failed; retry")}
+		}
+		return rf.Identity, mint.Token{}, fromReview(rf)
+	}
+	if ok, why := e.policy.Decide(id.Namespace, id.ServiceAccount); !ok {
+		return id, mint.Token{}, &failure{Reason: "denied", Identity: id,
+			OAuth: exchange.Errorf(exchange.InvalidRequest, "ServiceAccount %s/%s may not use endpoint %s: %s", id.Namespace, id.ServiceAccount, e.cfg.Name, why)}
+	}
+	mr := mint.Request{
+		Issuer: e.cfg.Issuer, Audience: e.cfg.Audience, Cluster: e.cluster,
+		Namespace: id.Namespace, ServiceAccount: id.ServiceAccount,
+		TTL: e.cfg.TTL.Duration, Now: s.now(),
+	}
+	if e.cfg.Claims.Node {
+		if why := nodeUnverified(id); why != "" {
+			return id, mint.Token{}, &failure{Reason: "node_unverified", Identity: id,
+				OAuth: exchange.Errorf(exchange.InvalidRequest, "endpoint %s puts the Pod's node in its tokens, but %s", e.cfg.Name, why)}
+		}
+	}
+	e.cfg.Claims.Add(&mr, mint.Pod{Name: id.PodName, UID: id.PodUID, Node: id.Node, Labels: id.Labels})
+	tok, err := mint.Mint(d.keys.Signing, mr)
+	if err != nil {
+		s.log.Error("signing failed", zap.String("sts", e.cfg.Name), zap.Error(err))
+		return id, mint.Token{}, &failure{Reason: "signing_failed", Identity: id, OAuth: exchange.Errorf(exchange.ServerError, "signing failed")}
+	}
+	return id, tok, nil
+}
+
+// nodeUnverified says why the node claim cannot be issued for id, or "".
+// spec.nodeName is the Pod creator's to choose, even a Node that does not
+// exist; the subject token's node binding carries the Node's UID only when
+// the API server found that Node, so the claim needs both, and agreeing.
+func nodeUnverified(id review.Identity) string {
+	switch {
+	case id.TokenNode == "":
+		return "the subject token has no node binding (made before the Pod was scheduled, or by an API server older than 1.30)"
+	case id.TokenNodeUID == "":
+		return fmt.Sprintf("the subject token's node %q has no UID: no such Node existed when it was made", id.TokenNode)
+	case id.TokenNode != id.Node:
+		return fmt.Sprintf("the subject token is bound to node %q and the Pod runs on %q", id.TokenNode, id.Node)
+	}
+	return ""
+}
+
+// checkTarget answers invalid_target (RFC 8693 §2.2.2) for an audience or
+// resource this endpoint cannot issue for: it issues for its audience only.
+func (e *Endpoint) checkTarget(req exchange.Request) *failure {
+	for _, t := range append(slices.Clone(req.Audiences), req.Resources...) {
+		if t != e.cfg.Audience {
+			return &failure{Reason: "invalid_target", OAuth: exchange.Errorf(exchange.InvalidTarget,
+				"endpoint %s issues tokens for audience %q only; omit audience and resource, or ask for that one", e.cfg.Name, e.cfg.Audience)}
+		}
+	}
+	return nil
+}
+
+// admit spends nothing of the API server's on a token the cluster did not
+// sign, on a token presented too often, or beyond the in-flight cap. When it
+// returns nil the caller holds an in-flight slot and must Leave it.
+func (s *Server) admit(ctx context.Context, token, audience string) *failure {
+	if s.verifier != nil {
+		if err := s.verifier.Verify(ctx, token, audience); err != nil {
+			var ve *satoken.Error
+			if !errors.As(err, &ve) {
+				ve = &satoken.Error{Reason: "bad_signature", Description: "subject_token could not be verified"}
+			}
+			if ve.Retryable {
+				return &failure{Reason: ve.Reason, RetryAfter: ve.RetryAfter, OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "%s", ve.Description)}
+			}
+			return &failure{Reason: ve.Reason, OAuth: exchange.Errorf(exchange.InvalidRequest, "%s", ve.Description)}
+		}
+	}
+	if ok, wait := s.perToken.Allow(token); !ok {
+		return &failure{Reason: "rate_limited", Status: http.StatusTooManyRequests, RetryAfter: wait,
+			OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "this subject token was presented more than %d times in a second; retry after the Retry-After delay", s.perToken.Limit())}
+	}
+	if !s.inflight.TryEnter() {
+		return &failure{Reason: "overloaded", RetryAfter: time.Second,
+			OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "the issuer is at its limit of exchanges in flight; retry after the Retry-After delay")}
+	}
+	return nil
+}
+
+// bodyTimeout bounds reading a request body once its headers are in.
+const bodyTimeout = 5 * time.Second
+
+// readBody reads at most exchange.MaxRequestBytes+1 bytes (one more than
+// allowed, so that ParseRequest can say the body is too large), sized by
+// the declared length when there is one.
+func readBody(r io.Reader, declared int64) ([]byte, error) {
+	size := int64(exchange.MaxRequestBytes + 1)
+	if declared >= 0 && declared < size {
+		size = declared + 1
+	}
+	buf := make([]byte, size)
+	n, err := io.ReadFull(r, buf)
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return buf[:n], err
+}
+
+// trackedBody notes whether a request body was read to its end.
+type trackedBody struct {
+	io.ReadCloser
+	done bool
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if errors.Is(err, io.EOF) {
+		b.done = true
+	}
+	return n, err
+}
+
+// dropBody answers without the rest of the body: on HTTP/1.1 the
+// connection is closed after the answer (the server would otherwise wait
+// to drain a stalled body for reuse); an HTTP/2 stream is reset when the
+// handler returns.
+func dropBody(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	}
+}
+
+func writeError(w http.ResponseWriter, f *failure) {
+	e := f.OAuth
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	status := e.HTTPStatus()
+	if f.Status != 0 {
+		status = f.Status
+	}
+	if e.Code == exchange.TemporarilyUnavailable || status == http.StatusTooManyRequests {
+		// Whole seconds, rounded up, at least one (RFC 9110 §10.2.3).
+		secs := int((f.RetryAfter + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+	}
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(e)
+}
