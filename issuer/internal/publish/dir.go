@@ -3,22 +3,23 @@ package publish
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/kube-sts/kube-sts/issuer/internal/config"
+	"github.com/kube-sts/kube-sts/shared/atomicfile"
 )
 
 // GenerationFile is written beside a directory target's documents; it holds
 // the generation of the key set they came from.
 const GenerationFile = ".kube-sts-generation"
 
-// Dir is a directory target. Files are replaced atomically (a temporary
-// file renamed over the old one), readable by everyone (0644): a web server
-// serving the directory never reads half a document.
+// Dir is a directory target. Files are replaced atomically and durably
+// (atomicfile: a synced temporary file renamed over the old one, the folder
+// synced), readable by everyone (0644): a web server serving the directory
+// never reads half a document, and a crash never leaves one.
 type Dir struct {
 	Root string
 }
@@ -61,25 +62,11 @@ func (d Dir) path(base, name string) string {
 	return filepath.Join(d.Root, filepath.FromSlash(Join(base, name)))
 }
 
+// writeAtomic writes path (and the folders above it) with
+// atomicfile.Write: synced, renamed over the old file, the folder synced.
 func writeAtomic(path string, body []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, werr := f.Write(body)
-	cerr := f.Close()
-	if err := errors.Join(werr, cerr, os.Chmod(tmp, 0o644)); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	return nil
+	return atomicfile.Write(path, body, 0o644)
 }

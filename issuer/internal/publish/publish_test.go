@@ -72,7 +72,7 @@ func TestDirLayoutAndModes(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(filepath.Join(root, "prod-east/aws"))
 	for _, e := range entries {
-		if strings.Contains(e.Name(), ".tmp-") {
+		if strings.Contains(e.Name(), "tmp-") {
 			t.Errorf("temporary file left behind: %s", e.Name())
 		}
 	}

@@ -20,12 +20,12 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
 
+	"github.com/kube-sts/kube-sts/shared/atomicfile"
 	"github.com/kube-sts/kube-sts/shared/contract"
 	"github.com/kube-sts/kube-sts/shared/exchange"
 	"github.com/kube-sts/kube-sts/shared/redact"
 	"github.com/kube-sts/kube-sts/sidecar/internal/exchanger"
 	"github.com/kube-sts/kube-sts/sidecar/internal/jwtinfo"
-	"github.com/kube-sts/kube-sts/sidecar/internal/tokenfile"
 )
 
 // Exchanger mints a token for a subject token; *exchanger.Client is one.
@@ -135,7 +135,7 @@ func (r *Refresher) Run(ctx context.Context) error {
 	// A status left by an earlier run of this container (the volume
 	// outlives it) is not this run's: await must not act on it.
 	if r.cfg.StatusFile != "" {
-		_ = tokenfile.Remove(r.cfg.StatusFile)
+		_ = atomicfile.Remove(r.cfg.StatusFile)
 	}
 	events, errs, closeWatch := r.watch()
 	defer closeWatch()
@@ -196,7 +196,7 @@ func (r *Refresher) adopt() bool {
 	if err != nil || !c.Expiry.After(r.now()) {
 		r.log.Info("removed the token left by an earlier run: expired or unreadable", zap.String("file", r.cfg.OutputFile))
 		for _, f := range r.files() {
-			if err := tokenfile.Remove(f); err != nil {
+			if err := atomicfile.Remove(f); err != nil {
 				r.log.Error("could not remove the token left by an earlier run", zap.String("file", f), zap.Error(err))
 			}
 		}
@@ -206,7 +206,7 @@ func (r *Refresher) adopt() bool {
 	// The copies are brought to the same token (an earlier run may have
 	// been stopped between two of its writes).
 	for _, f := range r.cfg.Copies {
-		if err := tokenfile.Write(f, []byte(raw), r.cfg.FileMode); err != nil {
+		if err := atomicfile.Write(f, []byte(raw), r.cfg.FileMode); err != nil {
 			r.log.Error("could not write a copy of the token left by an earlier run", zap.String("file", f), zap.Error(err))
 		}
 	}
@@ -311,7 +311,7 @@ func (r *Refresher) writeStatus(err error, refused bool, retryIn time.Duration) 
 		held, retryIn.Round(100*time.Millisecond), redact.Text(err.Error()))
 	// The status file takes the token's mode: who may not read the token
 	// need not read why it is missing either.
-	if werr := tokenfile.Write(r.cfg.StatusFile, []byte(msg), r.cfg.FileMode); werr != nil {
+	if werr := atomicfile.Write(r.cfg.StatusFile, []byte(msg), r.cfg.FileMode); werr != nil {
 		r.log.Debug("could not write the status file", zap.String("file", r.cfg.StatusFile), zap.Error(werr))
 	}
 }
@@ -323,7 +323,7 @@ func (r *Refresher) clearStatus() {
 	}
 	r.failures = 0
 	if r.cfg.StatusFile != "" {
-		if err := tokenfile.Remove(r.cfg.StatusFile); err != nil {
+		if err := atomicfile.Remove(r.cfg.StatusFile); err != nil {
 			r.log.Debug("could not remove the status file", zap.String("file", r.cfg.StatusFile), zap.Error(err))
 		}
 	}
@@ -341,7 +341,7 @@ func (r *Refresher) exchange(ctx context.Context) (exchanger.Token, error) {
 // token's file and each copy.
 func (r *Refresher) cleanTemps() {
 	for _, f := range r.files() {
-		tokenfile.CleanTemps(f)
+		atomicfile.CleanTemps(f)
 	}
 }
 
@@ -355,7 +355,7 @@ func (r *Refresher) files() []string {
 // publish writes tok and makes it the current one.
 func (r *Refresher) publish(tok exchanger.Token) error {
 	for _, f := range r.files() {
-		if err := tokenfile.Write(f, []byte(tok.Raw), r.cfg.FileMode); err != nil {
+		if err := atomicfile.Write(f, []byte(tok.Raw), r.cfg.FileMode); err != nil {
 			return fmt.Errorf("write token file: %w", err)
 		}
 	}
@@ -373,7 +373,7 @@ func (r *Refresher) restore() {
 		if _, err := os.Stat(f); err == nil {
 			continue
 		}
-		if err := tokenfile.Write(f, []byte(r.current.Raw), r.cfg.FileMode); err != nil {
+		if err := atomicfile.Write(f, []byte(r.current.Raw), r.cfg.FileMode); err != nil {
 			r.log.Error("token file was removed and could not be written again", zap.String("file", f), zap.Error(err))
 			continue
 		}
@@ -390,7 +390,7 @@ func (r *Refresher) expire() {
 		zap.String("jti", r.current.Claims.ID), zap.Time("expired", r.current.Claims.Expiry))
 	r.current = nil
 	for _, f := range r.files() {
-		if err := tokenfile.Remove(f); err != nil {
+		if err := atomicfile.Remove(f); err != nil {
 			r.log.Error("could not remove the expired token file", zap.String("file", f), zap.Error(err))
 		}
 	}

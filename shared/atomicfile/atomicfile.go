@@ -1,8 +1,10 @@
-// Package tokenfile publishes the minted token so that a reader never sees a
-// partial, empty or stale-and-broken file: the bytes go to a temporary file in
-// the same directory, are synced, get their final mode, and are renamed over
-// the target; then the directory is synced so the rename survives a crash.
-package tokenfile
+// Package atomicfile replaces files so that a reader never sees a partial,
+// empty or stale-and-broken one: the bytes go to a temporary file in the
+// same directory, are synced, get their final mode, and are renamed over the
+// target; then the directory is synced so the rename survives a crash (the
+// guarantee of kubelet's AtomicWriter for one file). The sidecar writes its
+// tokens and status file with it, sts-issuer its published documents.
+package atomicfile
 
 import (
 	"errors"
@@ -15,6 +17,9 @@ import (
 
 // tempPrefix marks our temporary files; a leftover from a crash is removed at start.
 const tempPrefix = ".sts-tmp-"
+
+// fsync flushes a file or folder to the disk; a test counts its calls.
+var fsync = (*os.File).Sync
 
 // Write replaces path with data atomically and leaves it with mode.
 func Write(path string, data []byte, mode fs.FileMode) (err error) {
@@ -39,7 +44,7 @@ func Write(path string, data []byte, mode fs.FileMode) (err error) {
 	if err = f.Chmod(mode); err != nil {
 		return fmt.Errorf("chmod %s: %w", tmp, err)
 	}
-	if err = f.Sync(); err != nil {
+	if err = fsync(f); err != nil {
 		return fmt.Errorf("sync %s: %w", tmp, err)
 	}
 	if err = f.Close(); err != nil {
@@ -82,7 +87,7 @@ func syncDir(dir string) error {
 		return fmt.Errorf("open dir %s: %w", dir, err)
 	}
 	defer d.Close()
-	if err := d.Sync(); err != nil {
+	if err := fsync(d); err != nil {
 		return fmt.Errorf("sync dir %s: %w", dir, err)
 	}
 	return nil

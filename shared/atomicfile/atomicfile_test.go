@@ -1,11 +1,13 @@
-package tokenfile
+package atomicfile
 
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -120,5 +122,34 @@ func TestReaderNeverSeesPartialFile(t *testing.T) {
 	wg.Wait()
 	if bad > 0 {
 		t.Fatalf("%d of %d reads saw a partial, empty or missing file", bad, n)
+	}
+}
+
+// TestWriteSyncsFileAndFolder: the bytes are synced before the rename and
+// the folder after it, so that a crash leaves the old file or the new one.
+func TestWriteSyncsFileAndFolder(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "jwks")
+	var synced []string
+	was := fsync
+	fsync = func(f *os.File) error {
+		_, err := os.Stat(path)
+		synced = append(synced, fmt.Sprintf("%s (target exists: %v)", filepath.Base(f.Name()), err == nil))
+		return was(f)
+	}
+	t.Cleanup(func() { fsync = was })
+	if err := Write(path, []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if len(synced) != 2 || !strings.HasPrefix(synced[0], tempPrefix+"jwks-") || !strings.HasSuffix(synced[0], "(target exists: false)") ||
+		synced[1] != filepath.Base(dir)+" (target exists: true)" {
+		t.Errorf("synced %q; want the temporary file before the rename, then the folder", synced)
+	}
+	synced = nil
+	if err := Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if len(synced) != 1 || !strings.HasPrefix(synced[0], filepath.Base(dir)+" ") {
+		t.Errorf("Remove synced %q; want the folder", synced)
 	}
 }
