@@ -34,3 +34,8 @@ func Parse(name string, o Options, args []string, getenv func(string) string, ou
 	o.Complete(getenv)
 	return o.Validate()
 }
+
+// Off reports whether a listen address turns its server off. Every binary
+// reads --metrics-listen the same way: empty or "0" (controller-runtime's
+// spelling) is off, and Complete stores it as empty.
+func Off(addr string) bool { return addr == "" || addr == "0" }

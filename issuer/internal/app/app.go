@@ -56,7 +56,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		readiness.Step{Name: "reaching the API server", Retry: 2 * time.Second, Do: c.ping},
 		readiness.Step{Name: "loading the cluster's service-account keys", Retry: 6 * time.Second, Do: verifier.Refresh,
 			Hint: "the issuer needs get on the non-resource URLs " + satoken.PathDiscovery + " and " + satoken.PathJWKS})
-	m := metrics.New()
+	m, err := metrics.New()
+	if err != nil {
+		return err
+	}
 	pubs, err := newPublishers(ctx, cfg, log, m)
 	if err != nil {
 		return err

@@ -44,7 +44,8 @@ type Options struct {
 	Namespace string
 	// Listen is the address of the exchange, discovery and probe server.
 	Listen string
-	// MetricsListen is the address of /metrics; empty disables it.
+	// MetricsListen is the address of /metrics; empty (or "0", made empty by
+	// Complete) disables it.
 	MetricsListen string
 	// TLSCertFile and TLSKeyFile are the serving certificate, reloaded on change.
 	TLSCertFile string
@@ -97,7 +98,7 @@ func (o *Options) AddFlags(flags *flag.FlagSet) {
 	flags.StringVar(&o.ConfigFile, "config", o.ConfigFile, "configuration file (cluster, endpoints)")
 	flags.StringVar(&o.Namespace, "namespace", o.Namespace, "the issuer's own namespace, where managed key Secrets live unless the configuration names one [default $POD_NAMESPACE, else kube-sts]")
 	flags.StringVar(&o.Listen, "listen", o.Listen, "address of the exchange, discovery, /healthz and /readyz server")
-	flags.StringVar(&o.MetricsListen, "metrics-listen", o.MetricsListen, "address of /metrics; empty to disable")
+	flags.StringVar(&o.MetricsListen, "metrics-listen", o.MetricsListen, `address of /metrics; empty or "0" disables`)
 	flags.StringVar(&o.TLSCertFile, "tls-cert-file", o.TLSCertFile, "serving certificate (PEM), reloaded when it changes")
 	flags.StringVar(&o.TLSKeyFile, "tls-key-file", o.TLSKeyFile, "serving private key (PEM)")
 	flags.BoolVar(&o.InsecureHTTP, "insecure-http", o.InsecureHTTP, "serve plain HTTP; only behind an ingress that terminates TLS")
@@ -118,6 +119,9 @@ func (o *Options) AddFlags(flags *flag.FlagSet) {
 
 // Complete fills what the environment supplies; getenv is os.Getenv in the binary.
 func (o *Options) Complete(getenv func(string) string) {
+	if cli.Off(o.MetricsListen) {
+		o.MetricsListen = ""
+	}
 	if o.Namespace == "" {
 		o.Namespace = getenv("POD_NAMESPACE")
 	}

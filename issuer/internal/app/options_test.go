@@ -37,3 +37,15 @@ func TestOptions(t *testing.T) {
 		t.Fatalf("stray argument: %v", err)
 	}
 }
+
+// TestMetricsOff: empty and "0" both turn /metrics off, as for the webhook.
+func TestMetricsOff(t *testing.T) {
+	for in, want := range map[string]string{"": "", "0": "", ":9090": ":9090", "127.0.0.1:0": "127.0.0.1:0"} {
+		o := NewOptions()
+		o.MetricsListen = in
+		o.Complete(func(string) string { return "" })
+		if o.MetricsListen != want {
+			t.Errorf("--metrics-listen=%q: %q, want %q", in, o.MetricsListen, want)
+		}
+	}
+}

@@ -223,7 +223,9 @@ func metricsServer(h http.Handler, conns *limit.Conns) *http.Server {
 func startServers(ctx context.Context, g *errgroup.Group, o *Options, srv *server.Server, m *metrics.Metrics, log *zap.Logger) (string, error) {
 	conns := limit.NewConns(limit.ConnsOptions{Max: o.MaxConnections, PerAddr: o.MaxConnectionsPerAddress,
 		Refused: func(bound string) { m.Refused("api", bound) }})
-	m.Connections("api", conns.Open, o.MaxConnections)
+	if err := m.Connections("api", conns.Open, o.MaxConnections); err != nil {
+		return "", err
+	}
 	api := apiServer(srv, conns)
 	if !o.InsecureHTTP {
 		rl, err := certs.NewReloader(o.TLSCertFile, o.TLSKeyFile, time.Second, func(err error) {
@@ -247,7 +249,9 @@ func startServers(ctx context.Context, g *errgroup.Group, o *Options, srv *serve
 			return "", fmt.Errorf("listen %s: %w", o.MetricsListen, err)
 		}
 		mconns := limit.NewConns(limit.ConnsOptions{Max: metricsMaxConnections, Refused: func(bound string) { m.Refused("metrics", bound) }})
-		m.Connections("metrics", mconns.Open, metricsMaxConnections)
+		if err := m.Connections("metrics", mconns.Open, metricsMaxConnections); err != nil {
+			return "", err
+		}
 		serve(ctx, g, metricsServer(mux, mconns), mconns.Listener(mln), false)
 	}
 	return ln.Addr().String(), nil

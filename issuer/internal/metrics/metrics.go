@@ -7,6 +7,8 @@
 package metrics
 
 import (
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,8 +31,10 @@ type Metrics struct {
 	refused          *prometheus.CounterVec
 }
 
-// New registers the collectors (and the Go and process collectors) on a new registry.
-func New() *Metrics {
+// New registers the collectors (and the Go and process collectors) on a new
+// registry. Like the webhook's, registration returns its error: a name
+// registered twice is a bug the caller reports, not a panic.
+func New() (*Metrics, error) {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
 		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -76,9 +80,23 @@ func New() *Metrics {
 			Help: "Connections and requests turned away by a resource bound before any work, by server (api, metrics) and bound (max_connections, max_connections_per_address, evicted: an idle or stalled connection closed to make room, max_pending_requests).",
 		}, []string{"server", "bound"}),
 	}
-	m.Registry.MustRegister(m.refused, m.exchanges, m.exchangeDuration, m.apiDuration, m.keyAge, m.keysPublished, m.rotateEvery, m.rotations, m.publishes, m.publishedAt,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return m
+	if err := m.register(m.refused, m.exchanges, m.exchangeDuration, m.apiDuration, m.keyAge, m.keysPublished, m.rotateEvery, m.rotations, m.publishes, m.publishedAt,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// register registers every collector and returns their errors together.
+func (m *Metrics) register(cs ...prometheus.Collector) error {
+	var errs []error
+	for _, c := range cs {
+		errs = append(errs, m.Registry.Register(c))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
+	return nil
 }
 
 // Exchange records one answered exchange.
@@ -99,11 +117,11 @@ func (m *Metrics) Refused(server, bound string) {
 }
 
 // Connections exports the open connections of a server and its bound.
-func (m *Metrics) Connections(server string, open func() int, max int) {
+func (m *Metrics) Connections(server string, open func() int, max int) error {
 	if m == nil {
-		return
+		return nil
 	}
-	m.Registry.MustRegister(
+	return m.register(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sts_issuer_connections", Help: "Open connections.", ConstLabels: prometheus.Labels{"server": server}},
 			func() float64 { return float64(open()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sts_issuer_connections_max", Help: "The bound on open connections.", ConstLabels: prometheus.Labels{"server": server}},
@@ -140,11 +158,11 @@ func (m *Metrics) RotateEvery(endpoint string, d time.Duration) {
 // Ready exports sts_issuer_ready: 1 while /readyz answers 200. Prometheus
 // scrapes an unready replica too (it stays in the Service's endpoints as not
 // ready), so an alert can say which replica is out and for how long.
-func (m *Metrics) Ready(ready func() bool) {
+func (m *Metrics) Ready(ready func() bool) error {
 	if m == nil {
-		return
+		return nil
 	}
-	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sts_issuer_ready", Help: "1 while the issuer is ready (what /readyz answers), else 0."},
+	return m.register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sts_issuer_ready", Help: "1 while the issuer is ready (what /readyz answers), else 0."},
 		func() float64 {
 			if ready() {
 				return 1
@@ -155,11 +173,11 @@ func (m *Metrics) Ready(ready func() bool) {
 
 // InFlight exports the exchanges waiting on the API server now and the most
 // there ever were at once (a herd after an outage shows there).
-func (m *Metrics) InFlight(now, peak func() int) {
+func (m *Metrics) InFlight(now, peak func() int) error {
 	if m == nil {
-		return
+		return nil
 	}
-	m.Registry.MustRegister(
+	return m.register(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sts_issuer_exchanges_in_flight", Help: "Exchanges being answered now."},
 			func() float64 { return float64(now()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sts_issuer_exchanges_in_flight_peak", Help: "The most exchanges answered at once since the issuer started."},
@@ -167,11 +185,11 @@ func (m *Metrics) InFlight(now, peak func() int) {
 }
 
 // Pending exports the requests being answered now and their bound.
-func (m *Metrics) Pending(now func() int, max int) {
+func (m *Metrics) Pending(now func() int, max int) error {
 	if m == nil {
-		return
+		return nil
 	}
-	m.Registry.MustRegister(
+	return m.register(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sts_issuer_requests_pending", Help: "Requests of the exchange and discovery server being answered now."},
 			func() float64 { return float64(now()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sts_issuer_requests_pending_max", Help: "The bound on requests being answered at once; beyond it the answer is 503."},

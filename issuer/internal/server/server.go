@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -192,9 +193,10 @@ func New(o Options) (*Server, error) {
 		s.now = time.Now
 	}
 	s.perToken = limit.NewPerKey(o.PerTokenPerSecond, time.Second, perTokenKeys, s.now)
-	s.metrics.InFlight(s.inflight.InUse, s.inflight.Peak)
-	s.metrics.Pending(s.pending.InUse, o.MaxPending)
-	s.metrics.Ready(func() bool { return s.notReady() == "" })
+	if err := errors.Join(s.metrics.InFlight(s.inflight.InUse, s.inflight.Peak), s.metrics.Pending(s.pending.InUse, o.MaxPending),
+		s.metrics.Ready(func() bool { return s.notReady() == "" })); err != nil {
+		return nil, err
+	}
 	if s.ready == nil {
 		s.ready = func() bool { return true }
 	}

@@ -147,7 +147,7 @@ func newHarnessWith(t testing.TB, adjust func(*Options), objs ...runtime.Object)
 		return false, nil, nil
 	})
 	core, logs := observer.New(zapcore.InfoLevel)
-	opts := Options{Config: cfg, Reviewer: review.New(cs, time.Second, nil), Log: zap.New(core), Metrics: metrics.New()}
+	opts := Options{Config: cfg, Reviewer: review.New(cs, time.Second, nil), Log: zap.New(core), Metrics: newMetrics(t)}
 	if adjust != nil {
 		adjust(&opts)
 	}
@@ -582,7 +582,7 @@ func TestNotReadyWhilePublishingFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	var failing error
-	srv, err := New(Options{Config: cfg, Log: zap.NewNop(), Metrics: metrics.New(), Publishing: func() error { return failing }})
+	srv, err := New(Options{Config: cfg, Log: zap.NewNop(), Metrics: newMetrics(t), Publishing: func() error { return failing }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -723,5 +723,30 @@ func TestExtraClaims(t *testing.T) {
 		if !slices.Contains(doc.Claims, c) {
 			t.Errorf("claims_supported %v lacks %s", doc.Claims, c)
 		}
+	}
+}
+
+func newMetrics(t testing.TB) *metrics.Metrics {
+	t.Helper()
+	m, err := metrics.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestNewRefusesMetricsTwice: registering a Server's metrics on a registry
+// that has them already is an error New returns, not a panic.
+func TestNewRefusesMetricsTwice(t *testing.T) {
+	cfg, err := config.Parse([]byte(testConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMetrics(t)
+	if _, err := New(Options{Config: cfg, Log: zap.NewNop(), Metrics: m}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Options{Config: cfg, Log: zap.NewNop(), Metrics: m}); err == nil || !strings.Contains(err.Error(), "registering metrics") {
+		t.Errorf("second New on the same metrics: %v, want a registration error", err)
 	}
 }

@@ -133,7 +133,7 @@ func newManager(restCfg *rest.Config, o *Options) (manager.Manager, *runtime.Sch
 	}
 	opts := ctrl.Options{
 		Scheme:                  scheme,
-		Metrics:                 metricsserver.Options{BindAddress: o.MetricsListen},
+		Metrics:                 metricsserver.Options{BindAddress: metricsBind(o.MetricsListen)},
 		HealthProbeBindAddress:  o.ProbeListen,
 		GracefulShutdownTimeout: ptr.To(10 * time.Second),
 	}
@@ -215,4 +215,13 @@ func probes(mgr manager.Manager, srv webhook.Server, certsReady <-chan struct{})
 		}
 		return started(req)
 	})
+}
+
+// metricsBind is controller-runtime's spelling of a metrics address: "0"
+// turns the server off, where our options say empty.
+func metricsBind(addr string) string {
+	if addr == "" {
+		return "0"
+	}
+	return addr
 }

@@ -95,3 +95,16 @@ func TestComplete(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsOff: empty and "0" both turn /metrics off, as for the issuer;
+// controller-runtime is handed its "0".
+func TestMetricsOff(t *testing.T) {
+	for in, want := range map[string]string{"": "0", "0": "0", ":8080": ":8080", "127.0.0.1:0": "127.0.0.1:0"} {
+		o := NewOptions()
+		o.MetricsListen = in
+		o.Complete(func(string) string { return "" })
+		if got := metricsBind(o.MetricsListen); got != want {
+			t.Errorf("--metrics-listen=%q: bind %q, want %q", in, got, want)
+		}
+	}
+}

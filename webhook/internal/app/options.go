@@ -24,7 +24,8 @@ type Options struct {
 	ConfigFile string
 	// Listen is the webhook's HTTPS address.
 	Listen string
-	// ProbeListen serves /healthz and /readyz; MetricsListen serves /metrics ("0" disables).
+	// ProbeListen serves /healthz and /readyz; MetricsListen serves /metrics (empty disables;
+	// Complete makes "0" empty).
 	ProbeListen   string
 	MetricsListen string
 	// TLSMode is certdir (certificates from CertDir, reloaded on change, e.g.
@@ -65,7 +66,7 @@ func (o *Options) AddFlags(flags *flag.FlagSet) {
 	flags.StringVar(&o.ConfigFile, "config", o.ConfigFile, "configuration file (injectors)")
 	flags.StringVar(&o.Listen, "listen", o.Listen, "HTTPS address of the webhook")
 	flags.StringVar(&o.ProbeListen, "probe-listen", o.ProbeListen, "address of /healthz and /readyz")
-	flags.StringVar(&o.MetricsListen, "metrics-listen", o.MetricsListen, `address of /metrics; "0" disables`)
+	flags.StringVar(&o.MetricsListen, "metrics-listen", o.MetricsListen, `address of /metrics; empty or "0" disables`)
 	flags.StringVar(&o.TLSMode, "tls-mode", o.TLSMode, "certdir (certificates from --cert-dir, reloaded on change) or self (generated, kept in --self-secret, caBundle patched)")
 	flags.StringVar(&o.CertDir, "cert-dir", o.CertDir, "directory with tls.crt and tls.key")
 	flags.StringVar(&o.SelfSecret, "self-secret", o.SelfSecret, "Secret that keeps the self-managed CA and certificate")
@@ -81,6 +82,9 @@ func (o *Options) AddFlags(flags *flag.FlagSet) {
 
 // Complete fills what the environment supplies; getenv is os.Getenv in the binary.
 func (o *Options) Complete(getenv func(string) string) {
+	if cli.Off(o.MetricsListen) {
+		o.MetricsListen = ""
+	}
 	if o.Namespace == "" {
 		o.Namespace = getenv("POD_NAMESPACE")
 	}
