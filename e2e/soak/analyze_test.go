@@ -32,6 +32,8 @@ func TestAnalyze(t *testing.T) {
 		{Pod: "d", Kind: "state", State: "valid", JTI: "1", At: at(0)},
 		{Pod: "f", Kind: "fill", Detail: "full after 1048576 bytes (no space left on device)", At: at(70)},
 		{Pod: "f", Kind: "fill", Detail: "freed", At: at(100)},
+		{Pod: "d", Kind: "state", State: "invalid", Detail: "unknown kid k2: signed by a key the issuer does not publish", At: at(4)},
+		{Pod: "d", Kind: "state", State: "valid", JTI: "1", At: at(4.1)},
 		{Pod: "d", Kind: "count", Reads: 10, Bad: 1, At: at(5)},
 		{Pod: "a", Kind: "state", State: "nokeys", At: at(110)}, // the JWKS unreachable, inside no outage: a gap of 1 s
 		{Pod: "a", Kind: "state", State: "valid", JTI: "3", At: at(111)},
@@ -65,8 +67,8 @@ func TestAnalyze(t *testing.T) {
 	if rep.issued != 2 || len(rep.deadIssued) != 1 {
 		t.Errorf("issued %d, to deleted Pods %v; want 2 and one", rep.issued, rep.deadIssued)
 	}
-	if p := rep.problems(); len(p) != 3 {
-		t.Errorf("problems %q; want three: the gap, the bad read, the token for a deleted Pod", p)
+	if p := rep.problems(); len(p) != 4 || !strings.Contains(strings.Join(p, "\n"), `d: 1 reads saw a partial or unverifiable file: "unknown kid k2: signed by a key the issuer does not publish" at +4s`) {
+		t.Errorf("problems %q; want four: a's gap, d's gap and bad read (saying what it saw and when), the token for a deleted Pod", p)
 	}
 	svg := rep.svg()
 	if n := strings.Count(svg, `<text class="pod"`); n != 4 || !strings.Contains(svg, "etcd stopped") {

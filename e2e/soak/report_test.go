@@ -267,6 +267,7 @@ type podReport struct {
 	nokeys          int      // reads the consumer could not verify: the JWKS was unreachable
 	jtis            []string // distinct tokens the application saw
 	segments        []segment
+	whyBad          []string // what the bad reads said, and when (from the start), distinct, the first few
 }
 
 type segment struct {
@@ -357,6 +358,9 @@ func analyze(rec *recorder, logs *logCollector, pods *podSet, start, end time.Ti
 				p.segments[n-1].to = at
 			}
 			p.segments = append(p.segments, segment{from: at, state: e.State})
+			if e.State == "invalid" && e.Detail != "expired" && len(p.whyBad) < 5 {
+				p.whyBad = append(p.whyBad, fmt.Sprintf("%q at +%v", e.Detail, at.Sub(start).Round(100*time.Millisecond)))
+			}
 			if e.JTI != "" && !slices.Contains(p.jtis, e.JTI) {
 				p.jtis = append(p.jtis, e.JTI)
 			}
@@ -632,7 +636,7 @@ func (r *report) problems() []string {
 			bad("%s was without a valid token for %v while the issuer and the API server were reachable (%s)", p.name, p.gap, p.redSpans())
 		}
 		if p.bad > 0 {
-			bad("%s: %d reads saw a partial or unverifiable file", p.name, p.bad)
+			bad("%s: %d reads saw a partial or unverifiable file: %s", p.name, p.bad, strings.Join(p.whyBad, ", "))
 		}
 		if p.mode == "remove-after-read" && len(p.jtis) < 3 {
 			bad("%s deletes the file after each read: only %d tokens were seen (the sidecar must write each refresh anew)", p.name, len(p.jtis))

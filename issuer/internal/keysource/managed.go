@@ -45,7 +45,28 @@ type ManagedSource struct {
 	current *keys.Set
 	// held are the records this replica last read or wrote.
 	held []keys.Record
+	// retry is how soon a failed sync is tried again (Start's retry).
+	retry time.Duration
+	// The failures of this replica's syncs: lastGood is its last good sync;
+	// failing is true while they fail; failedAfter is lastGood when they
+	// began (zero when none, or before any good sync); recovered is the
+	// first good sync after them, until recoveryHold has passed.
+	lastGood, failedAfter, recovered time.Time
+	failing                          bool
 }
+
+// A replica whose syncs failed (the API server was unreachable, etcd
+// stalled) may hold a key set older than another's: a key written shortly
+// before or during the failures may be unknown to it, and a token signed
+// with that key by a replica that recovered first would meet a JWKS
+// without its kid. Every replica retries a failed sync each retry, so once
+// the failures end they all read the Secret within a retry of each other;
+// a key that may have been new to another replica when the failures began
+// (created less than resync before this replica's last good sync, or
+// after) therefore signs here only recoveryHold after the first good sync.
+// The key before it, still published (the leeway covers a replica signing
+// late), signs meanwhile.
+func (m *ManagedSource) recoveryHold() time.Duration { return 2*m.retry + time.Second }
 
 // ManagedOptions configure a ManagedSource.
 type ManagedOptions struct {
@@ -81,6 +102,7 @@ func NewManagedSource(o ManagedOptions) *ManagedSource {
 // yet; until then the endpoint has no keys and is not ready), retrying every
 // retry, and then runs. It returns when ctx is done.
 func (m *ManagedSource) Start(ctx context.Context, retry time.Duration) error {
+	m.retry = retry
 	for ctx.Err() == nil {
 		err := m.Sync(ctx)
 		if err == nil {
@@ -97,19 +119,52 @@ func (m *ManagedSource) Start(ctx context.Context, retry time.Duration) error {
 	return nil
 }
 
-// Run syncs every resync until ctx is done. Failures are logged; the last
+// Run syncs every resync until ctx is done, and every retry (Start's)
+// after a failed sync until one succeeds. Failures are logged; the last
 // good set keeps serving.
 func (m *ManagedSource) Run(ctx context.Context) error {
-	every(ctx, m.resync, func() {
+	for {
+		wait := m.resync
+		switch {
+		case m.retry <= 0:
+		case m.failing: // try again soon
+			wait = min(m.retry, m.resync)
+		case !m.recovered.IsZero(): // sync again when the hold ends, to switch keys then
+			wait = min(max(m.recovered.Add(m.recoveryHold()).Sub(m.now()), 10*time.Millisecond), m.resync)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
 		if err := m.Sync(ctx); err != nil && ctx.Err() == nil {
 			m.log.Error("syncing managed keys failed; keeping the current keys", zap.String("sts", m.endpoint), zap.Error(err))
 		}
-	})
-	return nil
+	}
 }
 
 // Sync reads the Secret, writes the plan if it changed, and reports the set.
 func (m *ManagedSource) Sync(ctx context.Context) error {
+	err := m.sync(ctx)
+	now := m.now()
+	if err != nil {
+		if !m.failing {
+			m.failing, m.failedAfter, m.recovered = true, m.lastGood, time.Time{}
+		}
+		return err
+	}
+	if m.failing {
+		m.failing, m.recovered = false, now
+	} else if !m.recovered.IsZero() && !now.Before(m.recovered.Add(m.recoveryHold())) {
+		m.failedAfter, m.recovered = time.Time{}, time.Time{}
+	}
+	m.lastGood = now
+	return nil
+}
+
+func (m *ManagedSource) sync(ctx context.Context) error {
 	for attempt := 0; attempt < 5; attempt++ {
 		err := m.syncOnce(ctx)
 		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
@@ -118,6 +173,34 @@ func (m *ManagedSource) Sync(ctx context.Context) error {
 		return err
 	}
 	return errors.New("the key Secret kept changing under this replica; will retry")
+}
+
+// signingTime is when SetOf picks the signing key: now, or just before the
+// newest active key while it is held back after failed syncs (see
+// recoveryHold); the key before it signs meanwhile.
+func (m *ManagedSource) signingTime(recs []keys.Record, now time.Time) time.Time {
+	if m.failedAfter.IsZero() {
+		return now
+	}
+	recovered := m.recovered
+	if m.failing {
+		recovered = now // this very sync is the first good one
+	}
+	if !now.Before(recovered.Add(m.recoveryHold())) {
+		return now
+	}
+	// Another replica read the Secret at most resync before the failures
+	// began (after failedAfter): a key created since may be unknown to it.
+	newest := -1
+	for i, r := range recs {
+		if !r.ActiveAt.After(now) {
+			newest = i
+		}
+	}
+	if newest <= 0 || !recs[newest].Created.After(m.failedAfter.Add(-m.resync)) {
+		return now
+	}
+	return recs[newest].ActiveAt.Add(-time.Nanosecond)
 }
 
 func (m *ManagedSource) syncOnce(ctx context.Context) error {
@@ -189,7 +272,7 @@ func (m *ManagedSource) syncOnce(ctx context.Context) error {
 			m.log.Info("retired signing key", zap.String("sts", m.endpoint), zap.String("kid", r.ID))
 		}
 	}
-	set, err := keys.SetOf(planned, now)
+	set, err := keys.SetOf(planned, m.signingTime(planned, now))
 	if err != nil {
 		return fmt.Errorf("secret %s/%s: %w", m.namespace, m.name, err)
 	}

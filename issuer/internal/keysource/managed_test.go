@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -229,5 +231,126 @@ func TestManagedStartRetriesFirstSync(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Start did not return after the context ended")
+	}
+}
+
+// TestManagedRecoveryPublishesBeforeSigning is the soak's failure: a key is
+// written shortly before the API server becomes unreachable; a replica
+// whose periodic sync fell inside the outage never read it. When the API
+// server is back, the replica that holds the key must not sign with it
+// before the other has read it (within a retry of its own recovery):
+// otherwise a relying party reading the other's JWKS meets an unknown kid.
+func TestManagedRecoveryPublishesBeforeSigning(t *testing.T) {
+	ctx := context.Background()
+	cs := fake.NewClientset()
+	now := time.Unix(1_800_000_000, 0)
+	at := func(s int) { now = time.Unix(1_800_000_000, 0).Add(time.Duration(s) * time.Second) }
+	down := false
+	outage := func(k8stesting.Action) (bool, runtime.Object, error) {
+		if down {
+			return true, nil, errors.New("connection refused")
+		}
+		return false, nil, nil
+	}
+	csA := sharing(cs)
+	cs.PrependReactor("*", "secrets", outage)
+	csA.PrependReactor("*", "secrets", outage)
+	var setsA, setsB []*keys.Set
+	source := func(c *fake.Clientset, sets *[]*keys.Set) *ManagedSource {
+		m := NewManagedSource(ManagedOptions{
+			Client: c, Namespace: "kube-sts", Secret: "keys", Endpoint: "vault",
+			Schedule: keys.Schedule{Algorithm: keys.ES256, RotateEvery: 90 * time.Second, PublishAhead: 40 * time.Second, RetireAfter: 95 * time.Second},
+			Resync:   30 * time.Second, Log: zap.NewNop(), OnChange: func(s *keys.Set) { *sets = append(*sets, s) },
+			Now: func() time.Time { return now },
+		})
+		m.retry = 2 * time.Second // as Start sets it
+		return m
+	}
+	a, b := source(csA, &setsA), source(cs, &setsB)
+	sync := func(m *ManagedSource, name string, wantErr bool) {
+		t.Helper()
+		if err := m.Sync(ctx); (err != nil) != wantErr {
+			t.Fatalf("t=%v: %s: sync error %v, want an error: %v", now.Unix()-1_800_000_000, name, err, wantErr)
+		}
+	}
+	// Every signing key of one replica must be in the other's JWKS.
+	check := func() {
+		t.Helper()
+		sa, sb := setsA[len(setsA)-1], setsB[len(setsB)-1]
+		for _, p := range []struct {
+			signer, verifier *keys.Set
+			name             string
+		}{{sa, sb, "A signs with a key B does not publish"}, {sb, sa, "B signs with a key A does not publish"}} {
+			if !slices.ContainsFunc(p.verifier.Keys, func(k *keys.Key) bool { return k.ID == p.signer.Signing.ID }) {
+				t.Fatalf("t=%v: %s (%s)", now.Unix()-1_800_000_000, p.name, p.signer.Signing.ID)
+			}
+		}
+	}
+	at(0)
+	sync(a, "A", false) // the first key
+	sync(b, "B", false)
+	at(50)
+	sync(a, "A", false) // A writes the successor, active from t=90
+	if len(setsA[len(setsA)-1].Keys) != 2 {
+		t.Fatalf("A publishes %d keys at t=50, want the successor too", len(setsA[len(setsA)-1].Keys))
+	}
+	down = true // the API server is unreachable from t=55 to t=100
+	at(60)
+	sync(b, "B", true) // B's periodic sync falls inside the outage: B never read the successor
+	at(80)
+	sync(a, "A", true)
+	down = false
+	at(100)
+	sync(a, "A", false) // A is first back; the successor is active since t=90
+	check()
+	at(101)
+	sync(b, "B", false) // B retries within its retry
+	check()
+	at(106)
+	sync(a, "A", false) // the hold is over: A switches
+	check()
+	if setsA[len(setsA)-1].Signing.ID != setsA[len(setsA)-1].Keys[1].ID {
+		t.Errorf("A still signs with the first key after the hold")
+	}
+	sync(b, "B", false)
+	check()
+}
+
+// TestManagedRunRetriesSoon: after a failed sync Run tries again within
+// the retry, not a whole resync later.
+func TestManagedRunRetriesSoon(t *testing.T) {
+	cs := fake.NewClientset()
+	var calls, failures atomic.Int32
+	failures.Store(1 << 30)
+	cs.PrependReactor("get", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		calls.Add(1)
+		if failures.Add(-1) >= 0 {
+			return true, nil, errors.New("connection refused")
+		}
+		return false, nil, nil
+	})
+	src := NewManagedSource(ManagedOptions{
+		Client: cs, Namespace: "kube-sts", Secret: "keys", Endpoint: "vault",
+		Schedule: keys.Schedule{Algorithm: keys.ES256, RotateEvery: time.Hour, PublishAhead: 10 * time.Minute, RetireAfter: 20 * time.Minute},
+		Resync:   time.Hour, Log: zap.NewNop(), OnChange: func(*keys.Set) {},
+	})
+	failures.Store(0)
+	if err := src.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	failures.Store(1)
+	src.retry = 10 * time.Millisecond
+	if err := src.Sync(context.Background()); err == nil {
+		t.Fatal("the failing sync succeeded")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	before := calls.Load()
+	go func() { _ = src.Run(ctx) }()
+	for calls.Load() == before && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("no sync within 5s of a failure (resync is an hour)")
 	}
 }
