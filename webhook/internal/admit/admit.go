@@ -1,6 +1,3 @@
-// Package admit is the admission handler: it decodes the Pod, asks inject
-// what to do, and answers with a JSON patch of only what injection changed,
-// laid onto the Pod as the API server sent it (see injectionPatch).
 package admit
 
 import (

@@ -1,6 +1,8 @@
 // Package inject decides what a labeled Pod gets: a pure function on
-// *corev1.Pod, with no client and no HTTP. The admission handler copies the
-// Pod, calls Mutate, and lets controller-runtime compute the JSON patch.
+// *corev1.Pod, with no client and no HTTP. The admission handler (package
+// admit) copies the Pod, calls Mutate, and computes the JSON patch itself,
+// from the typed Pod before and after Mutate laid onto the raw Pod, so that
+// fields k8s.io/api does not know survive (see admit's documentation).
 //
 // Mutate is idempotent: our parts are identified by name, removed and added
 // again in their canonical place, so a re-invocation after another webhook
