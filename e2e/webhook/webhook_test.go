@@ -230,7 +230,7 @@ func TestWebhook(t *testing.T) {
 				t.Errorf("app env %s=%q, want %q", k, got, v)
 			}
 		}
-		var further []contract.FurtherToken
+		var further []contract.Token
 		if err := json.Unmarshal([]byte(env0(p.Spec.InitContainers[0], contract.EnvTokens)), &further); err != nil || len(further) != 1 ||
 			further[0].OutputFile != contract.FurtherTokenPath("aws-role") || further[0].ExchangeURL != "https://127.0.0.1:8443/aws/token" {
 			t.Errorf("sidecar %s: %+v (%v)", contract.EnvTokens, further, err)

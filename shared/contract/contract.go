@@ -215,10 +215,14 @@ func FurtherSubjectTokenFileName(sts string) string { return sts + ".token" }
 // MoreCAFileName is the CA bundle of a Pod's further injector sts inside MoreCAMountPath.
 func MoreCAFileName(sts string) string { return sts + ".crt" }
 
-// FurtherToken is one further token the sidecar keeps, beside the one its
-// flags describe: the webhook encodes the list as JSON in EnvTokens.
-type FurtherToken struct {
-	// Name is the injector's name; it labels the sidecar's logs.
+// Token is one token the sidecar keeps: an exchange at one STS endpoint
+// and the files its result goes to. A Pod's first injector's comes from
+// the sidecar's flat flags and env (EnvExchangeURL, EnvOutputFile...); the
+// further injectors' are the JSON list in EnvTokens, which the webhook
+// encodes. The sidecar reads both into one list of Token.
+type Token struct {
+	// Name is the injector's name; it labels the sidecar's logs (empty for
+	// the first token, whose flags carry no name).
 	Name string `json:"name"`
 	// ExchangeURL is the issuer endpoint's token URL.
 	ExchangeURL string `json:"exchangeURL"`
@@ -271,10 +275,10 @@ const (
 	EnvTerminationLog   = "STS_TERMINATION_LOG"
 	EnvLogLevel         = "STS_LOG_LEVEL"
 	EnvFileMode         = "STS_FILE_MODE"
-	// EnvTokens is a JSON list of FurtherToken: the tokens of a Pod's
+	// EnvTokens is a JSON list of Token: the tokens of a Pod's
 	// further injectors, kept beside the first.
 	EnvTokens = "STS_TOKENS"
 	// EnvOutputCopies lists, comma-separated, further files the first
-	// token is written to (FurtherToken.Copies of the first token).
+	// token is written to (Token.Copies of the first token).
 	EnvOutputCopies = "STS_OUTPUT_COPIES"
 )

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/kube-sts/kube-sts/shared/contract"
-	"github.com/kube-sts/kube-sts/sidecar/internal/testissuer"
+	"github.com/kube-sts/kube-sts/sidecar/internal/issuertest"
 )
 
 // The exit codes are what the kubelet sees, so they are checked on the real binary.
@@ -44,7 +44,7 @@ func exitCode(err error) int {
 // binary at them (subject token file written, output file in a temp dir).
 type fixture struct {
 	bin string
-	iss *testissuer.Issuer
+	iss *issuertest.Issuer
 	env []string
 	out string
 }
@@ -52,7 +52,7 @@ type fixture struct {
 func newFixture(t *testing.T) fixture {
 	t.Helper()
 	bin := buildBinary(t)
-	iss := testissuer.New(time.Hour)
+	iss := issuertest.New(time.Hour)
 	t.Cleanup(iss.Close)
 	dir := t.TempDir()
 	subject := filepath.Join(dir, "sa")
@@ -87,7 +87,7 @@ func TestBinaryModes(t *testing.T) {
 		t.Fatalf("probe with a margin beyond expiry: exit %d, %q", exitCode(err), b)
 	}
 
-	iss.Set(testissuer.Refuse)
+	iss.Set(issuertest.Refuse)
 	b, err := cmd("once").CombinedOutput()
 	if exitCode(err) != 1 || !strings.Contains(string(b), "namespace test-vault is not allowed") {
 		t.Fatalf("once against a refusing issuer: exit %d, %q; want 1 quoting the issuer", exitCode(err), b)
@@ -144,7 +144,7 @@ func TestBinaryExitsOnSIGTERM(t *testing.T) {
 // missing file; once fails naming the endpoint that failed.
 func TestBinaryFurtherTokens(t *testing.T) {
 	f := newFixture(t)
-	aws := testissuer.NewTLS(time.Hour)
+	aws := issuertest.NewTLS(time.Hour)
 	t.Cleanup(aws.Close)
 	dir := filepath.Dir(f.out)
 	subject := filepath.Join(dir, "aws-role.token")
@@ -153,14 +153,14 @@ func TestBinaryFurtherTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: aws.Certificate().Raw})
-	further, err := json.Marshal([]contract.FurtherToken{{Name: "aws-role", ExchangeURL: aws.TokenURL(),
+	further, err := json.Marshal([]contract.Token{{Name: "aws-role", ExchangeURL: aws.TokenURL(),
 		SubjectTokenFile: subject, OutputFile: out, CAPEM: string(caPEM)}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.env = append(f.env, contract.EnvTokens+"="+string(further), contract.EnvHTTPTimeout+"=3s")
 
-	aws.Set(testissuer.Hang)
+	aws.Set(issuertest.Hang)
 	c := f.cmd("run")
 	log := &syncBuffer{}
 	c.Stderr = log
@@ -187,7 +187,7 @@ func TestBinaryFurtherTokens(t *testing.T) {
 			t.Fatalf("probe never said why the further token is missing: %q", b)
 		}
 	}
-	aws.Set(testissuer.OK)
+	aws.Set(issuertest.OK)
 	waitFile(t, out, 15*time.Second, log)
 	if b, err := f.cmd("probe").CombinedOutput(); exitCode(err) != 0 {
 		t.Fatalf("probe with both tokens: exit %d, %q", exitCode(err), b)
@@ -210,7 +210,7 @@ func TestBinaryFurtherTokens(t *testing.T) {
 	// or fails naming the endpoint that failed.
 	_ = os.Remove(f.out)
 	_ = os.Remove(out)
-	aws.Set(testissuer.Refuse)
+	aws.Set(issuertest.Refuse)
 	b, err = f.cmd("once").CombinedOutput()
 	if exitCode(err) != 1 || !strings.Contains(string(b), "exchange at "+aws.TokenURL()) {
 		t.Fatalf("once with the further endpoint refusing: exit %d, %q", exitCode(err), b)
@@ -255,7 +255,7 @@ func waitFile(t *testing.T, path string, within time.Duration, log *syncBuffer) 
 // Outside a Pod (no such file) nothing is created.
 func TestBinaryTerminationMessage(t *testing.T) {
 	f := newFixture(t)
-	f.iss.Set(testissuer.Refuse)
+	f.iss.Set(issuertest.Refuse)
 	termLog := filepath.Join(t.TempDir(), "termination-log")
 	if err := os.WriteFile(termLog, nil, 0o666); err != nil {
 		t.Fatal(err)
@@ -278,7 +278,7 @@ func TestBinaryTerminationMessage(t *testing.T) {
 	}
 
 	// With a token, a stop is a clean exit that leaves the message alone.
-	f.iss.Set(testissuer.OK)
+	f.iss.Set(issuertest.OK)
 	_ = os.WriteFile(termLog, nil, 0o666)
 	c = f.cmd("run")
 	c.Stderr = log
@@ -294,7 +294,7 @@ func TestBinaryTerminationMessage(t *testing.T) {
 		t.Fatalf("termination message after a clean stop: %q", msg)
 	}
 
-	f.iss.Set(testissuer.Refuse)
+	f.iss.Set(issuertest.Refuse)
 	_ = os.Remove(f.out)
 	if b, err := f.cmd("once").CombinedOutput(); exitCode(err) != 1 {
 		t.Fatalf("once refused: exit %d, %s", exitCode(err), b)

@@ -11,13 +11,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kube-sts/kube-sts/sidecar/internal/testissuer"
+	"github.com/kube-sts/kube-sts/sidecar/internal/issuertest"
 )
 
 func main() {
 	lifetime := flag.Duration("lifetime", time.Minute, "lifetime of minted tokens")
 	flag.Parse()
-	iss := testissuer.New(*lifetime) // httptest listens on 127.0.0.1 only
+	iss := issuertest.New(*lifetime) // httptest listens on 127.0.0.1 only
 	defer iss.Close()
 	fmt.Println(iss.TokenURL())
 	sigs := make(chan os.Signal, 1)

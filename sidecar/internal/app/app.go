@@ -1,5 +1,6 @@
 // Package app is sts-creds-sidecar put together: options from flags and the
-// environment, then probe, once or the refresh loop.
+// environment, then one function per mode (runProbe, runAwait, runOnce,
+// runLoops).
 package app
 
 import (
@@ -20,6 +21,7 @@ import (
 	"github.com/kube-sts/kube-sts/shared/contract"
 	"github.com/kube-sts/kube-sts/sidecar/internal/exchanger"
 	"github.com/kube-sts/kube-sts/sidecar/internal/options"
+	"github.com/kube-sts/kube-sts/sidecar/internal/probe"
 	"github.com/kube-sts/kube-sts/sidecar/internal/refresh"
 )
 
@@ -58,21 +60,84 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, "sts-creds-sidecar", buildinfo.Version)
 		return nil
 	}
-	all := tokens(o)
 	switch o.Mode {
 	case contract.ModeProbe:
-		// Quiet on success: the kubelet runs this every few seconds.
-		return refresh.ProbeAll(outputFiles(all), time.Now(), o.ProbeMargin)
+		return runProbe(o)
 	case contract.ModeAwait:
-		return refresh.Await(ctx, outputFiles(all), o.ProbeMargin, o.AwaitTimeout)
+		return runAwait(ctx, o)
 	}
-
 	log, err := logging.New(o.LogLevel, stderr)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	loops, err := newLoops(o, log)
+	if err != nil {
+		return err
+	}
+	if o.Mode == contract.ModeOnce {
+		err = runOnce(ctx, loops)
+	} else {
+		err = runLoops(ctx, o, loops)
+	}
+	if err != nil {
+		writeTerminationMessage(o.TerminationLog, err.Error())
+	}
+	return err
+}
 
+// runProbe is the readiness probe: quiet on success (the kubelet runs it
+// every few seconds), else why each missing token is missing.
+func runProbe(o options.Options) error {
+	return probe.All(outputFiles(o.Tokens()), time.Now(), o.ProbeMargin)
+}
+
+// runAwait is the native sidecar's postStart hook: it returns once every
+// token is on disk.
+func runAwait(ctx context.Context, o options.Options) error {
+	return probe.Await(ctx, outputFiles(o.Tokens()), o.ProbeMargin, o.AwaitTimeout)
+}
+
+// runOnce exchanges every token once (the classic init container).
+func runOnce(ctx context.Context, loops []*loop) error {
+	return forEach(loops, func(l *loop) error {
+		if err := l.r.Once(ctx); err != nil {
+			l.log.Error("exchange failed", zap.Error(err))
+			return fmt.Errorf("exchange at %s: %w", l.url, err)
+		}
+		return nil
+	})
+}
+
+// runLoops keeps every token fresh until ctx ends. Stopped (the Pod ends,
+// or the kubelet restarts the sidecar after a failed postStart hook), it
+// fails with the reason when a token is missing, so the container's last
+// state says why.
+func runLoops(ctx context.Context, o options.Options, loops []*loop) error {
+	if err := forEach(loops, func(l *loop) error { return l.r.Run(ctx) }); err != nil {
+		return err
+	}
+	if err := probe.All(outputFiles(o.Tokens()), time.Now(), 0); err != nil {
+		return fmt.Errorf("stopped without a valid token: %w", err)
+	}
+	return nil
+}
+
+// forEach runs f for every loop, one goroutine each: a slow or failing
+// issuer endpoint never delays another endpoint's token.
+func forEach(loops []*loop, f func(*loop) error) error {
+	errs := make([]error, len(loops))
+	var wg sync.WaitGroup
+	for i, l := range loops {
+		wg.Go(func() { errs[i] = f(l) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// newLoops logs the start and builds one loop per token.
+func newLoops(o options.Options, log *zap.Logger) ([]*loop, error) {
+	all := o.Tokens()
 	log.Info("starting",
 		zap.String("version", buildinfo.Version),
 		zap.String("mode", o.Mode),
@@ -102,41 +167,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		l, err := newLoop(o, t, tlog)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		loops = append(loops, l)
 	}
-
-	// One goroutine per token: a slow or failing issuer endpoint never
-	// delays another endpoint's token.
-	errs := make([]error, len(loops))
-	var wg sync.WaitGroup
-	for i, l := range loops {
-		wg.Go(func() {
-			if o.Mode == contract.ModeOnce {
-				if err := l.r.Once(ctx); err != nil {
-					l.log.Error("exchange failed", zap.Error(err))
-					errs[i] = fmt.Errorf("exchange at %s: %w", l.url, err)
-				}
-				return
-			}
-			errs[i] = l.r.Run(ctx)
-		})
-	}
-	wg.Wait()
-	err = errors.Join(errs...)
-	if err == nil && o.Mode == contract.ModeRun {
-		// Stopped (the Pod ends, or the kubelet restarts the sidecar
-		// after a failed postStart hook): exit 1 with the reason when a
-		// token is missing, so the container's last state says why.
-		if perr := refresh.ProbeAll(outputFiles(all), time.Now(), 0); perr != nil {
-			err = fmt.Errorf("stopped without a valid token: %w", perr)
-		}
-	}
-	if err != nil {
-		writeTerminationMessage(o.TerminationLog, err.Error())
-	}
-	return err
+	return loops, nil
 }
 
 // maxTerminationMessage is what the kubelet keeps of a termination message.
@@ -160,17 +195,8 @@ func writeTerminationMessage(path, msg string) {
 	_, _ = f.WriteString(msg)
 }
 
-// tokens are every token the sidecar keeps: the one its flags describe (the
-// Pod's first injector's), then the further ones.
-func tokens(o options.Options) []contract.FurtherToken {
-	first := contract.FurtherToken{
-		ExchangeURL: o.ExchangeURL, SubjectTokenFile: o.SubjectTokenFile, OutputFile: o.OutputFile,
-		Copies: o.Copies, CAFile: o.CAFile, CAPEM: o.CAPEM,
-	}
-	return append([]contract.FurtherToken{first}, o.Further...)
-}
-
-func outputFiles(ts []contract.FurtherToken) []string {
+// outputFiles are the files of ts that the probe reads.
+func outputFiles(ts []contract.Token) []string {
 	files := make([]string, len(ts))
 	for i, t := range ts {
 		files[i] = t.OutputFile
@@ -185,7 +211,7 @@ type loop struct {
 	log *zap.Logger
 }
 
-func newLoop(o options.Options, t contract.FurtherToken, log *zap.Logger) (*loop, error) {
+func newLoop(o options.Options, t contract.Token, log *zap.Logger) (*loop, error) {
 	httpClient, err := exchanger.NewHTTPClient(t.CAFile, t.CAPEM, o.HTTPTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("configure TLS for %s: %w", t.ExchangeURL, err)

@@ -21,10 +21,10 @@ import (
 	"time"
 
 	"github.com/kube-sts/kube-sts/shared/redact"
-	"github.com/kube-sts/kube-sts/sidecar/internal/testissuer"
+	"github.com/kube-sts/kube-sts/sidecar/internal/issuertest"
 )
 
-func caPEM(t *testing.T, iss *testissuer.Issuer) string {
+func caPEM(t *testing.T, iss *issuertest.Issuer) string {
 	t.Helper()
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: iss.Certificate().Raw}))
 }
@@ -48,7 +48,7 @@ func otherCA(t *testing.T) string {
 }
 
 func TestTLSTrust(t *testing.T) {
-	iss := testissuer.NewTLS(time.Hour)
+	iss := issuertest.NewTLS(time.Hour)
 	defer iss.Close()
 	dir := t.TempDir()
 	good := filepath.Join(dir, "ca.crt")
@@ -113,7 +113,7 @@ func TestNewHTTPClientErrors(t *testing.T) {
 }
 
 func TestExchangeAnswers(t *testing.T) {
-	iss := testissuer.New(time.Hour)
+	iss := issuertest.New(time.Hour)
 	defer iss.Close()
 	hc, err := NewHTTPClient("", "", 5*time.Second)
 	if err != nil {
@@ -121,22 +121,22 @@ func TestExchangeAnswers(t *testing.T) {
 	}
 	c := &Client{URL: iss.TokenURL(), HTTP: hc, Now: time.Now}
 	tests := map[string]struct {
-		b      testissuer.Behavior
+		b      issuertest.Behavior
 		kind   Kind
 		status int
 		wantIn string
 	}{
-		"ok":                {b: testissuer.OK},
-		"503":               {b: testissuer.Unavailable, kind: Transient, status: 503, wantIn: "temporarily_unavailable"},
-		"429":               {b: testissuer.TooMany, kind: Transient, status: 429, wantIn: "slow down"},
-		"refused":           {b: testissuer.Refuse, kind: Refused, status: 400, wantIn: "invalid_request: namespace test-vault is not allowed"},
-		"non-JSON":          {b: testissuer.NonJSON, kind: Transient, status: 200, wantIn: "not a token response"},
-		"HTML error page":   {b: testissuer.HTMLError, kind: Transient, status: 502, wantIn: "not an OAuth error (text/html)"},
-		"no access_token":   {b: testissuer.MissingAccessToken, kind: Transient, status: 200, wantIn: "no access_token"},
-		"wrong issued type": {b: testissuer.WrongIssuedType, kind: Transient, status: 200, wantIn: "issued_token_type"},
-		"expires_in 0":      {b: testissuer.ZeroExpiresIn, kind: Transient, status: 200, wantIn: "expires_in is 0"},
-		"body over 1 MiB":   {b: testissuer.HugeBody, kind: Transient, status: 200, wantIn: "over 1048576 bytes"},
-		"already expired":   {b: testissuer.AlreadyExpired, kind: Transient, status: 200, wantIn: "expired at"},
+		"ok":                {b: issuertest.OK},
+		"503":               {b: issuertest.Unavailable, kind: Transient, status: 503, wantIn: "temporarily_unavailable"},
+		"429":               {b: issuertest.TooMany, kind: Transient, status: 429, wantIn: "slow down"},
+		"refused":           {b: issuertest.Refuse, kind: Refused, status: 400, wantIn: "invalid_request: namespace test-vault is not allowed"},
+		"non-JSON":          {b: issuertest.NonJSON, kind: Transient, status: 200, wantIn: "not a token response"},
+		"HTML error page":   {b: issuertest.HTMLError, kind: Transient, status: 502, wantIn: "not an OAuth error (text/html)"},
+		"no access_token":   {b: issuertest.MissingAccessToken, kind: Transient, status: 200, wantIn: "no access_token"},
+		"wrong issued type": {b: issuertest.WrongIssuedType, kind: Transient, status: 200, wantIn: "issued_token_type"},
+		"expires_in 0":      {b: issuertest.ZeroExpiresIn, kind: Transient, status: 200, wantIn: "expires_in is 0"},
+		"body over 1 MiB":   {b: issuertest.HugeBody, kind: Transient, status: 200, wantIn: "over 1048576 bytes"},
+		"already expired":   {b: issuertest.AlreadyExpired, kind: Transient, status: 200, wantIn: "expired at"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -166,9 +166,9 @@ func TestExchangeAnswers(t *testing.T) {
 }
 
 func TestRetryAfterHeader(t *testing.T) {
-	iss := testissuer.New(time.Hour)
+	iss := issuertest.New(time.Hour)
 	defer iss.Close()
-	iss.Set(testissuer.TooMany)
+	iss.Set(issuertest.TooMany)
 	c := &Client{URL: iss.TokenURL(), HTTP: iss.Client(), Now: time.Now}
 	_, err := c.Exchange(context.Background(), "subject")
 	var xe *Error
@@ -178,7 +178,7 @@ func TestRetryAfterHeader(t *testing.T) {
 }
 
 func TestNetworkErrorIsTransient(t *testing.T) {
-	iss := testissuer.New(time.Hour)
+	iss := issuertest.New(time.Hour)
 	url := iss.TokenURL()
 	iss.Close()
 	c := &Client{URL: url, HTTP: iss.Client(), Now: time.Now}

@@ -1,5 +1,6 @@
 // Package options is the sidecar's configuration: every setting is a flag and
-// an env var (the webhook passes env), validated in one place before anything runs.
+// an env var (the webhook passes env), read through shared/cli as the other
+// binaries' options are, and validated in one place before anything runs.
 package options
 
 import (
@@ -9,12 +10,15 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/kube-sts/kube-sts/logging"
+	"github.com/kube-sts/kube-sts/shared/cli"
 	"github.com/kube-sts/kube-sts/shared/contract"
 )
 
@@ -60,9 +64,30 @@ type Options struct {
 	TerminationLog string
 	// Further are the tokens of a Pod's further injectors, each kept by its
 	// own loop beside the token above (which is then the Pod's first).
-	Further []contract.FurtherToken
+	Further []contract.Token
 	// Version asks for the version only.
 	Version bool
+
+	// env is the bookkeeping between AddFlags and Validate: which flag an
+	// environment variable sets (a flag wins over its variable).
+	env *envFlags
+}
+
+type envFlags struct {
+	flags *flag.FlagSet
+	names map[string]string // flag → environment variable
+	err   error             // a variable that did not parse
+}
+
+// Tokens are every token the sidecar keeps, in one list from both inputs:
+// the one the flat flags describe (the Pod's first injector's), then the
+// further ones of --tokens.
+func (o Options) Tokens() []contract.Token {
+	first := contract.Token{
+		ExchangeURL: o.ExchangeURL, SubjectTokenFile: o.SubjectTokenFile, OutputFile: o.OutputFile,
+		Copies: o.Copies, CAFile: o.CAFile, CAPEM: o.CAPEM,
+	}
+	return append([]contract.Token{first}, o.Further...)
 }
 
 // Defaults are the values used when neither flag nor env var is set.
@@ -103,8 +128,8 @@ func (v listValue) Set(s string) error {
 	return nil
 }
 
-// tokensValue reads --tokens, a JSON list of contract.FurtherToken.
-type tokensValue struct{ t *[]contract.FurtherToken }
+// tokensValue reads --tokens, a JSON list of contract.Token.
+type tokensValue struct{ t *[]contract.Token }
 
 func (v tokensValue) String() string {
 	if v.t == nil || len(*v.t) == 0 {
@@ -115,7 +140,7 @@ func (v tokensValue) String() string {
 }
 
 func (v tokensValue) Set(s string) error {
-	var t []contract.FurtherToken
+	var t []contract.Token
 	d := json.NewDecoder(strings.NewReader(s))
 	d.DisallowUnknownFields()
 	if err := d.Decode(&t); err != nil {
@@ -158,77 +183,96 @@ const Usage = `Usage: sts-creds-sidecar [run|once|probe|await] [flags]
 Every flag can also be set with the env var shown in brackets; a flag wins over its env var.
 `
 
-// Parse reads args (without the program name) and env. It returns
-// flag.ErrHelp when help was asked for, after printing it to out.
+// Parse reads args (without the program name) and env the way every
+// kube-sts binary does (shared/cli: flags, then the environment, then one
+// validation), after the mode, which comes first. It returns flag.ErrHelp
+// when help was asked for, after printing it to out.
 func Parse(args []string, getenv func(string) string, out io.Writer) (Options, error) {
 	o := Defaults()
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		o.Mode, args = args[0], args[1:]
 	}
-	flags := flag.NewFlagSet("sts-creds-sidecar", flag.ContinueOnError)
-	flags.SetOutput(out)
-	env := map[string]string{}
+	if err := cli.Parse("sts-creds-sidecar", &o, args, getenv, out); err != nil {
+		return Options{}, err
+	}
+	return o, nil
+}
+
+// AddFlags binds the options to flags; each flag also has an environment
+// variable (the webhook passes the configuration as env).
+func (o *Options) AddFlags(flags *flag.FlagSet) {
+	e := &envFlags{flags: flags, names: map[string]string{}}
+	o.env = e
 	str := func(p *string, name, envName, usage string) {
 		flags.StringVar(p, name, *p, usage+" ["+envName+"]")
-		env[name] = envName
+		e.names[name] = envName
 	}
 	dur := func(p *time.Duration, name, envName, usage string) {
 		flags.DurationVar(p, name, *p, usage+" ["+envName+"]")
-		env[name] = envName
+		e.names[name] = envName
 	}
 	str(&o.SubjectTokenFile, "subject-token-file", contract.EnvSubjectTokenFile, "projected ServiceAccount token to exchange")
 	str(&o.ExchangeURL, "exchange-url", contract.EnvExchangeURL, "issuer token endpoint, https://<issuer>/token")
 	str(&o.OutputFile, "output-file", contract.EnvOutputFile, "where to publish the minted token")
 	flags.Var(listValue{&o.Copies}, "copy-to", "further files to publish the token to, comma-separated or repeated ["+contract.EnvOutputCopies+"]")
-	env["copy-to"] = contract.EnvOutputCopies
+	e.names["copy-to"] = contract.EnvOutputCopies
 	str(&o.CAFile, "ca-file", contract.EnvCAFile, "PEM CA bundle that signs the issuer's certificate")
 	str(&o.CAPEM, "ca-pem", contract.EnvCAPEM, "the same CA bundle inline, as PEM text")
 	dur(&o.HTTPTimeout, "http-timeout", contract.EnvHTTPTimeout, "timeout of one exchange")
 	flags.Float64Var(&o.RefreshFraction, "refresh-fraction", o.RefreshFraction, "share of the token lifetime after which it is refreshed ["+contract.EnvRefreshFraction+"]")
-	env["refresh-fraction"] = contract.EnvRefreshFraction
+	e.names["refresh-fraction"] = contract.EnvRefreshFraction
 	dur(&o.BackoffMin, "backoff-min", contract.EnvBackoffMin, "first retry delay after a transient failure")
 	dur(&o.BackoffMax, "backoff-max", contract.EnvBackoffMax, "largest retry delay after transient failures")
 	dur(&o.RefusedRetry, "refused-retry", contract.EnvRefusedRetry, "retry delay after the issuer refused the exchange")
 	str(&o.LogLevel, "log-level", contract.EnvLogLevel, "debug, info, warn or error")
 	flags.Var(modeValue{&o.FileMode}, "file-mode", "octal mode of the token file ["+contract.EnvFileMode+"]")
-	env["file-mode"] = contract.EnvFileMode
+	e.names["file-mode"] = contract.EnvFileMode
 	dur(&o.ProbeMargin, "probe-margin", contract.EnvProbeMargin, "probe fails when the token expires sooner than this")
 	dur(&o.AwaitTimeout, "await-timeout", contract.EnvAwaitTimeout, "how long await waits for the first token")
 	str(&o.TerminationLog, "termination-log", contract.EnvTerminationLog, "where run and once say why they ended without a token, if the file exists (the kubelet's termination message)")
 	flags.Var(tokensValue{&o.Further}, "tokens", "further tokens to keep, a JSON list of {name, exchangeURL, subjectTokenFile, outputFile, caFile, caPEM} ["+contract.EnvTokens+"]")
-	env["tokens"] = contract.EnvTokens
+	e.names["tokens"] = contract.EnvTokens
 	flags.BoolVar(&o.Version, "version", false, "print the version and exit")
 	flags.Usage = func() {
-		fmt.Fprint(out, Usage+"\nFlags:\n")
+		fmt.Fprint(flags.Output(), Usage+"\nFlags:\n")
 		flags.PrintDefaults()
 	}
+}
 
-	if err := flags.Parse(args); err != nil {
-		return Options{}, err
-	}
-	if flags.NArg() > 0 {
-		return Options{}, fmt.Errorf("unexpected argument %q", flags.Arg(0))
+// Complete sets every flag that was not given from its environment
+// variable, when that is set: a flag wins over its variable.
+func (o *Options) Complete(getenv func(string) string) {
+	e := o.env
+	if e == nil {
+		return
 	}
 	set := map[string]bool{}
-	flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for name, envName := range env {
+	e.flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(e.names)) {
+		envName := e.names[name]
 		v := getenv(envName)
 		if set[name] || v == "" {
 			continue
 		}
-		if err := flags.Set(name, v); err != nil {
-			return Options{}, fmt.Errorf("env %s: %w", envName, err)
+		if err := e.flags.Set(name, v); err != nil {
+			errs = append(errs, fmt.Errorf("env %s: %w", envName, err))
 		}
 	}
-	if o.Version {
-		return o, nil
-	}
-	return o, o.Validate()
+	e.err = errors.Join(errs...)
 }
 
-// Validate checks the whole configuration and reports every problem at once.
-func (o Options) Validate() error {
+// Validate checks the whole configuration and reports every problem at
+// once, with the environment variables that did not parse.
+func (o *Options) Validate() error {
 	var errs []error
+	if o.env != nil {
+		errs = append(errs, o.env.err)
+		o.env = nil
+	}
+	if o.Version {
+		return nil
+	}
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	switch o.Mode {
 	case contract.ModeRun, contract.ModeOnce, contract.ModeProbe, contract.ModeAwait:

@@ -95,7 +95,7 @@ func TestParse(t *testing.T) {
 			env: map[string]string{"STS_EXCHANGE_URL": "https://sts.example/vault/token",
 				"STS_TOKENS": `[{"name":"aws-role","exchangeURL":"https://sts.example/aws/token","subjectTokenFile":"/var/run/secrets/kube-sts/aws-role.token","outputFile":"/tokens/aws-role.jwt","caPEM":"PEM"}]`},
 			check: func(t *testing.T, o Options) {
-				want := []contract.FurtherToken{{Name: "aws-role", ExchangeURL: "https://sts.example/aws/token",
+				want := []contract.Token{{Name: "aws-role", ExchangeURL: "https://sts.example/aws/token",
 					SubjectTokenFile: "/var/run/secrets/kube-sts/aws-role.token", OutputFile: "/tokens/aws-role.jwt", CAPEM: "PEM"}}
 				if !reflect.DeepEqual(o.Further, want) {
 					t.Fatalf("further tokens %+v, want %+v", o.Further, want)

@@ -21,11 +21,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kube-sts/kube-sts/shared/atomicfile"
-	"github.com/kube-sts/kube-sts/shared/contract"
 	"github.com/kube-sts/kube-sts/shared/exchange"
 	"github.com/kube-sts/kube-sts/shared/redact"
 	"github.com/kube-sts/kube-sts/sidecar/internal/exchanger"
 	"github.com/kube-sts/kube-sts/sidecar/internal/jwtinfo"
+	"github.com/kube-sts/kube-sts/sidecar/internal/status"
 )
 
 // Exchanger mints a token for a subject token; *exchanger.Client is one.
@@ -135,7 +135,7 @@ func (r *Refresher) Run(ctx context.Context) error {
 	// A status left by an earlier run of this container (the volume
 	// outlives it) is not this run's: await must not act on it.
 	if r.cfg.StatusFile != "" {
-		_ = atomicfile.Remove(r.cfg.StatusFile)
+		_ = status.Remove(r.cfg.StatusFile)
 	}
 	events, errs, closeWatch := r.watch()
 	defer closeWatch()
@@ -280,15 +280,10 @@ func (r *Refresher) retryAfter(err error) time.Duration {
 	return wait
 }
 
-// Status files start with one of these: await gives up at once on a refusal.
-const (
-	statusRefused = "the issuer refused the exchange; "
-	statusFailing = "the exchange is failing; "
-)
-
-// writeStatus records a failure in StatusFile: how many since when, the last
-// error (which the log carries too: no token in it) and what the sidecar
-// holds meanwhile. A full or read-only volume only loses the status.
+// writeStatus records a failure in StatusFile (package status): how many
+// since when, the last error (which the log carries too: no token in it)
+// and what the sidecar holds meanwhile. A full or read-only volume only
+// loses the status.
 func (r *Refresher) writeStatus(err error, refused bool, retryIn time.Duration) {
 	now := r.now()
 	if r.failures == 0 {
@@ -298,20 +293,11 @@ func (r *Refresher) writeStatus(err error, refused bool, retryIn time.Duration) 
 	if r.cfg.StatusFile == "" {
 		return
 	}
-	held := "no valid token held"
+	f := status.Failure{Refused: refused, Attempts: r.failures, Since: r.failingSince, Last: now, RetryIn: retryIn, Err: redact.Text(err.Error())}
 	if r.current != nil && r.current.Claims.Expiry.After(now) {
-		held = "holding the last token until " + r.current.Claims.Expiry.UTC().Format(time.RFC3339)
+		f.HeldUntil = r.current.Claims.Expiry
 	}
-	kind := statusFailing
-	if refused {
-		kind = statusRefused
-	}
-	msg := fmt.Sprintf("%s%d attempt(s) failed since %s, the last at %s (%s; retry in %v): %s\n",
-		kind, r.failures, r.failingSince.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339),
-		held, retryIn.Round(100*time.Millisecond), redact.Text(err.Error()))
-	// The status file takes the token's mode: who may not read the token
-	// need not read why it is missing either.
-	if werr := atomicfile.Write(r.cfg.StatusFile, []byte(msg), r.cfg.FileMode); werr != nil {
+	if werr := status.Write(r.cfg.StatusFile, f, r.cfg.FileMode); werr != nil {
 		r.log.Debug("could not write the status file", zap.String("file", r.cfg.StatusFile), zap.Error(werr))
 	}
 }
@@ -323,7 +309,7 @@ func (r *Refresher) clearStatus() {
 	}
 	r.failures = 0
 	if r.cfg.StatusFile != "" {
-		if err := atomicfile.Remove(r.cfg.StatusFile); err != nil {
+		if err := status.Remove(r.cfg.StatusFile); err != nil {
 			r.log.Debug("could not remove the status file", zap.String("file", r.cfg.StatusFile), zap.Error(err))
 		}
 	}
@@ -439,121 +425,4 @@ func readSubject(path string) (string, error) {
 		return "", fmt.Errorf("subject token %s is empty", path)
 	}
 	return tok, nil
-}
-
-// Probe succeeds when path holds a JWT that is still valid for at least
-// margin. Its error ends with the refresh loop's last failure, when the
-// sidecar recorded one (contract.StatusPath): the kubelet puts a failed
-// probe's output into the Pod's events.
-func Probe(path string, now time.Time, margin time.Duration) error {
-	err := probe(path, now, margin)
-	if err == nil {
-		return nil
-	}
-	if status := readStatus(contract.StatusPath(path)); status != "" {
-		return fmt.Errorf("%w; %s", err, status)
-	}
-	return err
-}
-
-func probe(path string, now time.Time, margin time.Duration) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("no token at %s", path)
-		}
-		return err
-	}
-	c, err := jwtinfo.Parse(strings.TrimSpace(string(data)))
-	if err != nil {
-		return fmt.Errorf("%s does not hold a JWT: %w", path, err)
-	}
-	if left := c.Expiry.Sub(now); left < margin {
-		return fmt.Errorf("token at %s expires at %s, within %v", path, c.Expiry.UTC().Format(time.RFC3339), margin)
-	}
-	return nil
-}
-
-// staleStatus: see Await.
-const staleStatus = 5 * time.Second
-
-// refusedSince says whether the status file at path records a refusal and
-// was written after t.
-func refusedSince(path string, t time.Time) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.ModTime().After(t) && strings.HasPrefix(readStatus(path), statusRefused)
-}
-
-// maxStatusBytes bounds what a probe prints of a status file (the kubelet
-// keeps 10 KiB of a probe's output; an event message is shorter still).
-const maxStatusBytes = 2048
-
-// readStatus is a status file's text, "" when there is none.
-func readStatus(path string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	data, _ := io.ReadAll(io.LimitReader(f, maxStatusBytes))
-	return strings.TrimSpace(string(data))
-}
-
-// ProbeAll runs Probe on every path (a Pod's first injector's token and its
-// further ones) and reports every failure.
-func ProbeAll(paths []string, now time.Time, margin time.Duration) error {
-	var errs []error
-	for _, p := range paths {
-		if err := Probe(p, now, margin); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// awaitPoll is how often Await looks at the files: a Pod's start waits for
-// it, and a stat of a tmpfs file costs nothing.
-const awaitPoll = 20 * time.Millisecond
-
-// Await returns once ProbeAll passes for paths, or its error after timeout,
-// or at once when the issuer has refused a missing token's exchange. As the
-// native sidecar's postStart hook it holds back the next init container
-// (Vault's agent) until every token is on disk, without a probe period. No
-// probe runs while a postStart hook does, so its failure is what tells the
-// kubelet to restart the sidecar, whose termination message then says why
-// the Pod stays in Init: a refusal is a decision (a rule, an audience) and
-// is reported at once, like the classic init container's failure. Network
-// errors and 5xx are waited out until timeout. A refusal recorded more than
-// staleStatus before await started is an earlier container's (the kubelet's
-// restart back-off is at least 10 s) and is ignored.
-func Await(ctx context.Context, paths []string, margin, timeout time.Duration) error {
-	started := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	tick := time.NewTicker(awaitPoll)
-	defer tick.Stop()
-	for {
-		// ProbeAll's loop, noting a refusal of a missing token on the way:
-		// each file is read once per poll.
-		var errs []error
-		refused, now := false, time.Now()
-		for _, p := range paths {
-			if err := Probe(p, now, margin); err != nil {
-				errs = append(errs, err)
-				refused = refused || refusedSince(contract.StatusPath(p), started.Add(-staleStatus))
-			}
-		}
-		err := errors.Join(errs...)
-		if err == nil {
-			return nil
-		}
-		if refused {
-			return fmt.Errorf("no valid token, and the issuer refused: %w", err)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("no valid token after %v: %w", timeout, err)
-		case <-tick.C:
-		}
-	}
 }

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/kube-sts/kube-sts/sidecar/internal/exchanger"
-	"github.com/kube-sts/kube-sts/sidecar/internal/testissuer"
+	"github.com/kube-sts/kube-sts/sidecar/internal/issuertest"
 )
 
 // jwtExpiring is a JWT-shaped token that expires at exp.
@@ -24,7 +24,7 @@ func jwtExpiring(exp time.Time) string {
 // that has expired is removed at once, even while the issuer is down.
 func TestLeftoverExpiredTokenRemovedAtStart(t *testing.T) {
 	f := newFixture(t, time.Minute, nil)
-	f.issuer.Set(testissuer.Unavailable)
+	f.issuer.Set(issuertest.Unavailable)
 	if err := os.WriteFile(f.out, []byte(jwtExpiring(time.Now().Add(-time.Second))), 0o440); err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func TestLeftoverExpiredTokenRemovedAtStart(t *testing.T) {
 // and then removed while the issuer stays down; it does not survive forever.
 func TestLeftoverValidTokenExpires(t *testing.T) {
 	f := newFixture(t, time.Minute, nil)
-	f.issuer.Set(testissuer.Unavailable)
+	f.issuer.Set(issuertest.Unavailable)
 	exp := time.Now().Add(1500 * time.Millisecond).Truncate(time.Second).Add(time.Second)
 	left := jwtExpiring(exp)
 	if err := os.WriteFile(f.out, []byte(left), 0o440); err != nil {

@@ -439,10 +439,10 @@ func sidecar(injs []*config.Injector, groups groups, uid, gid int64, name, mode 
 		mounts = append(mounts, corev1.VolumeMount{Name: contract.CAVolumeName, MountPath: contract.CAMountPath, ReadOnly: true})
 	}
 	if len(injs) > 1 {
-		var further []contract.FurtherToken
+		var further []contract.Token
 		moreCA := false
 		for i, in := range injs[1:] {
-			t := contract.FurtherToken{
+			t := contract.Token{
 				Name:             in.Name,
 				ExchangeURL:      in.ExchangeURL,
 				SubjectTokenFile: contract.SubjectMountPath + "/" + contract.FurtherSubjectTokenFileName(in.Name),

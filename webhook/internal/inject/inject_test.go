@@ -373,12 +373,12 @@ func TestTwoInjectors(t *testing.T) {
 		t.Errorf("further injector vault-sts: VAULT_TOKEN_FILE=%q, want %s", got, contract.FurtherTokenPath("vault-sts"))
 	}
 	sc := p.Spec.InitContainers[0]
-	var further []contract.FurtherToken
+	var further []contract.Token
 	if err := json.Unmarshal([]byte(env(sc, contract.EnvTokens)), &further); err != nil {
 		t.Fatalf("%s: %v", contract.EnvTokens, err)
 	}
 	// The test container is vault-sts's only: it reads a copy in group 1.
-	want := []contract.FurtherToken{{Name: "vault-sts", ExchangeURL: injs[0].ExchangeURL, SubjectTokenFile: "/var/run/secrets/kube-sts/vault-sts.token",
+	want := []contract.Token{{Name: "vault-sts", ExchangeURL: injs[0].ExchangeURL, SubjectTokenFile: "/var/run/secrets/kube-sts/vault-sts.token",
 		OutputFile: "/tokens/vault-sts.jwt", Copies: []string{"/var/run/kube-sts/tokens-1/vault-sts.jwt"}, CAPEM: injs[0].CAPEM}}
 	if !equality.Semantic.DeepEqual(further, want) {
 		t.Errorf("further tokens %+v, want %+v", further, want)

@@ -1,7 +1,7 @@
-// Package testissuer is a scriptable token endpoint for the sidecar's tests:
+// Package issuertest is a scriptable token endpoint for the sidecar's tests:
 // it mints JWT-shaped tokens (the sidecar does not verify signatures) and can
 // be told to fail in the ways real issuers and proxies fail.
-package testissuer
+package issuertest
 
 import (
 	"encoding/base64"
