@@ -41,3 +41,17 @@ func New(level string, w io.Writer) (*zap.Logger, error) {
 	sink := zapcore.AddSync(w)
 	return zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), sink, lvl), zap.ErrorOutput(sink)), nil
 }
+
+// Endpoint is the log field naming an issuer endpoint: key endpoint, as the
+// issuer's metric label is called. Until kube-sts 0.3 the same value is
+// also under its former key sts, so that log queries written for 0.1 keep
+// working through an upgrade (deprecated; see the CHANGELOG).
+func Endpoint(name string) zap.Field { return zap.Inline(endpointField(name)) }
+
+type endpointField string
+
+func (e endpointField) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("endpoint", string(e))
+	enc.AddString("sts", string(e))
+	return nil
+}

@@ -53,3 +53,22 @@ func TestLevels(t *testing.T) {
 		}
 	}
 }
+
+// TestEndpoint: the endpoint's name is under endpoint, and under the
+// deprecated sts as well.
+func TestEndpoint(t *testing.T) {
+	var b strings.Builder
+	log, err := New("info", &b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("token issued", Endpoint("vault"))
+	_ = log.Sync()
+	var line map[string]any
+	if err := json.Unmarshal([]byte(b.String()), &line); err != nil {
+		t.Fatal(err)
+	}
+	if line["endpoint"] != "vault" || line["sts"] != "vault" {
+		t.Errorf("line %v, want endpoint and sts = vault", line)
+	}
+}

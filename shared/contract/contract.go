@@ -38,40 +38,48 @@ const (
 	DefaultGroup int64 = 1000
 )
 
-// SelectionLabel is the label key that selects the injector configured under sts:
-// a Pod labeled `tremolo.io/<sts>: "true"` gets that injector's sidecar.
-func SelectionLabel(sts string) string { return Prefix + sts }
+// Names. An endpoint is one issuer of sts-issuer (its URL path, audience,
+// keys, rules): its name labels the issuer's metrics and logs. An injector
+// is the webhook's configuration for the Pods of one endpoint (image, env
+// names, CA): its name is the <sts> of the label `tremolo.io/<sts>` and
+// names the Pod's further token files. The chart makes one of each per
+// entry of sts.endpoints, the injector named by injector.label (which may
+// differ from the endpoint's name: vault and vault-sts in the reference).
+
+// SelectionLabel is the label key that selects the injector called injector:
+// a Pod labeled `tremolo.io/<injector>: "true"` gets that injector's sidecar.
+func SelectionLabel(injector string) string { return Prefix + injector }
 
 // ValueAnnotation is the annotation whose value is handed to the Pod's
 // containers in the injector's configured env var (the key equals the label key).
-func ValueAnnotation(sts string) string { return Prefix + sts }
+func ValueAnnotation(injector string) string { return Prefix + injector }
 
-// reserved are names under Prefix that are not STS names.
+// reserved are names under Prefix that are not injector names.
 var reserved = map[string]bool{"user": true, "group": true, "create-volume": true, "non-root": true}
 
-// ValidateSTSName reports whether name can be used as an injector/endpoint name:
-// it becomes the name part of a label key, so it must be a DNS-1123 label
+// ValidateName reports whether name can be an injector's or an endpoint's
+// name: an injector's becomes the name part of a label key, so it must be a DNS-1123 label
 // (lower-case alphanumerics and '-', 1-63 characters) and must not collide with
 // the annotations under Prefix (user, group, create-volume, non-root), nor be
 // "token" (see FurtherTokenPath).
-func ValidateSTSName(name string) error {
+func ValidateName(name string) error {
 	if name == "" {
-		return fmt.Errorf("sts name is empty")
+		return fmt.Errorf("name is empty")
 	}
 	if len(name) > 63 {
-		return fmt.Errorf("sts name %q is longer than 63 characters", name)
+		return fmt.Errorf("name %q is longer than 63 characters", name)
 	}
 	for i, r := range name {
 		ok := (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || (r == '-' && i != 0 && i != len(name)-1)
 		if !ok {
-			return fmt.Errorf("sts name %q must consist of lower-case letters, digits and '-', and start and end with a letter or digit", name)
+			return fmt.Errorf("name %q must consist of lower-case letters, digits and '-', and start and end with a letter or digit", name)
 		}
 	}
 	if reserved[name] {
-		return fmt.Errorf("sts name %q is reserved for the %s%s annotation", name, Prefix, name)
+		return fmt.Errorf("name %q is reserved for the %s%s annotation", name, Prefix, name)
 	}
 	if MountPath+"/"+name+".jwt" == TokenPath {
-		return fmt.Errorf("sts name %q is reserved: as a Pod's further injector its token file would be %s, the first injector's", name, TokenPath)
+		return fmt.Errorf("name %q is reserved: as a Pod's further injector its token file would be %s, the first injector's", name, TokenPath)
 	}
 	return nil
 }
@@ -166,7 +174,7 @@ const (
 //	projected subject token:  /var/run/secrets/kube-sts/<sts>.token
 //	CA bundle (caConfigMap):  /etc/kube-sts/ca-more/<sts>.crt
 //
-// No name collides with token.jwt: ValidateSTSName refuses "token" and dots.
+// No name collides with token.jwt: ValidateName refuses "token" and dots.
 
 // Token groups. A container sees only the tokens of the injectors that
 // target it. Where every targeted container is targeted by every injector
@@ -195,8 +203,8 @@ func IsGroupVolume(name string) bool {
 // GroupMountPath is where the sidecar mounts token group k.
 func GroupMountPath(k int) string { return "/var/run/kube-sts/tokens-" + strconv.Itoa(k) }
 
-// FurtherTokenPath is the token file of a Pod's further injector sts.
-func FurtherTokenPath(sts string) string { return MountPath + "/" + sts + ".jwt" }
+// FurtherTokenPath is the token file of a Pod's further injector.
+func FurtherTokenPath(injector string) string { return MountPath + "/" + injector + ".jwt" }
 
 // StatusPath is where the sidecar keeps the last exchange failure of the
 // token at tokenPath while it has no fresh token (a dot file beside it, in
@@ -209,11 +217,11 @@ func StatusPath(tokenPath string) string {
 }
 
 // FurtherSubjectTokenFileName is the projected ServiceAccount token of a
-// Pod's further injector sts, inside SubjectMountPath.
-func FurtherSubjectTokenFileName(sts string) string { return sts + ".token" }
+// Pod's further injector, inside SubjectMountPath.
+func FurtherSubjectTokenFileName(injector string) string { return injector + ".token" }
 
-// MoreCAFileName is the CA bundle of a Pod's further injector sts inside MoreCAMountPath.
-func MoreCAFileName(sts string) string { return sts + ".crt" }
+// MoreCAFileName is the CA bundle of a Pod's further injector inside MoreCAMountPath.
+func MoreCAFileName(injector string) string { return injector + ".crt" }
 
 // Token is one token the sidecar keeps: an exchange at one STS endpoint
 // and the files its result goes to. A Pod's first injector's comes from

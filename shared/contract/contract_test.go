@@ -43,7 +43,7 @@ func TestParseID(t *testing.T) {
 	}
 }
 
-func TestValidateSTSName(t *testing.T) {
+func TestValidateName(t *testing.T) {
 	tests := map[string]struct {
 		name   string
 		wantIn string
@@ -66,15 +66,15 @@ func TestValidateSTSName(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			err := ValidateSTSName(tc.name)
+			err := ValidateName(tc.name)
 			if tc.wantIn == "" {
 				if err != nil {
-					t.Fatalf("ValidateSTSName(%q): %v", tc.name, err)
+					t.Fatalf("ValidateName(%q): %v", tc.name, err)
 				}
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.wantIn) {
-				t.Fatalf("ValidateSTSName(%q) = %v, want error containing %q", tc.name, err, tc.wantIn)
+				t.Fatalf("ValidateName(%q) = %v, want error containing %q", tc.name, err, tc.wantIn)
 			}
 		})
 	}
@@ -117,14 +117,14 @@ func FuzzParseID(f *testing.F) {
 }
 
 // TestFurtherFiles: a further injector's files sit beside the first's and
-// never take its names (a valid sts name has no dot, so "<sts>.jwt" is
+// never take its names (a valid injector name has no dot, so "<sts>.jwt" is
 // never "token.jwt").
 func TestFurtherFiles(t *testing.T) {
-	if err := ValidateSTSName("token"); err == nil || !strings.Contains(err.Error(), "its token file would be /tokens/token.jwt") {
-		t.Errorf(`ValidateSTSName("token") = %v`, err)
+	if err := ValidateName("token"); err == nil || !strings.Contains(err.Error(), "its token file would be /tokens/token.jwt") {
+		t.Errorf(`ValidateName("token") = %v`, err)
 	}
 	for _, name := range []string{"aws-role", "tokens", "ca", "vault-sts"} {
-		if err := ValidateSTSName(name); err != nil {
+		if err := ValidateName(name); err != nil {
 			t.Fatal(err)
 		}
 		if got := FurtherTokenPath(name); got != MountPath+"/"+name+".jwt" || got == TokenPath {
@@ -137,7 +137,7 @@ func TestFurtherFiles(t *testing.T) {
 			t.Errorf("MoreCAFileName(%q) = %q", name, got)
 		}
 	}
-	if ValidateSTSName("token.jwt") == nil {
+	if ValidateName("token.jwt") == nil {
 		t.Error("a name with a dot would let a further token take the first's file name")
 	}
 }

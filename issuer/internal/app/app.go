@@ -94,7 +94,7 @@ func logStart(log *zap.Logger, o *Options, cfg *config.Config, addr string) {
 	log.Info("serving", zap.String("version", buildinfo.Version), zap.String("listen", addr), zap.Bool("tls", !o.InsecureHTTP),
 		zap.String("metrics", o.MetricsListen), zap.String("cluster", cfg.Cluster), zap.Int("endpoints", len(cfg.Endpoints)))
 	for _, e := range cfg.Endpoints {
-		log.Info("endpoint", zap.String("sts", e.Name), zap.String("issuer", e.Issuer), zap.String("audience", e.Audience),
+		log.Info("endpoint", logging.Endpoint(e.Name), zap.String("issuer", e.Issuer), zap.String("audience", e.Audience),
 			zap.String("subject_audience", e.SubjectAudience), zap.Duration("ttl", e.TTL.Duration), zap.String("algorithm", e.Algorithm),
 			zap.Stringers("publish", e.Publish))
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/kube-sts/kube-sts/issuer/internal/metrics"
 	"github.com/kube-sts/kube-sts/issuer/internal/publish"
 	"github.com/kube-sts/kube-sts/issuer/internal/server"
+	"github.com/kube-sts/kube-sts/logging"
 	"github.com/kube-sts/kube-sts/shared/buildinfo"
 	"github.com/kube-sts/kube-sts/shared/exchange"
 )
@@ -79,7 +80,7 @@ func startKeys(ctx context.Context, g *errgroup.Group, cfg *config.Config, srv *
 		ep := srv.Endpoint(ec.Name)
 		onChange := func(set *keys.Set) {
 			if err := ep.SetKeys(set); err != nil {
-				log.Error("rendering key documents failed", zap.String("sts", ec.Name), zap.Error(err))
+				log.Error("rendering key documents failed", logging.Endpoint(ec.Name), zap.Error(err))
 				return
 			}
 			disc, jwks := ep.Documents()
@@ -87,7 +88,7 @@ func startKeys(ctx context.Context, g *errgroup.Group, cfg *config.Config, srv *
 				p.Update(publish.Documents{Discovery: disc, JWKS: jwks, Generation: publish.GenerationOf(set), SigningKeyID: set.Signing.ID})
 			}
 			m.Keys(ec.Name, set.Signing.Created, len(set.Keys))
-			log.Info("keys loaded", zap.String("sts", ec.Name), zap.String("kid", set.Signing.ID), zap.Int("published", len(set.Keys)))
+			log.Info("keys loaded", logging.Endpoint(ec.Name), zap.String("kid", set.Signing.ID), zap.Int("published", len(set.Keys)))
 		}
 		if len(ec.Keys.Files) > 0 {
 			src := keysource.NewFileSource(ec.Keys.Files, ec.Keys.SigningFile, ec.Algorithm, ec.Keys.ReloadInterval.Duration, keys.FilePolicy{

@@ -300,7 +300,7 @@ func (c *Config) Validate() error {
 	for i := range c.Endpoints {
 		e := &c.Endpoints[i]
 		f := fmt.Sprintf("endpoints[%d]", i)
-		if err := contract.ValidateSTSName(e.Name); err != nil {
+		if err := contract.ValidateName(e.Name); err != nil {
 			bad(f+".name", "%v", err)
 		} else if j, dup := names[e.Name]; dup {
 			bad(f+".name", "%q is also the name of endpoints[%d]", e.Name, j)

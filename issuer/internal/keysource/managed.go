@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kube-sts/kube-sts/issuer/internal/keys"
+	"github.com/kube-sts/kube-sts/logging"
 )
 
 // SecretKey is the data key of the managed Secret that holds the key records.
@@ -108,7 +109,7 @@ func (m *ManagedSource) Start(ctx context.Context, retry time.Duration) error {
 		if err == nil {
 			return m.Run(ctx)
 		}
-		m.log.Error("loading managed keys failed; retrying", zap.String("sts", m.endpoint), zap.Error(err))
+		m.log.Error("loading managed keys failed; retrying", logging.Endpoint(m.endpoint), zap.Error(err))
 		t := time.NewTimer(retry)
 		select {
 		case <-ctx.Done():
@@ -140,7 +141,7 @@ func (m *ManagedSource) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 		if err := m.Sync(ctx); err != nil && ctx.Err() == nil {
-			m.log.Error("syncing managed keys failed; keeping the current keys", zap.String("sts", m.endpoint), zap.Error(err))
+			m.log.Error("syncing managed keys failed; keeping the current keys", logging.Endpoint(m.endpoint), zap.Error(err))
 		}
 	}
 }
@@ -228,7 +229,7 @@ func (m *ManagedSource) syncOnce(ctx context.Context) error {
 		// sign at once while the keys relying parties cached vanish; write
 		// back what this replica holds instead. (To replace a compromised
 		// key on purpose, see the README: stop every replica first.)
-		m.log.Warn("the key Secret is gone; writing back the keys this replica holds", zap.String("sts", m.endpoint),
+		m.log.Warn("the key Secret is gone; writing back the keys this replica holds", logging.Endpoint(m.endpoint),
 			zap.String("secret", m.namespace+"/"+m.name), zap.Int("keys", len(m.held)))
 		st.Keys = m.held
 	}
@@ -264,12 +265,12 @@ func (m *ManagedSource) syncOnce(ctx context.Context) error {
 		}
 		for _, r := range created {
 			m.onWrite("created")
-			m.log.Info("created signing key", zap.String("sts", m.endpoint), zap.String("kid", r.ID),
+			m.log.Info("created signing key", logging.Endpoint(m.endpoint), zap.String("kid", r.ID),
 				zap.String("alg", r.Algorithm), zap.Time("signs_from", r.ActiveAt))
 		}
 		for _, r := range retired {
 			m.onWrite("retired")
-			m.log.Info("retired signing key", zap.String("sts", m.endpoint), zap.String("kid", r.ID))
+			m.log.Info("retired signing key", logging.Endpoint(m.endpoint), zap.String("kid", r.ID))
 		}
 	}
 	set, err := keys.SetOf(planned, m.signingTime(planned, now))
@@ -281,7 +282,7 @@ func (m *ManagedSource) syncOnce(ctx context.Context) error {
 		prev := m.current
 		m.current = set
 		if prev != nil && prev.Signing.ID != set.Signing.ID {
-			m.log.Info("signing key changed", zap.String("sts", m.endpoint), zap.String("kid", set.Signing.ID), zap.String("previous_kid", prev.Signing.ID))
+			m.log.Info("signing key changed", logging.Endpoint(m.endpoint), zap.String("kid", set.Signing.ID), zap.String("previous_kid", prev.Signing.ID))
 		}
 		m.onChange(set)
 	}

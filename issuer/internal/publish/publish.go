@@ -39,6 +39,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kube-sts/kube-sts/issuer/internal/keys"
+	"github.com/kube-sts/kube-sts/logging"
 )
 
 // Object names below the issuer's path, as the issuer itself serves them.
@@ -271,7 +272,7 @@ func (p *Publisher) Attempt(ctx context.Context, d Documents) error {
 	if p.o.Metrics != nil {
 		p.o.Metrics.Published(p.o.Endpoint, p.o.Target.String(), result, now)
 	}
-	fields := []zap.Field{zap.String("sts", p.o.Endpoint), zap.String("target", p.o.Target.String()), zap.String("generation", d.Generation.String())}
+	fields := []zap.Field{logging.Endpoint(p.o.Endpoint), zap.String("target", p.o.Target.String()), zap.String("generation", d.Generation.String())}
 	switch {
 	case err != nil:
 		p.o.Log.Warn("publishing the discovery document and JWKS failed; retrying", append(fields, zap.Error(err))...)

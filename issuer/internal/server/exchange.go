@@ -25,6 +25,7 @@ import (
 	"github.com/kube-sts/kube-sts/issuer/internal/mint"
 	"github.com/kube-sts/kube-sts/issuer/internal/review"
 	"github.com/kube-sts/kube-sts/issuer/internal/satoken"
+	"github.com/kube-sts/kube-sts/logging"
 	"github.com/kube-sts/kube-sts/shared/exchange"
 )
 
@@ -79,7 +80,7 @@ func fromReview(f *review.Failure) *failure {
 func (s *Server) exchange(r *http.Request, e *Endpoint) (mint.Token, *failure) {
 	id, tok, fail := s.decide(r, e)
 	fields := []zap.Field{
-		zap.String("sts", e.cfg.Name),
+		logging.Endpoint(e.cfg.Name),
 		zap.String("namespace", id.Namespace),
 		zap.String("serviceaccount", id.ServiceAccount),
 		zap.String("pod", id.PodName),
@@ -172,7 +173,7 @@ func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Tok
 	e.cfg.Claims.Add(&mr, mint.Pod{Name: id.PodName, UID: id.PodUID, Node: id.Node, Labels: id.Labels})
 	tok, err := mint.Mint(d.keys.Signing, mr)
 	if err != nil {
-		s.log.Error("signing failed", zap.String("sts", e.cfg.Name), zap.Error(err))
+		s.log.Error("signing failed", logging.Endpoint(e.cfg.Name), zap.Error(err))
 		return id, mint.Token{}, &failure{Reason: "signing_failed", Identity: id, OAuth: exchange.Errorf(exchange.ServerError, "signing failed")}
 	}
 	return id, tok, nil

@@ -402,7 +402,7 @@ func TestExchangeIssues(t *testing.T) {
 	if len(issued) != 1 {
 		t.Fatalf("%d issuance audit lines, want 1", len(issued))
 	}
-	for _, k := range []string{"sts", "namespace", "serviceaccount", "pod", "jti", "exp"} {
+	for _, k := range []string{"endpoint", "sts", "namespace", "serviceaccount", "pod", "jti", "exp"} {
 		if _, ok := issued[0].ContextMap()[k]; !ok {
 			t.Errorf("audit line lacks %s", k)
 		}

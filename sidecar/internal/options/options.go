@@ -285,7 +285,7 @@ func (o *Options) Validate() error {
 	files := map[string]string{o.OutputFile: "--output-file"}
 	for i, t := range o.Further {
 		f := fmt.Sprintf("--tokens (%s) [%d]", contract.EnvTokens, i)
-		if err := contract.ValidateSTSName(t.Name); err != nil {
+		if err := contract.ValidateName(t.Name); err != nil {
 			bad("%s: %v", f, err)
 		}
 		if t.OutputFile == "" {

@@ -116,7 +116,7 @@ func TestParse(t *testing.T) {
 		"further token, problems": {
 			env: map[string]string{"STS_EXCHANGE_URL": "https://x/token",
 				"STS_TOKENS": `[{"name":"Aws","exchangeURL":"ftp://x","subjectTokenFile":"","outputFile":"/tokens/token.jwt"}]`},
-			wantIn: "--tokens (STS_TOKENS) [0]: sts name \"Aws\" must consist of lower-case letters",
+			wantIn: "--tokens (STS_TOKENS) [0]: name \"Aws\" must consist of lower-case letters",
 		},
 		"further token, same file": {
 			env: map[string]string{"STS_EXCHANGE_URL": "https://x/token",

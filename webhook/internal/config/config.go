@@ -167,7 +167,7 @@ func (c *Config) Validate() error {
 	seen := map[string]int{}
 	for i, in := range c.Injectors {
 		f := fmt.Sprintf("injectors[%d]", i)
-		if err := contract.ValidateSTSName(in.Name); err != nil {
+		if err := contract.ValidateName(in.Name); err != nil {
 			bad(f+".name", "%v", err)
 		} else if j, dup := seen[in.Name]; dup {
 			bad(f+".name", "%q is also the name of injectors[%d]", in.Name, j)

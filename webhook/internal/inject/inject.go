@@ -41,7 +41,7 @@ func Select(pod *corev1.Pod, injectors []config.Injector) ([]*config.Injector, e
 	var asked []string
 	for k, v := range pod.Labels {
 		name, ok := strings.CutPrefix(k, contract.Prefix)
-		if !ok || v != contract.SelectionValue || contract.ValidateSTSName(name) != nil {
+		if !ok || v != contract.SelectionValue || contract.ValidateName(name) != nil {
 			continue
 		}
 		asked = append(asked, name)
