@@ -10,6 +10,9 @@ import (
 	"io"
 	"time"
 
+	"github.com/go-logr/zapr"
+	crlog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -46,6 +49,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	// controller-runtime's certificate watcher logs through its logr, on
+	// our core as in the webhook.
+	crlog.SetLogger(zapr.NewLogger(log))
 
 	c, err := newClients(o)
 	if err != nil {

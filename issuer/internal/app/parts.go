@@ -16,8 +16,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 
-	"github.com/kube-sts/kube-sts/issuer/internal/certs"
 	"github.com/kube-sts/kube-sts/issuer/internal/config"
 	"github.com/kube-sts/kube-sts/issuer/internal/keys"
 	"github.com/kube-sts/kube-sts/issuer/internal/keysource"
@@ -219,6 +219,19 @@ func metricsServer(h http.Handler, conns *limit.Conns) *http.Server {
 	}
 }
 
+// servingCertificate loads the serving certificate and keeps it current as
+// the webhook does: controller-runtime's certificate watcher (fsnotify on
+// both files, re-read every 10 s besides, a failed read keeps the current
+// pair), so that cert-manager's renewals are served without a restart.
+func servingCertificate(ctx context.Context, g *errgroup.Group, certFile, keyFile string) (func(*tls.ClientHelloInfo) (*tls.Certificate, error), error) {
+	cw, err := certwatcher.New(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load serving certificate: %w", err)
+	}
+	g.Go(func() error { return cw.Start(ctx) })
+	return cw.GetCertificate, nil
+}
+
 // startServers serves the exchange, discovery and probes (TLS unless
 // --insecure-http) and /metrics; it returns the exchange listener's address.
 func startServers(ctx context.Context, g *errgroup.Group, o *Options, srv *server.Server, m *metrics.Metrics, log *zap.Logger) (string, error) {
@@ -229,13 +242,11 @@ func startServers(ctx context.Context, g *errgroup.Group, o *Options, srv *serve
 	}
 	api := apiServer(srv, conns)
 	if !o.InsecureHTTP {
-		rl, err := certs.NewReloader(o.TLSCertFile, o.TLSKeyFile, time.Second, func(err error) {
-			log.Error("reloading the serving certificate failed; keeping the current one", zap.Error(err))
-		})
+		getCert, err := servingCertificate(ctx, g, o.TLSCertFile, o.TLSKeyFile)
 		if err != nil {
 			return "", err
 		}
-		api.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: rl.GetCertificate}
+		api.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: getCert}
 	}
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
