@@ -130,7 +130,9 @@ import-rules: ## Fail when a module breaks the architecture's dependency rules.
 	  bad=$$(cd $$m && go list -deps -test ./... | grep '^github.com/kube-sts/kube-sts/release' || true); \
 	  if [ -n "$$bad" ]; then echo "$$m must not import the release tooling:"; echo "$$bad"; exit 1; fi; \
 	done
-	@echo "import rules hold: shared stdlib-only, sidecar without k8s.io, nothing imports e2e, no product module imports release"
+	@bad=$$(cd e2e && go list -tags demo,kind -f '{{if .GoFiles}}{{.ImportPath}}{{end}}' ./... | grep -v '^github.com/kube-sts/kube-sts/e2e/\(internal\|cmd\|hack\)/' || true); \
+	  if [ -n "$$bad" ]; then echo "e2e suites hold tests only (harness code belongs under e2e/internal/); these have non-test files:"; echo "$$bad"; exit 1; fi
+	@echo "import rules hold: shared stdlib-only, sidecar without k8s.io, nothing imports e2e, no product module imports release, e2e harness only under e2e/internal"
 
 .PHONY: lint
 lint: $(STATICCHECK) import-rules pin-check ## gofmt, go vet and staticcheck on every module (with the demo and kind build tags), the import rules, and pinned actions and base images.

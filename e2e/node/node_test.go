@@ -10,7 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kube-sts/kube-sts/e2e/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/internal/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/internal/node"
 	"github.com/kube-sts/kube-sts/e2e/internal/procs"
 )
 
@@ -28,7 +29,7 @@ func TestNodeRunsAPod(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := Start(ctx, env, Options{Kubelet: kubelet})
+	n, err := node.Start(ctx, env, node.Options{Kubelet: kubelet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,11 +37,11 @@ func TestNodeRunsAPod(t *testing.T) {
 	work := t.TempDir()
 	pause := procs.Build(t, "e2e", "./cmd/pause")
 	app := procs.Build(t, "e2e", "./cmd/testapp")
-	for _, img := range []Image{
-		{Tag: PauseImage, Add: []string{pause + ":/pause"}, Entrypoint: "/pause"},
-		{Tag: AppImage, Add: []string{app + ":/testapp"}, Entrypoint: "/testapp", User: "65532"},
+	for _, img := range []node.Image{
+		{Tag: node.PauseImage, Add: []string{pause + ":/pause"}, Entrypoint: "/pause"},
+		{Tag: node.AppImage, Add: []string{app + ":/testapp"}, Entrypoint: "/testapp", User: "65532"},
 	} {
-		tar, err := BuildImage(ctx, work, img)
+		tar, err := node.BuildImage(ctx, work, img)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -48,15 +49,15 @@ func TestNodeRunsAPod(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := PrepareNamespace(ctx, env, "default"); err != nil {
+	if err := node.PrepareNamespace(ctx, env, "default"); err != nil {
 		t.Fatal(err)
 	}
 	pod, err := env.Clientset.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "hello"},
 		Spec: corev1.PodSpec{
-			NodeName:    Name,
+			NodeName:    node.Name,
 			HostNetwork: true,
-			Containers:  []corev1.Container{{Name: "app", Image: AppImage, ImagePullPolicy: corev1.PullNever, Args: []string{"/etc/hostname-not-there"}}},
+			Containers:  []corev1.Container{{Name: "app", Image: node.AppImage, ImagePullPolicy: corev1.PullNever, Args: []string{"/etc/hostname-not-there"}}},
 		},
 	}, metav1.CreateOptions{})
 	if err != nil {

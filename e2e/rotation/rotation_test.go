@@ -16,8 +16,8 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kube-sts/kube-sts/e2e/controlplane"
-	"github.com/kube-sts/kube-sts/e2e/flow"
+	"github.com/kube-sts/kube-sts/e2e/internal/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/internal/flow"
 	"github.com/kube-sts/kube-sts/e2e/internal/kube"
 	"github.com/kube-sts/kube-sts/e2e/internal/stsissuer"
 	"github.com/kube-sts/kube-sts/e2e/internal/testca"

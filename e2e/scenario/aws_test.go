@@ -19,8 +19,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
-	"github.com/kube-sts/kube-sts/e2e/flow"
-	"github.com/kube-sts/kube-sts/e2e/node"
+	"github.com/kube-sts/kube-sts/e2e/internal/flow"
+	"github.com/kube-sts/kube-sts/e2e/internal/node"
+	"github.com/kube-sts/kube-sts/e2e/internal/scenario"
 	"github.com/kube-sts/kube-sts/shared/contract"
 )
 
@@ -83,24 +84,24 @@ func (r *stsRecorder) snapshot() []stsCall {
 // (AWS_ENDPOINT_URL_STS, its recorder) and AWS_REGION. The SDK must send our
 // token, as the file holds it, and read the file again after the sidecar
 // refreshed it.
-func testAWSSDK(ctx context.Context, t *testing.T, s *Stack) {
+func testAWSSDK(ctx context.Context, t *testing.T, s *scenario.Stack) {
 	rec := newSTSRecorder()
 	defer rec.Close()
 	const role = "arn:aws:iam::111122223333:role/payments"
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: "aws-sdk",
-			Labels: map[string]string{contract.Prefix + AWSInjector: "true"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: scenario.Namespace, Name: "aws-sdk",
+			Labels: map[string]string{contract.Prefix + scenario.AWSInjector: "true"},
 			// The application reads the token itself (no Vault agent in
 			// between): the token file's group is the application's.
-			Annotations: map[string]string{contract.Prefix + AWSInjector: role, contract.Prefix + "group": "65532"}},
+			Annotations: map[string]string{contract.Prefix + scenario.AWSInjector: role, contract.Prefix + "group": "65532"}},
 		Spec: corev1.PodSpec{
-			ServiceAccountName: ServiceAccount, NodeName: node.Name, HostNetwork: true,
+			ServiceAccountName: scenario.ServiceAccount, NodeName: node.Name, HostNetwork: true,
 			Containers: []corev1.Container{{Name: "app", Image: node.AppImage, ImagePullPolicy: corev1.PullNever, Args: []string{"aws", "1s"},
 				SecurityContext: &corev1.SecurityContext{RunAsUser: ptr.To[int64](65532), RunAsGroup: ptr.To[int64](65532)},
 				Env:             []corev1.EnvVar{{Name: "AWS_ENDPOINT_URL_STS", Value: rec.URL}, {Name: "AWS_REGION", Value: "us-east-1"}}}},
 		},
 	}
-	p, err := s.Env.Clientset.CoreV1().Pods(Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	p, err := s.Env.Clientset.CoreV1().Pods(scenario.Namespace).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,13 +113,13 @@ func testAWSSDK(ctx context.Context, t *testing.T, s *Stack) {
 		t.Fatalf("the webhook injected %v; want AWS_WEB_IDENTITY_TOKEN_FILE=%s and AWS_ROLE_ARN=%s", injected, contract.TokenPath, role)
 	}
 
-	seen := s.awaitSDKCalls(ctx, t, rec, role, p, "app", 2)
+	seen := awaitSDKCalls(s, ctx, t, rec, role, p, "app", 2)
 	log, _ := s.Node.ContainerLog(p, "app")
 	if !strings.Contains(log, "aws credentials: key ASIARECORDER") || !strings.Contains(log, "source WebIdentityCredentials") {
 		t.Errorf("the app did not report credentials from the web identity provider:\n%s", flow.Tail(log, 2000))
 	}
 	t.Logf("the SDK assumed %s %d times with %d of our tokens (jti %v)", role, len(rec.snapshot()), len(seen), seen)
-	if err := s.Env.Clientset.CoreV1().Pods(Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
+	if err := s.Env.Clientset.CoreV1().Pods(scenario.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
 		t.Error(err)
 	}
 }
@@ -126,7 +127,7 @@ func testAWSSDK(ctx context.Context, t *testing.T, s *Stack) {
 // awaitSDKCalls waits until the recorder has seen want distinct tokens from
 // the AWS SDK in p's container, each verified against the aws endpoint's
 // JWKS, and returns their ids.
-func (s *Stack) awaitSDKCalls(ctx context.Context, t *testing.T, rec *stsRecorder, role string, p *corev1.Pod, container string, want int) []string {
+func awaitSDKCalls(s *scenario.Stack, ctx context.Context, t *testing.T, rec *stsRecorder, role string, p *corev1.Pod, container string, want int) []string {
 	t.Helper()
 	jwksRaw, err := s.Issuer.JWKS(ctx, s.Issuer.Base+"/aws")
 	if err != nil {
@@ -173,19 +174,19 @@ func (s *Stack) awaitSDKCalls(ctx context.Context, t *testing.T, rec *stsRecorde
 // are on disk. The aws-role injector targets the aws container only, so
 // Vault's agent (and the test app) get a token volume of their own that
 // holds Vault's token and not the AWS one.
-func testTwoRelyingParties(ctx context.Context, t *testing.T, s *Stack) {
+func testTwoRelyingParties(ctx context.Context, t *testing.T, s *scenario.Stack) {
 	rec := newSTSRecorder()
 	defer rec.Close()
 	const role = "arn:aws:iam::111122223333:role/reports"
-	pod := s.ReferencePod(Namespace, "two-parties", true)
-	pod.Labels[contract.Prefix+AWSInjector] = "true"
-	pod.Annotations[contract.Prefix+AWSInjector] = role
+	pod := s.ReferencePod(scenario.Namespace, "two-parties", true)
+	pod.Labels[contract.Prefix+scenario.AWSInjector] = "true"
+	pod.Annotations[contract.Prefix+scenario.AWSInjector] = role
 	// The token files belong to uid 100 (Vault's agent) and the Pod's
 	// tremolo.io/group 1000: the SDK's container reads them through that group.
 	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "aws", Image: node.AppImage, ImagePullPolicy: corev1.PullNever, Args: []string{"aws", "1s"},
 		SecurityContext: &corev1.SecurityContext{RunAsUser: ptr.To[int64](65532), RunAsGroup: ptr.To[int64](1000)},
 		Env:             []corev1.EnvVar{{Name: "AWS_ENDPOINT_URL_STS", Value: rec.URL}, {Name: "AWS_REGION", Value: "us-east-1"}}})
-	p, err := s.Env.Clientset.CoreV1().Pods(Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	p, err := s.Env.Clientset.CoreV1().Pods(scenario.Namespace).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,20 +196,20 @@ func testTwoRelyingParties(ctx context.Context, t *testing.T, s *Stack) {
 			sidecars = append(sidecars, c.Name)
 		}
 	}
-	if len(sidecars) != 1 || p.Annotations[contract.InjectedAnnotation] != "vault-sts,"+AWSInjector {
-		t.Fatalf("sidecars %v, %s=%q; want one sidecar for vault-sts,%s", sidecars, contract.InjectedAnnotation, p.Annotations[contract.InjectedAnnotation], AWSInjector)
+	if len(sidecars) != 1 || p.Annotations[contract.InjectedAnnotation] != "vault-sts,"+scenario.AWSInjector {
+		t.Fatalf("sidecars %v, %s=%q; want one sidecar for vault-sts,%s", sidecars, contract.InjectedAnnotation, p.Annotations[contract.InjectedAnnotation], scenario.AWSInjector)
 	}
-	awsFile := contract.FurtherTokenPath(AWSInjector)
+	awsFile := contract.FurtherTokenPath(scenario.AWSInjector)
 	for _, c := range p.Spec.Containers {
 		if c.Name == "aws" && (envOf(c, "AWS_WEB_IDENTITY_TOKEN_FILE") != awsFile || envOf(c, "VAULT_TOKEN_FILE") != contract.TokenPath) {
 			t.Fatalf("aws container env %v; want AWS_WEB_IDENTITY_TOKEN_FILE=%s and VAULT_TOKEN_FILE=%s", c.Env, awsFile, contract.TokenPath)
 		}
 	}
 
-	s.waitForSecret(ctx, t, p)
-	seen := s.awaitSDKCalls(ctx, t, rec, role, p, "aws", 1)
+	waitForSecret(s, ctx, t, p)
+	seen := awaitSDKCalls(s, ctx, t, rec, role, p, "aws", 1)
 
-	p, err = s.Env.Clientset.CoreV1().Pods(Namespace).Get(ctx, p.Name, metav1.GetOptions{})
+	p, err = s.Env.Clientset.CoreV1().Pods(scenario.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +268,7 @@ func envOf(c corev1.Container, name string) string {
 }
 
 // verifyAWSToken checks a token the SDK sent: signed by the aws endpoint's
-// key, for its issuer and AWS's audience, for the scenario's ServiceAccount.
+// key, for its issuer and AWS's audience, for the scenario's scenario.ServiceAccount.
 func verifyAWSToken(t *testing.T, raw string, jwks jose.JSONWebKeySet, issuer string) jwt.Claims {
 	t.Helper()
 	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256, jose.ES256, jose.EdDSA})
@@ -278,7 +279,7 @@ func verifyAWSToken(t *testing.T, raw string, jwks jose.JSONWebKeySet, issuer st
 	if err := tok.Claims(jwks, &c); err != nil {
 		t.Fatalf("the SDK sent a token that the aws endpoint's JWKS does not verify: %v", err)
 	}
-	want := jwt.Expected{Issuer: issuer, AnyAudience: jwt.Audience{AWSAudience}, Subject: Cluster + ":" + Namespace + ":" + ServiceAccount}
+	want := jwt.Expected{Issuer: issuer, AnyAudience: jwt.Audience{scenario.AWSAudience}, Subject: scenario.Cluster + ":" + scenario.Namespace + ":" + scenario.ServiceAccount}
 	if err := c.ValidateWithLeeway(want, time.Minute); err != nil {
 		t.Fatalf("token claims: %v", err)
 	}

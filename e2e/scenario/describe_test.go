@@ -9,7 +9,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kube-sts/kube-sts/e2e/flow"
+	"github.com/kube-sts/kube-sts/e2e/internal/flow"
+	"github.com/kube-sts/kube-sts/e2e/internal/scenario"
 	"github.com/kube-sts/kube-sts/shared/contract"
 )
 
@@ -24,7 +25,7 @@ import (
 //     Unhealthy event carries the last failure.
 //
 // It stops the issuer: it runs last but for the log check.
-func testDescribeSaysWhy(ctx context.Context, t *testing.T, s *Stack) {
+func testDescribeSaysWhy(ctx context.Context, t *testing.T, s *scenario.Stack) {
 	kubectl, err := exec.LookPath("kubectl")
 	if err != nil {
 		t.Fatalf("kubectl is part of this machine's setup: %v", err)
@@ -58,21 +59,23 @@ func testDescribeSaysWhy(ctx context.Context, t *testing.T, s *Stack) {
 	}
 
 	// At start: refused.
-	p, err := pods.Pods(RefusedNamespace).Create(ctx, s.ReferencePod(RefusedNamespace, "refused", false), metav1.CreateOptions{})
+	p, err := pods.Pods(scenario.RefusedNamespace).Create(ctx, s.ReferencePod(scenario.RefusedNamespace, "refused", false), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = pods.Pods(RefusedNamespace).Delete(context.Background(), p.Name, metav1.DeleteOptions{}) }()
+	defer func() {
+		_ = pods.Pods(scenario.RefusedNamespace).Delete(context.Background(), p.Name, metav1.DeleteOptions{})
+	}()
 	created := time.Now()
-	line := describe(RefusedNamespace, p.Name, []string{
+	line := describe(scenario.RefusedNamespace, p.Name, []string{
 		"Last State:",
 		"stopped without a valid token: no token at " + contract.TokenPath,
 		"the issuer refused",
-		"ServiceAccount " + RefusedNamespace + "/" + ServiceAccount + " may not use",
+		"ServiceAccount " + scenario.RefusedNamespace + "/" + scenario.ServiceAccount + " may not use",
 		"FailedPostStartHook",
 	}, time.Minute)
 	t.Logf("refused at start: %v after the create, kubectl describe pod shows\n%s", time.Since(created).Round(time.Second), line)
-	if p, err = pods.Pods(RefusedNamespace).Get(ctx, p.Name, metav1.GetOptions{}); err != nil {
+	if p, err = pods.Pods(scenario.RefusedNamespace).Get(ctx, p.Name, metav1.GetOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, st := range p.Status.InitContainerStatuses {
@@ -81,29 +84,29 @@ func testDescribeSaysWhy(ctx context.Context, t *testing.T, s *Stack) {
 		}
 	}
 
-	// While running: the reference Pod is Ready through the sidecar's
+	// While running: the reference Pod is scenario.Ready through the sidecar's
 	// readiness probe until its token runs out with the issuer gone.
-	ref, err := pods.Pods(Namespace).Get(ctx, "reference-as-written", metav1.GetOptions{})
+	ref, err := pods.Pods(scenario.Namespace).Get(ctx, "reference-as-written", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !Ready(ref) {
+	if !scenario.Ready(ref) {
 		t.Fatalf("the reference Pod, which has its token, is not Ready: %+v", ref.Status.Conditions)
 	}
 	s.Issuer.Proc.Stop()
 	stopped := time.Now()
-	line = describe(Namespace, ref.Name, []string{
+	line = describe(scenario.Namespace, ref.Name, []string{
 		"Readiness probe failed",
 		"the exchange is failing",
 		"connection refused",
 	}, 2*time.Minute)
 	t.Logf("issuer gone: %v after the stop (one-minute tokens), kubectl describe pod shows\n%s", time.Since(stopped).Round(time.Second), line)
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
-		if ref, err = pods.Pods(Namespace).Get(ctx, ref.Name, metav1.GetOptions{}); err == nil && !Ready(ref) {
+		if ref, err = pods.Pods(scenario.Namespace).Get(ctx, ref.Name, metav1.GetOptions{}); err == nil && !scenario.Ready(ref) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the reference Pod stayed Ready without a token: %+v", ref.Status.Conditions)
+			t.Fatalf("the reference Pod stayed scenario.Ready without a token: %+v", ref.Status.Conditions)
 		}
 	}
 }

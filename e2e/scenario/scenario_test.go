@@ -11,12 +11,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kube-sts/kube-sts/e2e/controlplane"
-	"github.com/kube-sts/kube-sts/e2e/flow"
+	"github.com/kube-sts/kube-sts/e2e/internal/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/internal/flow"
+	"github.com/kube-sts/kube-sts/e2e/internal/scenario"
 	"github.com/kube-sts/kube-sts/shared/contract"
 )
 
-// A real node needs what envtest turns off: the ServiceAccount admission
+// A real node needs what envtest turns off: the scenario.ServiceAccount admission
 // plugin mounts API credentials into Pods (Vault's injector relies on it).
 var cp = &controlplane.Harness{ExtraAPIServerArgs: map[string][]string{"disable-admission-plugins": nil}}
 
@@ -24,7 +25,7 @@ func TestMain(m *testing.M) { os.Exit(cp.Main(m)) }
 
 func TestReferenceScenario(t *testing.T) {
 	env := cp.Require(t)
-	s := Up(t, cp, env, t.Logf)
+	s := scenario.Up(t, cp, env, t.Logf)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	pods := env.Clientset.CoreV1()
@@ -40,17 +41,17 @@ func TestReferenceScenario(t *testing.T) {
 			if testing.Short() && !tc.withJSONPatch {
 				t.Skip("-short: the reference Pod as written covers the flow; this variant only drops its json-patch annotations")
 			}
-			in := s.ReferencePod(Namespace, tc.name, tc.withJSONPatch)
-			pod, err := pods.Pods(Namespace).Create(ctx, in, metav1.CreateOptions{})
+			in := s.ReferencePod(scenario.Namespace, tc.name, tc.withJSONPatch)
+			pod, err := pods.Pods(scenario.Namespace).Create(ctx, in, metav1.CreateOptions{})
 			if err != nil {
 				t.Fatalf("create: %v", err)
 			}
 			if got := pod.Spec.InitContainers[0].Name; got != contract.ContainerName {
 				t.Fatalf("initContainers[0] = %s, want %s", got, contract.ContainerName)
 			}
-			s.waitForSecret(ctx, t, pod)
+			waitForSecret(s, ctx, t, pod)
 			// Vault's init container started only after the token existed.
-			p, err := pods.Pods(Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+			p, err := pods.Pods(scenario.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -77,8 +78,8 @@ func TestReferenceScenario(t *testing.T) {
 	// default remove_jwt_after_reading deletes the file each time; the
 	// sidecar puts it back.
 	t.Run("agent logs in again across STS refreshes", func(t *testing.T) {
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: "reference-as-written"}}
-		p, err := pods.Pods(Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: scenario.Namespace, Name: "reference-as-written"}}
+		p, err := pods.Pods(scenario.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -97,7 +98,7 @@ func TestReferenceScenario(t *testing.T) {
 			}
 			time.Sleep(2 * time.Second)
 		}
-		if log, _ := s.Node.ContainerLog(p, "test"); !strings.Contains(log, `MY_SECRET_PASSWORD="`+Password+`"`) {
+		if log, _ := s.Node.ContainerLog(p, "test"); !strings.Contains(log, `MY_SECRET_PASSWORD="`+scenario.Password+`"`) {
 			t.Fatal("the app lost its secret")
 		}
 	})
@@ -119,25 +120,25 @@ func TestReferenceScenario(t *testing.T) {
 			}
 			time.Sleep(time.Second)
 		}
-		if log, _ := s.Node.ContainerLog(p, "test"); strings.Contains(log, Password) {
+		if log, _ := s.Node.ContainerLog(p, "test"); strings.Contains(log, scenario.Password) {
 			t.Fatal("another namespace read test-vault's secret")
 		}
 	})
 
 	var leaked []string
 	t.Run("a deleted pod's credentials die with it", func(t *testing.T) {
-		p, err := pods.Pods(Namespace).Get(ctx, "without-json-patch", metav1.GetOptions{})
+		p, err := pods.Pods(scenario.Namespace).Get(ctx, "without-json-patch", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		// What an attacker copies out of the Pod: its projected ServiceAccount token and its STS token.
+		// What an attacker copies out of the Pod: its projected scenario.ServiceAccount token and its STS token.
 		saToken := s.Node.PodFile(t, p, "kubernetes.io~projected", contract.SubjectVolumeName, contract.SubjectTokenFileName)
-		stsToken := s.waitPodFile(t, p, "kubernetes.io~empty-dir", contract.VolumeName, contract.TokenFileName)
+		stsToken := waitPodFile(s, t, p, "kubernetes.io~empty-dir", contract.VolumeName, contract.TokenFileName)
 		leaked = append(leaked, saToken, stsToken)
 		if res, err := s.Issuer.Exchange(ctx, s.IssuerURL, saToken); err != nil || res.Status != 200 {
 			t.Fatalf("exchange before delete: %v %+v", err, res)
 		}
-		if err := pods.Pods(Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{}); err != nil {
+		if err := pods.Pods(scenario.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		deleted := time.Now()
@@ -149,13 +150,13 @@ func TestReferenceScenario(t *testing.T) {
 			if res.Status != 200 {
 				body, _ := json.Marshal(res.Error)
 				if res.Status != 400 || !flow.PodGoneOrTerminating(string(body)) {
-					t.Fatalf("the copied ServiceAccount token was refused, but not by the live Pod check: %d %s", res.Status, body)
+					t.Fatalf("the copied scenario.ServiceAccount token was refused, but not by the live Pod check: %d %s", res.Status, body)
 				}
-				t.Logf("the copied ServiceAccount token is refused %v after the delete: %s", time.Since(deleted).Round(time.Millisecond), res.Error.Description)
+				t.Logf("the copied scenario.ServiceAccount token is refused %v after the delete: %s", time.Since(deleted).Round(time.Millisecond), res.Error.Description)
 				break
 			}
 			if time.Since(deleted) > flow.DeletedPodBound {
-				t.Fatalf("the deleted pod's ServiceAccount token is still exchanged %v after the delete", time.Since(deleted))
+				t.Fatalf("the deleted pod's scenario.ServiceAccount token is still exchanged %v after the delete", time.Since(deleted))
 			}
 			time.Sleep(250 * time.Millisecond) // under the per-token limit of 5 a second
 		}
@@ -184,7 +185,7 @@ func TestReferenceScenario(t *testing.T) {
 			}
 			time.Sleep(time.Second)
 		}
-		p, err := pods.Pods(Namespace).Get(ctx, "reference-as-written", metav1.GetOptions{})
+		p, err := pods.Pods(scenario.Namespace).Get(ctx, "reference-as-written", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -197,7 +198,7 @@ func TestReferenceScenario(t *testing.T) {
 		if out, err := s.VaultLogin(res.Response.AccessToken); err != nil {
 			t.Fatalf("Vault refused a token signed with the rotated key: %v\n%s", err, out)
 		}
-		if log, _ := s.Node.ContainerLog(p, "test"); !strings.Contains(log, `MY_SECRET_PASSWORD="`+Password+`"`) {
+		if log, _ := s.Node.ContainerLog(p, "test"); !strings.Contains(log, `MY_SECRET_PASSWORD="`+scenario.Password+`"`) {
 			t.Fatal("the app lost its secret")
 		}
 	})
@@ -217,7 +218,7 @@ func TestReferenceScenario(t *testing.T) {
 	t.Run("no token in any log of ours", func(t *testing.T) {
 		logs := map[string]string{"sts-issuer": string(s.Issuer.Log()), "sts-webhook": string(s.Webhook.Log())}
 		for _, name := range []string{"reference-as-written", "intruder", "two-parties"} {
-			ns := Namespace
+			ns := scenario.Namespace
 			if name == "intruder" {
 				ns = "other-team"
 			}
@@ -240,14 +241,14 @@ func TestReferenceScenario(t *testing.T) {
 	})
 }
 
-func (s *Stack) waitForSecret(ctx context.Context, t *testing.T, pod *corev1.Pod) {
+func waitForSecret(s *scenario.Stack, ctx context.Context, t *testing.T, pod *corev1.Pod) {
 	t.Helper()
 	if err := flow.WaitForSecret(ctx, s.Target(), pod, 3*time.Minute); err != nil {
 		t.Fatalf("%v\nvault log:\n%s", err, flow.Tail(string(s.Vault.Log()), 3000))
 	}
 }
 
-func (s *Stack) waitPodFile(t *testing.T, p *corev1.Pod, plugin, volume, file string) string {
+func waitPodFile(s *scenario.Stack, t *testing.T, p *corev1.Pod, plugin, volume, file string) string {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -263,7 +264,7 @@ func (s *Stack) waitPodFile(t *testing.T, p *corev1.Pod, plugin, volume, file st
 
 func mustClaims(t *testing.T, jwt string) map[string]any {
 	t.Helper()
-	c, err := Claims(jwt)
+	c, err := scenario.Claims(jwt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kube-sts/kube-sts/e2e/scenario"
+	"github.com/kube-sts/kube-sts/e2e/internal/scenario"
 )
 
 // --- logs: kept while Pods come and go ---

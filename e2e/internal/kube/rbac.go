@@ -1,18 +1,13 @@
 package kube
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	sigsyaml "sigs.k8s.io/yaml"
 )
@@ -38,23 +33,20 @@ func (r ShippedRBAC) Apply(ctx context.Context, c kubernetes.Interface) error {
 	if err != nil {
 		return err
 	}
-	reader := yaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for {
-		doc, err := reader.Read()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", r.File, err)
-		}
+	err = eachDoc(data, func(doc []byte) error {
 		var meta metav1.TypeMeta
 		if err := sigsyaml.Unmarshal(doc, &meta); err != nil {
-			return fmt.Errorf("%s: %w", r.File, err)
+			return err
 		}
 		if err := r.apply(ctx, c, meta.Kind, doc); err != nil {
-			return fmt.Errorf("%s: %s: %w", r.File, meta.Kind, err)
+			return fmt.Errorf("%s: %w", meta.Kind, err)
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", r.File, err)
 	}
+	return nil
 }
 
 func decode(doc []byte, into any) error { return sigsyaml.UnmarshalStrict(doc, into) }

@@ -7,10 +7,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/kube-sts/kube-sts/e2e/controlplane"
-	"github.com/kube-sts/kube-sts/e2e/flow"
+	"github.com/kube-sts/kube-sts/e2e/internal/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/internal/flow"
+	"github.com/kube-sts/kube-sts/e2e/internal/node"
 	"github.com/kube-sts/kube-sts/e2e/internal/stsissuer"
-	"github.com/kube-sts/kube-sts/e2e/node"
 )
 
 // ReferencePod is the write-up's Pod (flow.ExamplePod) on this node

@@ -303,11 +303,11 @@ func Binary(ctx context.Context, name string) (string, error) {
 	return strings.TrimSpace(out.String()), nil
 }
 
-// moduleRoot is the e2e module's folder, found from this file's path so tests
-// work from any package directory.
+// moduleRoot is the e2e module's folder, found from this file's path
+// (e2e/internal/controlplane) so tests work from any package directory.
 func moduleRoot() string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Dir(filepath.Dir(file))
+	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
 // The API server and etcd run in their own process groups, so a test binary

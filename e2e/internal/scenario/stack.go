@@ -6,7 +6,9 @@
 package scenario
 
 import (
+	"bytes"
 	"context"
+	_ "embed"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -15,22 +17,21 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"text/template"
 	"time"
 
-	admissionregv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
-	"github.com/kube-sts/kube-sts/e2e/controlplane"
-	"github.com/kube-sts/kube-sts/e2e/flow"
+	"github.com/kube-sts/kube-sts/e2e/internal/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/internal/flow"
+	"github.com/kube-sts/kube-sts/e2e/internal/kube"
+	"github.com/kube-sts/kube-sts/e2e/internal/node"
 	"github.com/kube-sts/kube-sts/e2e/internal/procs"
 	"github.com/kube-sts/kube-sts/e2e/internal/stsissuer"
 	"github.com/kube-sts/kube-sts/e2e/internal/stswebhook"
 	"github.com/kube-sts/kube-sts/e2e/internal/testca"
 	"github.com/kube-sts/kube-sts/e2e/internal/vaultdev"
-	"github.com/kube-sts/kube-sts/e2e/node"
 )
 
 // Names of the scenario, after the reference write-up (see package flow).
@@ -274,31 +275,25 @@ func (s *Stack) configureVault(t testing.TB) {
 	}
 }
 
+// Vault's injector as a user would apply it: the Pod and its RBAC, then
+// (once it answers) its webhook registration.
+var (
+	//go:embed vault-injector.yaml
+	vaultInjectorYAML string
+	//go:embed vault-injector-webhook.yaml
+	vaultInjectorWebhookYAML string
+
+	vaultInjector        = template.Must(template.New("vault-injector").Parse(vaultInjectorYAML))
+	vaultInjectorWebhook = template.Must(template.New("vault-injector-webhook").Parse(vaultInjectorWebhookYAML))
+)
+
 // StartVaultInjector runs Vault's agent injector as a host-network Pod with
-// a certificate from s.CA and registers it as a second mutating webhook.
+// a certificate from s.CA and registers it as a second mutating webhook:
+// vault-injector.yaml, applied as a user would.
 func (s *Stack) StartVaultInjector(ctx context.Context, t testing.TB) {
 	t.Helper()
-	env := s.Env
-	const ns, sa = "vault", "vault-agent-injector"
-	if err := node.PrepareNamespace(ctx, env, ns); err != nil {
-		t.Fatal(err)
-	}
-	c := env.Clientset
-	if _, err := c.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: sa},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, Verbs: []string{"get", "list", "watch", "patch"}},
-			{APIGroups: []string{""}, Resources: []string{"namespaces", "pods"}, Verbs: []string{"get", "list", "watch"}}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: sa},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: sa},
-		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: ns}},
-	}, metav1.CreateOptions{}); err != nil {
+	const ns = "vault"
+	if err := node.PrepareNamespace(ctx, s.Env, ns); err != nil {
 		t.Fatal(err)
 	}
 	tlsDir := filepath.Join(s.Work, "injector-tls")
@@ -309,28 +304,22 @@ func (s *Stack) StartVaultInjector(ctx context.Context, t testing.TB) {
 		t.Fatal(err)
 	}
 	port := procs.FreePort(t)
-	apiHost, apiPort := hostPort(t, env.Config.Host)
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "vault-agent-injector", Namespace: ns},
-		Spec: corev1.PodSpec{
-			NodeName: node.Name, HostNetwork: true, ServiceAccountName: sa,
-			Containers: []corev1.Container{{
-				Name: "injector", Image: VaultK8sImage, ImagePullPolicy: corev1.PullNever,
-				Args: []string{"agent-inject",
-					fmt.Sprintf("-listen=127.0.0.1:%d", port),
-					"-tls-cert-file=/tls/tls.crt", "-tls-key-file=/tls/tls.key",
-					"-vault-address=" + s.VaultAddr, "-vault-image=" + node.VaultImage,
-					"-use-leader-elector=false", "-log-level=debug"},
-				Env:          []corev1.EnvVar{{Name: "KUBERNETES_SERVICE_HOST", Value: apiHost}, {Name: "KUBERNETES_SERVICE_PORT", Value: apiPort}},
-				VolumeMounts: []corev1.VolumeMount{{Name: "tls", MountPath: "/tls", ReadOnly: true}},
-			}},
-			Volumes: []corev1.Volume{{Name: "tls", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: tlsDir}}}},
-		},
+	apiHost, apiPort := hostPort(t, s.Env.Config.Host)
+	fields := map[string]any{
+		"Node": node.Name, "Image": VaultK8sImage, "AgentImage": node.VaultImage, "Port": port, "VaultAddr": s.VaultAddr,
+		"APIHost": apiHost, "APIPort": apiPort, "TLSDir": tlsDir, "CABundle": base64.StdEncoding.EncodeToString(s.CA.CertPEM),
 	}
-	if _, err := c.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
+	apply := func(tmpl *template.Template) {
+		t.Helper()
+		var manifest bytes.Buffer
+		if err := tmpl.Execute(&manifest, fields); err != nil {
+			t.Fatal(err)
+		}
+		if err := kube.Apply(ctx, s.Env.Config, manifest.Bytes()); err != nil {
+			t.Fatal(err)
+		}
 	}
-	url := fmt.Sprintf("https://127.0.0.1:%d/mutate", port)
+	apply(vaultInjector)
 	client := procs.TLSClient(s.CA.Pool())
 	deadline := time.Now().Add(90 * time.Second)
 	for {
@@ -340,31 +329,13 @@ func (s *Stack) StartVaultInjector(ctx context.Context, t testing.TB) {
 			break
 		}
 		if time.Now().After(deadline) {
-			p, _ := c.CoreV1().Pods(ns).Get(ctx, pod.Name, metav1.GetOptions{})
+			p, _ := s.Env.Clientset.CoreV1().Pods(ns).Get(ctx, "vault-agent-injector", metav1.GetOptions{})
 			log, _ := s.Node.ContainerLog(p, "injector")
 			t.Fatalf("Vault's injector did not come up: %v\nstatus: %+v\nlog: %s", err, p.Status, log)
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	// The name sorts after "kube-sts", as Vault's chart names it; the API
-	// server re-invokes our webhook after it (reinvocationPolicy: IfNeeded).
-	cfg := &admissionregv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "vault-agent-injector-cfg"},
-		Webhooks: []admissionregv1.MutatingWebhook{{
-			Name:                    "vault.hashicorp.com",
-			AdmissionReviewVersions: []string{"v1", "v1beta1"},
-			ClientConfig:            admissionregv1.WebhookClientConfig{URL: ptr.To(url), CABundle: s.CA.CertPEM},
-			Rules: []admissionregv1.RuleWithOperations{{Operations: []admissionregv1.OperationType{admissionregv1.Create},
-				Rule: admissionregv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
-			NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
-				Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"vault", "kube-system", "kube-sts"}}}},
-			SideEffects:   ptr.To(admissionregv1.SideEffectClassNone),
-			FailurePolicy: ptr.To(admissionregv1.Ignore),
-		}},
-	}
-	if _, err := c.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, cfg, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	apply(vaultInjectorWebhook)
 }
 
 func hostPort(t testing.TB, hostURL string) (string, string) {

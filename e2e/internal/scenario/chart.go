@@ -15,8 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kube-sts/kube-sts/e2e/controlplane"
-	"github.com/kube-sts/kube-sts/e2e/flow"
+	"github.com/kube-sts/kube-sts/e2e/internal/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/internal/flow"
 	"github.com/kube-sts/kube-sts/e2e/internal/procs"
 )
 
