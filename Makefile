@@ -86,10 +86,11 @@ testdata-check: ## Fail when a test run changed or added files under testdata/ (
 	  if [ -n "$$out" ]; then echo "testdata/ differs from the commit (a golden rewritten by -update?):"; echo "$$out"; exit 1; fi; \
 	fi
 
-# The release module's two packages each cross-compile the six images: one at
-# a time (-p 1), so the second reuses the first's compiled packages. From an
-# empty build cache the first took longer than go test's default 10-minute
-# limit on this kind of machine (both at once timed out), hence -timeout 30m.
+# The release module cross-compiles the six images once (release/bundle's
+# test); its packages run one at a time (-p 1) so that images' small test
+# builds do not compete with it. From an empty build cache that took longer
+# than go test's default 10-minute limit on this kind of machine, hence
+# -timeout 30m.
 .PHONY: test-unit
 test-unit: ## Unit tests of every module, with -race (the release module builds the six release images, and a local release with SBOMs and the chart).
 	@for m in $(UNIT_MODULES); do echo "== unit: $$m"; p=; [ $$m = release ] && p="-p 1"; \

@@ -109,6 +109,9 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := images.Verify(built, imgDir); err != nil {
+		return nil, fmt.Errorf("the images built are not what we ship: %w", err)
+	}
 	res := &Result{Images: built, SBOMs: map[string]string{}}
 	if err := os.MkdirAll(filepath.Join(o.Dir, "sbom"), 0o755); err != nil {
 		return nil, err

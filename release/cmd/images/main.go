@@ -47,6 +47,9 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := images.Verify(built, o.Dir); err != nil {
+		return fmt.Errorf("the images built are not what we ship: %w", err)
+	}
 	for _, b := range built {
 		st, err := os.Stat(b.Archive)
 		if err != nil {
