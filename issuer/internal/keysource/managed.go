@@ -246,31 +246,8 @@ func (m *ManagedSource) syncOnce(ctx context.Context) error {
 		return err
 	}
 	if changed || !exists {
-		created, retired := diff(st.Keys, planned)
-		data, err := json.Marshal(stored{Keys: planned})
-		if err != nil {
+		if err := m.write(ctx, sec, exists, st.Keys, planned); err != nil {
 			return err
-		}
-		if sec.Data == nil {
-			sec.Data = map[string][]byte{}
-		}
-		sec.Data[SecretKey] = data
-		if exists {
-			_, err = secrets.Update(ctx, sec, metav1.UpdateOptions{})
-		} else {
-			_, err = secrets.Create(ctx, sec, metav1.CreateOptions{})
-		}
-		if err != nil {
-			return err
-		}
-		for _, r := range created {
-			m.onWrite("created")
-			m.log.Info("created signing key", logging.Endpoint(m.endpoint), zap.String("kid", r.ID),
-				zap.String("alg", r.Algorithm), zap.Time("signs_from", r.ActiveAt))
-		}
-		for _, r := range retired {
-			m.onWrite("retired")
-			m.log.Info("retired signing key", logging.Endpoint(m.endpoint), zap.String("kid", r.ID))
 		}
 	}
 	set, err := keys.SetOf(planned, m.signingTime(planned, now))
@@ -285,6 +262,39 @@ func (m *ManagedSource) syncOnce(ctx context.Context) error {
 			m.log.Info("signing key changed", logging.Endpoint(m.endpoint), zap.String("kid", set.Signing.ID), zap.String("previous_kid", prev.Signing.ID))
 		}
 		m.onChange(set)
+	}
+	return nil
+}
+
+// write stores planned in sec (created when it does not exist), on top of
+// the version read, and logs the keys it created and retired.
+func (m *ManagedSource) write(ctx context.Context, sec *corev1.Secret, exists bool, before, planned []keys.Record) error {
+	data, err := json.Marshal(stored{Keys: planned})
+	if err != nil {
+		return err
+	}
+	if sec.Data == nil {
+		sec.Data = map[string][]byte{}
+	}
+	sec.Data[SecretKey] = data
+	secrets := m.client.CoreV1().Secrets(m.namespace)
+	if exists {
+		_, err = secrets.Update(ctx, sec, metav1.UpdateOptions{})
+	} else {
+		_, err = secrets.Create(ctx, sec, metav1.CreateOptions{})
+	}
+	if err != nil {
+		return err
+	}
+	created, retired := diff(before, planned)
+	for _, r := range created {
+		m.onWrite("created")
+		m.log.Info("created signing key", logging.Endpoint(m.endpoint), zap.String("kid", r.ID),
+			zap.String("alg", r.Algorithm), zap.Time("signs_from", r.ActiveAt))
+	}
+	for _, r := range retired {
+		m.onWrite("retired")
+		m.log.Info("retired signing key", logging.Endpoint(m.endpoint), zap.String("kid", r.ID))
 	}
 	return nil
 }
