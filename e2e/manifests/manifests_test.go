@@ -99,6 +99,8 @@ func renderings(t *testing.T) []Objects {
 	for _, dir := range []string{"base", "overlays/cert-manager", "overlays/self-managed"} {
 		out = append(out, Objects{Name: "kustomize/" + dir, Objs: decode(t, dir, run(t, kustomize, "build", filepath.Join(procs.RepoRoot(), "manifests", dir)))})
 	}
+	// The review-watch component, as a user's overlay adds it.
+	out = append(out, Objects{Name: "kustomize/review-watch", Objs: decode(t, "review-watch", run(t, kustomize, "build", filepath.Join("testdata", "review-watch")))})
 	return out
 }
 
@@ -394,13 +396,24 @@ func TestHostNetworkReplicasRoll(t *testing.T) {
 }
 
 // TestLeastPrivilege: the issuer may create TokenReviews, get Pods and read
-// the service-account issuer discovery cluster-wide and nothing else there; Secrets are written only by name; no
-// rule anywhere uses a wildcard.
+// the service-account issuer discovery cluster-wide and nothing else there
+// (in review mode watch, and only then, a second ClusterRole adds get, list
+// and watch on Pods and ServiceAccounts); Secrets are written only by name; no rule anywhere
+// uses a wildcard.
 func TestLeastPrivilege(t *testing.T) {
 	for _, r := range renderings(t) {
 		t.Run(r.Name, func(t *testing.T) {
 			var rules []rbacv1.PolicyRule
+			watchRole := false
 			for _, cr := range typed[rbacv1.ClusterRole](t, r.Objs, "ClusterRole") {
+				if strings.HasSuffix(cr.Name, "-issuer-review-watch") {
+					watchRole = true
+					got := fmt.Sprint(cr.Rules)
+					want := fmt.Sprint([]rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods", "serviceaccounts"}, Verbs: []string{"get", "list", "watch"}}})
+					if got != want {
+						t.Errorf("issuer ClusterRole %s:\n got %s\nwant %s", cr.Name, got, want)
+					}
+				}
 				if strings.HasSuffix(cr.Name, "-issuer") {
 					got := fmt.Sprint(cr.Rules)
 					want := fmt.Sprint([]rbacv1.PolicyRule{
@@ -413,6 +426,9 @@ func TestLeastPrivilege(t *testing.T) {
 					}
 				}
 				rules = append(rules, cr.Rules...)
+			}
+			if mode := reviewMode(t, r); watchRole != (mode == "watch") {
+				t.Errorf("the issuer runs in review mode %s; its review-watch ClusterRole is there: %v", mode, watchRole)
 			}
 			for _, role := range typed[rbacv1.Role](t, r.Objs, "Role") {
 				for _, rule := range role.Rules {

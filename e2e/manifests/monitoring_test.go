@@ -158,7 +158,8 @@ func TestMonitoring(t *testing.T) {
 	t.Logf("%d alerts, %d dashboard panels, %d metrics selected, all exported: %v", alerts, panels, len(selected), selected)
 }
 
-// exportedMetrics runs sts-issuer (managed keys, a publish target) and
+// exportedMetrics runs sts-issuer (managed keys, a publish target, review
+// mode watch) and
 // sts-webhook on the real API server, makes them count something in every
 // labeled family (an issued and a refused exchange, an injected and a denied
 // admission, a publish), and returns the metric names both expose.
@@ -181,7 +182,7 @@ endpoints:
   allow: [{namespace: monitored}]
   publish: [{directory: {path: %s}}]
 `, base, published)
-	})
+	}, "--review=watch") // the mode that exports the most: the watch's metrics too
 	issuer := iss.Base + "/vault"
 	for _, ns := range []string{"monitored", "unmonitored"} {
 		pod := kube.Workload(ctx, t, env.Clientset, ns, "app", "app")

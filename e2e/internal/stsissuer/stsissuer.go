@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -99,6 +100,14 @@ func Start(t testing.TB, env *controlplane.Env, ca *testca.CA, config func(base 
 	}
 	if err := Setup(ctx, env, rendered); err != nil {
 		t.Fatalf("issuer RBAC: %v", err)
+	}
+	if slices.Contains(extraArgs, "--review=watch") {
+		// What the review-watch component (or the chart's issuer.review=watch)
+		// adds to the base's rules.
+		if err := (kube.ShippedRBAC{File: filepath.Join(procs.RepoRoot(), "manifests", "components", "review-watch", "rbac.yaml"),
+			User: User, Namespace: Namespace}).Apply(ctx, env.Clientset); err != nil {
+			t.Fatalf("issuer RBAC of review mode watch: %v", err)
+		}
 	}
 	bin := procs.Build(t, "issuer", "./cmd/sts-issuer")
 	args := append([]string{

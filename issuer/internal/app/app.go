@@ -19,7 +19,6 @@ import (
 	"github.com/kube-sts/kube-sts/issuer/internal/config"
 	"github.com/kube-sts/kube-sts/issuer/internal/metrics"
 	"github.com/kube-sts/kube-sts/issuer/internal/readiness"
-	"github.com/kube-sts/kube-sts/issuer/internal/review"
 	"github.com/kube-sts/kube-sts/issuer/internal/satoken"
 	"github.com/kube-sts/kube-sts/issuer/internal/server"
 	"github.com/kube-sts/kube-sts/logging"
@@ -70,8 +69,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	rev, err := newReviewer(o, cfg, c, m)
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(server.Options{
-		Config: cfg, Reviewer: review.New(c.exchange, o.APITimeout, m), Verifier: verifier,
+		Config: cfg, Reviewer: rev.Reviewer, Status: rev.status, Verifier: verifier,
 		MaxInFlight: o.MaxInFlight, MaxPending: o.MaxPending, MaxPendingPerAddress: o.MaxPendingPerAddress, PerTokenPerSecond: o.PerToken, Log: log, Metrics: m, APIReady: ready.Ready,
 		Publishing: pubs.check,
 	})
@@ -84,6 +87,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	pubs.run(ctx, g)
+	rev.run(ctx, g)
 	g.Go(func() error { ready.Run(ctx); return nil })
 	g.Go(func() error { srv.ReportKeyAges(ctx, 15*time.Second); return nil })
 	addr, err := startServers(ctx, g, o, srv, m, log)
@@ -97,7 +101,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func logStart(log *zap.Logger, o *Options, cfg *config.Config, addr string) {
-	log.Info("serving", zap.String("version", buildinfo.Version), zap.String("listen", addr), zap.Bool("tls", !o.InsecureHTTP),
+	log.Info("serving", zap.String("version", buildinfo.Version), zap.String("listen", addr), zap.Bool("tls", !o.InsecureHTTP), zap.String("review", o.Review),
 		zap.String("metrics", o.MetricsListen), zap.String("cluster", cfg.Cluster), zap.Int("endpoints", len(cfg.Endpoints)))
 	for _, e := range cfg.Endpoints {
 		log.Info("endpoint", logging.Endpoint(e.Name), zap.String("issuer", e.Issuer), zap.String("audience", e.Audience),

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/kube-sts/kube-sts/issuer/internal/review"
 	"github.com/kube-sts/kube-sts/issuer/internal/server"
 	"github.com/kube-sts/kube-sts/logging"
 	"github.com/kube-sts/kube-sts/shared/cli"
@@ -22,6 +25,11 @@ const (
 	DefaultKubeBurst = 2000
 	controlQPS       = 5
 	controlBurst     = 10
+	// Watch (--review=watch): the lists and watches of its caches, a few
+	// calls at start and after a broken watch (a paginated list of 100,000
+	// Pods is 200 calls when the API server cannot stream it).
+	watchQPS   = 50
+	watchBurst = 100
 )
 
 // Connection bounds of the exchange server. Sidecars open one connection
@@ -56,6 +64,12 @@ type Options struct {
 	Kubeconfig string
 	// APITimeout bounds each call to the API server.
 	APITimeout time.Duration
+	// Review is how a subject token's Pod is confirmed: review.ModeTokenReview
+	// (TokenReview + Pod GET per exchange) or review.ModeWatch (local
+	// verification and watched caches, no API call per exchange).
+	Review string
+	// WatchMaxStale is how long mode watch trusts a cache whose watch is down.
+	WatchMaxStale time.Duration
 	// KubeQPS and KubeBurst are the client-side rate limits of exchanges
 	// towards the API server; key management and readiness use a client of
 	// their own, so exchanges never starve them.
@@ -86,7 +100,7 @@ func NewOptions() *Options {
 	return &Options{
 		ConfigFile: "/etc/kube-sts/issuer.yaml", Listen: ":8443", MetricsListen: ":9090",
 		TLSCertFile: "/etc/kube-sts/tls/tls.crt", TLSKeyFile: "/etc/kube-sts/tls/tls.key",
-		APITimeout: 5 * time.Second, KubeQPS: DefaultKubeQPS, KubeBurst: DefaultKubeBurst,
+		APITimeout: 5 * time.Second, Review: review.ModeTokenReview, WatchMaxStale: review.DefaultMaxStale, KubeQPS: DefaultKubeQPS, KubeBurst: DefaultKubeBurst,
 		MaxInFlight: server.DefaultMaxInFlight, MaxPending: server.DefaultMaxPending, MaxPendingPerAddress: server.DefaultMaxPendingPerAddress,
 		MaxConnections: DefaultMaxConnections, MaxConnectionsPerAddress: DefaultMaxConnectionsPerAddress,
 		PerToken: server.DefaultPerTokenPerSecond, LogLevel: "info",
@@ -103,8 +117,10 @@ func (o *Options) AddFlags(flags *flag.FlagSet) {
 	flags.StringVar(&o.TLSKeyFile, "tls-key-file", o.TLSKeyFile, "serving private key (PEM)")
 	flags.BoolVar(&o.InsecureHTTP, "insecure-http", o.InsecureHTTP, "serve plain HTTP; only behind an ingress that terminates TLS")
 	flags.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig to reach the API server; empty for in-cluster")
-	flags.DurationVar(&o.APITimeout, "api-timeout", o.APITimeout, "timeout of each TokenReview and Pod lookup")
-	flags.Float64Var(&o.KubeQPS, "kube-api-qps", o.KubeQPS, "client-side QPS limit of exchanges towards the API server (each exchange is a TokenReview and a Pod GET)")
+	flags.DurationVar(&o.APITimeout, "api-timeout", o.APITimeout, "timeout of each TokenReview and Pod or ServiceAccount lookup")
+	flags.StringVar(&o.Review, "review", o.Review, `how a subject token's Pod is confirmed: "tokenreview" (a TokenReview and a Pod GET per exchange; needs create tokenreviews, get pods) or "watch" (verified locally against the cluster's keys, Pods and ServiceAccounts from watched caches: no API call per exchange; needs list/watch/get on pods and serviceaccounts cluster-wide)`)
+	flags.DurationVar(&o.WatchMaxStale, "watch-max-stale", o.WatchMaxStale, "with --review=watch: how long a cache whose watch is down is still trusted; beyond it exchanges use TokenReview and Pod GET until the watch is back")
+	flags.Float64Var(&o.KubeQPS, "kube-api-qps", o.KubeQPS, "client-side QPS limit of exchanges towards the API server (with --review=tokenreview each exchange is a TokenReview and a Pod GET)")
 	flags.IntVar(&o.KubeBurst, "kube-api-burst", o.KubeBurst, "client-side burst of exchanges towards the API server")
 	flags.IntVar(&o.MaxInFlight, "max-inflight-exchanges", o.MaxInFlight, "exchanges waiting on the API server at once; beyond it: 503 with Retry-After")
 	flags.IntVar(&o.MaxPending, "max-pending-requests", o.MaxPending, "requests being answered at once (reading the body, waiting on the API server, signing); beyond it: 503 with Retry-After, the body unread")
@@ -132,6 +148,12 @@ func (o *Options) Validate() error {
 	var errs []error
 	if o.APITimeout <= 0 {
 		errs = append(errs, errors.New("--api-timeout must be positive"))
+	}
+	if !slices.Contains(review.Modes, o.Review) {
+		errs = append(errs, fmt.Errorf("--review must be one of %s, not %q", strings.Join(review.Modes, ", "), o.Review))
+	}
+	if o.WatchMaxStale <= 0 {
+		errs = append(errs, errors.New("--watch-max-stale must be positive"))
 	}
 	if o.KubeQPS <= 0 || o.KubeBurst <= 0 {
 		errs = append(errs, errors.New("--kube-api-qps and --kube-api-burst must be positive"))

@@ -10,6 +10,9 @@ import (
 // flag names it, and Validate reporting every problem at once.
 func TestOptions(t *testing.T) {
 	o := NewOptions()
+	if o.Review != "tokenreview" || o.WatchMaxStale.String() != "2s" {
+		t.Fatalf("review defaults: %q %v", o.Review, o.WatchMaxStale)
+	}
 	if o.Listen != ":8443" || o.KubeQPS != 1000 || o.KubeBurst != 2000 || o.MaxInFlight != 256 || o.MaxPending != 256 || o.MaxPendingPerAddress != 32 || o.MaxConnections != 512 || o.MaxConnectionsPerAddress != 32 || o.PerToken != 5 || o.APITimeout.String() != "5s" {
 		t.Fatalf("defaults: %+v", o)
 	}
@@ -26,9 +29,9 @@ func TestOptions(t *testing.T) {
 	}
 
 	o = NewOptions()
-	o.APITimeout, o.KubeQPS, o.MaxInFlight, o.TLSCertFile, o.LogLevel = 0, 0, 0, "", "loud"
+	o.APITimeout, o.KubeQPS, o.MaxInFlight, o.TLSCertFile, o.LogLevel, o.Review, o.WatchMaxStale = 0, 0, 0, "", "loud", "informer", 0
 	err := o.Validate()
-	for _, want := range []string{"--api-timeout", "--kube-api-qps", "--max-inflight-exchanges", "--tls-cert-file", "--log-level"} {
+	for _, want := range []string{"--api-timeout", "--kube-api-qps", "--max-inflight-exchanges", "--tls-cert-file", "--log-level", `--review must be one of tokenreview, watch, not "informer"`, "--watch-max-stale"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to name %s", err, want)
 		}

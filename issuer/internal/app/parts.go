@@ -24,17 +24,21 @@ import (
 	"github.com/kube-sts/kube-sts/issuer/internal/limit"
 	"github.com/kube-sts/kube-sts/issuer/internal/metrics"
 	"github.com/kube-sts/kube-sts/issuer/internal/publish"
+	"github.com/kube-sts/kube-sts/issuer/internal/review"
 	"github.com/kube-sts/kube-sts/issuer/internal/server"
 	"github.com/kube-sts/kube-sts/logging"
 	"github.com/kube-sts/kube-sts/shared/buildinfo"
 	"github.com/kube-sts/kube-sts/shared/exchange"
 )
 
-// clients reach the API server with two rate limiters: exchanges can use
-// all of theirs without delaying a key rotation or the readiness check.
+// clients reach the API server with rate limiters of their own: exchanges
+// can use all of theirs without delaying a key rotation, the readiness
+// check, or a cache's relist.
 type clients struct {
 	exchange kubernetes.Interface
 	control  kubernetes.Interface
+	// watch lists and watches Pods and ServiceAccounts (--review=watch).
+	watch kubernetes.Interface
 }
 
 func newClients(o *Options) (*clients, error) {
@@ -53,6 +57,9 @@ func newClients(o *Options) (*clients, error) {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	if c.control, err = build(controlQPS, controlBurst); err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	if c.watch, err = build(watchQPS, watchBurst); err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	return c, nil
@@ -289,4 +296,41 @@ func serve(ctx context.Context, g *errgroup.Group, s *http.Server, ln net.Listen
 		defer cancel()
 		return s.Shutdown(sctx)
 	})
+}
+
+// reviewer is the review mode's part: the server's Reviewer and, in mode
+// watch, the caches to run and their /readyz line.
+type reviewer struct {
+	server.Reviewer
+	watched *review.Watched
+}
+
+func newReviewer(o *Options, cfg *config.Config, c *clients, m *metrics.Metrics) (reviewer, error) {
+	if o.Review != review.ModeWatch {
+		return reviewer{Reviewer: review.New(c.exchange, o.APITimeout, m)}, nil
+	}
+	labels := false
+	for _, e := range cfg.Endpoints {
+		labels = labels || len(e.Claims.FromPodLabels) > 0
+	}
+	w := review.NewWatched(review.WatchOptions{Client: c.watch, Lookups: c.exchange, Timeout: o.APITimeout,
+		MaxStale: o.WatchMaxStale, Labels: labels, Metrics: m})
+	if err := m.Watch(w.Fresh, w.Objects); err != nil {
+		return reviewer{}, err
+	}
+	return reviewer{Reviewer: w, watched: w}, nil
+}
+
+func (r reviewer) run(ctx context.Context, g *errgroup.Group) {
+	if r.watched != nil {
+		g.Go(func() error { r.watched.Run(ctx); return nil })
+	}
+}
+
+// status is nil in mode tokenreview: /readyz has nothing to add.
+func (r reviewer) status() string {
+	if r.watched == nil {
+		return ""
+	}
+	return r.watched.Status()
 }

@@ -29,6 +29,7 @@ type Metrics struct {
 	publishes        *prometheus.CounterVec
 	publishedAt      *prometheus.GaugeVec
 	refused          *prometheus.CounterVec
+	watchFallbacks   *prometheus.CounterVec
 }
 
 // New registers the collectors (and the Go and process collectors) on a new
@@ -48,7 +49,7 @@ func New() (*Metrics, error) {
 		}, []string{"endpoint"}),
 		apiDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sts_issuer_apiserver_request_duration_seconds",
-			Help:    "Latency of the issuer's calls to the API server (tokenreview, pod), by call and result.",
+			Help:    "Latency of the issuer's calls to the API server (tokenreview, pod, serviceaccount), by call and result.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"call", "result"}),
 		keyAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -79,10 +80,19 @@ func New() (*Metrics, error) {
 			Name: "sts_issuer_refused_total",
 			Help: "Connections and requests turned away by a resource bound before any work, by server (api, metrics) and bound (max_connections, max_connections_per_address, evicted: an idle or stalled connection closed to make room, max_pending_requests).",
 		}, []string{"server", "bound"}),
+		watchFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sts_issuer_watch_fallbacks_total",
+			Help: "Exchanges that cost API calls in review mode watch, by reason (stale: a cache not synced or its watch down longer than --watch-max-stale, TokenReview + Pod GET; pod_not_cached, serviceaccount_not_cached: one GET; unverified: TokenReview + Pod GET).",
+		}, []string{"reason"}),
 	}
-	if err := m.register(m.refused, m.exchanges, m.exchangeDuration, m.apiDuration, m.keyAge, m.keysPublished, m.rotateEvery, m.rotations, m.publishes, m.publishedAt,
+	if err := m.register(m.watchFallbacks, m.refused, m.exchanges, m.exchangeDuration, m.apiDuration, m.keyAge, m.keysPublished, m.rotateEvery, m.rotations, m.publishes, m.publishedAt,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
 		return nil, err
+	}
+	// Exported from the start, at 0: in review mode watch an issuer may
+	// make no API call for hours, and "none" must read as 0, not as absent.
+	for _, call := range []string{"tokenreview", "pod", "serviceaccount"} {
+		m.apiDuration.WithLabelValues(call, "ok")
 	}
 	return m, nil
 }
@@ -134,6 +144,41 @@ func (m *Metrics) APICall(call, result string, d time.Duration) {
 		return
 	}
 	m.apiDuration.WithLabelValues(call, result).Observe(d.Seconds())
+}
+
+// fallbackReasons are the reasons of sts_issuer_watch_fallbacks_total (the
+// constants of package review), exported at 0 from the start.
+var fallbackReasons = []string{"stale", "unverified", "pod_not_cached", "serviceaccount_not_cached"}
+
+// WatchFallback records an exchange that cost API calls in review mode watch.
+func (m *Metrics) WatchFallback(reason string) {
+	if m == nil {
+		return
+	}
+	m.watchFallbacks.WithLabelValues(reason).Inc()
+}
+
+// Watch exports whether review mode watch's caches are current (1) or not
+// (0), and how many objects each holds.
+func (m *Metrics) Watch(fresh func() bool, objects func() (pods, serviceAccounts int)) error {
+	if m == nil {
+		return nil
+	}
+	for _, reason := range fallbackReasons {
+		m.watchFallbacks.WithLabelValues(reason)
+	}
+	return m.register(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sts_issuer_watch_current", Help: "1 when review mode watch's Pod and ServiceAccount caches are synced and their watches open (or down for less than --watch-max-stale); 0 while exchanges fall back to TokenReview and Pod GET."},
+			func() float64 {
+				if fresh() {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sts_issuer_watch_objects", Help: "Objects in review mode watch's caches.", ConstLabels: prometheus.Labels{"resource": "pods"}},
+			func() float64 { p, _ := objects(); return float64(p) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sts_issuer_watch_objects", Help: "Objects in review mode watch's caches.", ConstLabels: prometheus.Labels{"resource": "serviceaccounts"}},
+			func() float64 { _, s := objects(); return float64(s) }))
 }
 
 // Keys records the state of an endpoint's key set.

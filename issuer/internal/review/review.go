@@ -1,8 +1,12 @@
 // Package review decides whether a presented ServiceAccount token belongs to a
-// live Pod: a TokenReview with the endpoint's audience, a strict reading of
-// the result, and a live GET of the bound Pod. It fails closed: anything it
-// cannot confirm is a refusal, and anything the API server cannot answer is
-// "temporarily unavailable", never a token.
+// live Pod, in one of two modes: Reviewer asks the API server each time (a
+// TokenReview with the endpoint's audience, a strict reading of the result,
+// and a live GET of the bound Pod); Watched reads the binding the token was
+// verified with locally (satoken) against watched caches of Pods and
+// ServiceAccounts, and costs no API call in steady state. Both fail closed:
+// anything they cannot confirm is a refusal, and anything the API server
+// cannot answer is "temporarily unavailable", never a token. checkPod is the
+// one definition of a live Pod for both.
 package review
 
 import (
@@ -23,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kube-sts/kube-sts/issuer/internal/metrics"
+	"github.com/kube-sts/kube-sts/issuer/internal/satoken"
 	"github.com/kube-sts/kube-sts/shared/exchange"
 	"github.com/kube-sts/kube-sts/shared/redact"
 )
@@ -91,9 +96,10 @@ func New(client kubernetes.Interface, timeout time.Duration, m *metrics.Metrics)
 	return &Reviewer{client: client, timeout: timeout, metrics: m}
 }
 
-// Review confirms token for audience. Identical concurrent reviews share one
-// round of API calls; nothing is cached after it.
-func (r *Reviewer) Review(ctx context.Context, token, audience string) (Identity, error) {
+// Review confirms token for audience with a TokenReview and a Pod GET; what
+// the token says of itself (bound) is not needed. Identical concurrent
+// reviews share one round of API calls; nothing is cached after it.
+func (r *Reviewer) Review(ctx context.Context, token, audience string, _ *satoken.Binding) (Identity, error) {
 	sum := sha256.Sum256([]byte(token))
 	key := string(sum[:]) + "\x00" + audience
 	// The flight must not die with whichever caller happens to start it.
@@ -120,11 +126,15 @@ func (r *Reviewer) review(ctx context.Context, token, audience string) (Identity
 	if f != nil {
 		return id, f
 	}
-	pod, f := r.podAlive(ctx, id)
+	pod, f := getPod(ctx, r.client, r.timeout, r.metrics, id)
 	if f != nil {
 		return id, f
 	}
-	id.Node, id.Labels = pod.Spec.NodeName, pod.Labels
+	p := stateOf(pod, true)
+	if f := checkPod(id, p); f != nil {
+		return id, f
+	}
+	id.Node, id.Labels = p.Node, p.Labels
 	return id, nil
 }
 
@@ -165,7 +175,7 @@ func identityOf(st authnv1.TokenReviewStatus, audience string) (Identity, *Failu
 	pod, podOK := single(st.User.Extra[ExtraPodName])
 	uid, uidOK := single(st.User.Extra[ExtraPodUID])
 	if !podOK || !uidOK {
-		return id, refuse("not_pod_bound", id, "the subject token of %s/%s is not bound to a Pod (a legacy Secret token or an unbound TokenRequest); use a projected ServiceAccount token", ns, sa)
+		return id, notPodBound(id)
 	}
 	id.PodName, id.PodUID = pod, uid
 	id.TokenNode, _ = single(st.User.Extra[ExtraNodeName])
@@ -173,29 +183,47 @@ func identityOf(st authnv1.TokenReviewStatus, audience string) (Identity, *Failu
 	return id, nil
 }
 
-func (r *Reviewer) podAlive(ctx context.Context, id Identity) (*corev1.Pod, *Failure) {
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+// getPod reads id's Pod from the API server.
+func getPod(ctx context.Context, client kubernetes.Interface, timeout time.Duration, m *metrics.Metrics, id Identity) (*corev1.Pod, *Failure) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
-	pod, err := r.client.CoreV1().Pods(id.Namespace).Get(ctx, id.PodName, metav1.GetOptions{})
-	r.metrics.APICall("pod", result(err), time.Since(start))
+	pod, err := client.CoreV1().Pods(id.Namespace).Get(ctx, id.PodName, metav1.GetOptions{})
+	m.APICall("pod", result(err), time.Since(start))
 	switch {
 	case apierrors.IsNotFound(err):
-		return nil, refuse("pod_gone", id, "pod %s/%s no longer exists", id.Namespace, id.PodName)
+		return nil, podGone(id)
 	case apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err):
 		return nil, misconfigured("pod_forbidden", id, "the issuer is not allowed to get pods; check its RBAC")
 	case err != nil:
 		return nil, unavailable("pod_unavailable", id, "the API server did not answer the Pod lookup (%s); retry", short(err))
-	case string(pod.UID) != id.PodUID:
-		return nil, refuse("pod_replaced", id, "pod %s/%s was replaced: the token belongs to an earlier Pod of that name", id.Namespace, id.PodName)
-	case pod.DeletionTimestamp != nil:
-		return nil, refuse("pod_terminating", id, "pod %s/%s is terminating", id.Namespace, id.PodName)
-	case pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed:
-		return nil, refuse("pod_finished", id, "pod %s/%s has finished (phase %s)", id.Namespace, id.PodName, pod.Status.Phase)
-	case pod.Spec.ServiceAccountName != id.ServiceAccount:
-		return nil, refuse("pod_serviceaccount_mismatch", id, "pod %s/%s does not run as ServiceAccount %s", id.Namespace, id.PodName, id.ServiceAccount)
 	}
 	return pod, nil
+}
+
+func podGone(id Identity) *Failure {
+	return refuse("pod_gone", id, "pod %s/%s no longer exists", id.Namespace, id.PodName)
+}
+
+func notPodBound(id Identity) *Failure {
+	return refuse("not_pod_bound", id, "the subject token of %s/%s is not bound to a Pod (a legacy Secret token or an unbound TokenRequest); use a projected ServiceAccount token", id.Namespace, id.ServiceAccount)
+}
+
+// checkPod says why pod is not the live Pod of id, or nil: the one place
+// that decides what "alive" means, for a Pod read from the API server or
+// from the watched cache.
+func checkPod(id Identity, pod *podState) *Failure {
+	switch {
+	case string(pod.UID) != id.PodUID:
+		return refuse("pod_replaced", id, "pod %s/%s was replaced: the token belongs to an earlier Pod of that name", id.Namespace, id.PodName)
+	case pod.DeletionTimestamp != nil:
+		return refuse("pod_terminating", id, "pod %s/%s is terminating", id.Namespace, id.PodName)
+	case pod.Phase == corev1.PodSucceeded || pod.Phase == corev1.PodFailed:
+		return refuse("pod_finished", id, "pod %s/%s has finished (phase %s)", id.Namespace, id.PodName, pod.Phase)
+	case pod.ServiceAccount != id.ServiceAccount:
+		return refuse("pod_serviceaccount_mismatch", id, "pod %s/%s does not run as ServiceAccount %s", id.Namespace, id.PodName, id.ServiceAccount)
+	}
+	return nil
 }
 
 // ParseUsername splits system:serviceaccount:<namespace>:<name>, requiring a

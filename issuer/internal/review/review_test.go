@@ -61,7 +61,7 @@ func TestCoalescingKeyIncludesAudience(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			time.Sleep(time.Duration(i) * 50 * time.Millisecond) // b starts while a's review is in flight
-			_, err := r.Review(context.Background(), "the-same-token", aud)
+			_, err := r.Review(context.Background(), "the-same-token", aud, nil)
 			mu.Lock()
 			errs[aud] = err
 			mu.Unlock()
@@ -95,7 +95,7 @@ func TestIdenticalReviewsCoalesce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := r.Review(context.Background(), "tok", "a"); err != nil {
+			if _, err := r.Review(context.Background(), "tok", "a", nil); err != nil {
 				failed.Add(1)
 			}
 		}()

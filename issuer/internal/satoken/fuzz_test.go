@@ -22,7 +22,7 @@ func FuzzVerify(f *testing.F) {
 	clk := &clock{t: time.Unix(1_800_000_000, 0)}
 	v := New(Options{Get: c.get, MinRefresh: time.Hour, Now: clk.now})
 	f.Fuzz(func(t *testing.T, token string) {
-		err := v.Verify(context.Background(), token, aud)
+		_, err := v.Verify(context.Background(), token, aud)
 		if err == nil {
 			t.Fatalf("accepted a token the cluster did not sign: %q", token)
 		}

@@ -1,10 +1,12 @@
 // Package satoken checks a ServiceAccount token locally, before any API call
 // is spent on it: its signature against the cluster's own service-account
 // keys (the API server's OIDC discovery document and JWKS, fetched with the
-// issuer's credentials), iss, aud, exp and nbf. A request whose token the
-// cluster did not sign costs no TokenReview. It only screens: a token that
-// passes still goes through the TokenReview and the live Pod check, which
-// stay authoritative.
+// issuer's credentials), iss, aud, exp and nbf, and reads what the token is
+// bound to (its Pod and ServiceAccount, with UIDs). A request whose token the
+// cluster did not sign costs no TokenReview. In review mode tokenreview it
+// only screens (the TokenReview and the live Pod check decide); in review
+// mode watch it is the token check, and the binding is compared with watched
+// Pods and ServiceAccounts (package review).
 package satoken
 
 import (
@@ -172,22 +174,68 @@ func (v *Verifier) fetch(ctx context.Context) (*keySet, error) {
 	return set, nil
 }
 
+// Binding is what a verified token says it is bound to: the API server's
+// private "kubernetes.io" claim. Names are empty for what the token is not
+// bound to (a token made by a TokenRequest for a Secret has no Pod).
+type Binding struct {
+	Namespace                         string
+	ServiceAccount, ServiceAccountUID string
+	Pod, PodUID                       string
+	Node, NodeUID                     string
+}
+
+// PodBound reports whether the token names a Pod and its ServiceAccount,
+// each with its UID.
+func (b *Binding) PodBound() bool {
+	return b != nil && b.Namespace != "" && b.ServiceAccount != "" && b.ServiceAccountUID != "" && b.Pod != "" && b.PodUID != ""
+}
+
+type ref struct {
+	Name string `json:"name"`
+	UID  string `json:"uid"`
+}
+
+type private struct {
+	K *struct {
+		Namespace      string `json:"namespace"`
+		Pod            ref    `json:"pod"`
+		ServiceAccount ref    `json:"serviceaccount"`
+		Node           ref    `json:"node"`
+	} `json:"kubernetes.io"`
+}
+
+// binding reads the private claim; nil when the token has none (a legacy
+// Secret token), or when it contradicts the token's subject.
+func (p private) binding(subject string) *Binding {
+	if p.K == nil {
+		return nil
+	}
+	b := &Binding{Namespace: p.K.Namespace, ServiceAccount: p.K.ServiceAccount.Name, ServiceAccountUID: p.K.ServiceAccount.UID,
+		Pod: p.K.Pod.Name, PodUID: p.K.Pod.UID, Node: p.K.Node.Name, NodeUID: p.K.Node.UID}
+	if subject != "system:serviceaccount:"+b.Namespace+":"+b.ServiceAccount {
+		return nil
+	}
+	return b
+}
+
 // Verify checks that token was signed by the cluster for audience and is
-// within its validity. A nil error means "worth a TokenReview", not "valid".
-func (v *Verifier) Verify(ctx context.Context, token, audience string) error {
+// within its validity, and returns what it is bound to (nil when it names
+// no binding). A nil error means the cluster made the token for audience;
+// whether its Pod and ServiceAccount still exist is the caller's question.
+func (v *Verifier) Verify(ctx context.Context, token, audience string) (*Binding, error) {
 	tok, err := jwt.ParseSigned(token, algorithms)
 	if err != nil {
-		return refuse("not_a_jwt", "subject_token is not a signed JWT")
+		return nil, refuse("not_a_jwt", "subject_token is not a signed JWT")
 	}
 	if len(tok.Headers) != 1 {
-		return refuse("not_a_jwt", "subject_token must carry exactly one signature")
+		return nil, refuse("not_a_jwt", "subject_token must carry exactly one signature")
 	}
 	kid := tok.Headers[0].KeyID
 
 	set := v.current.Load()
 	if set == nil {
 		if set, _ = v.refresh(ctx, nil); set == nil {
-			return &Error{Reason: "cluster_keys_unavailable", Retryable: true,
+			return nil, &Error{Reason: "cluster_keys_unavailable", Retryable: true,
 				Description: "the issuer could not load the cluster's service-account keys; retry"}
 		}
 	}
@@ -199,37 +247,38 @@ func (v *Verifier) Verify(ctx context.Context, token, audience string) error {
 		if candidates = set.candidates(kid); len(candidates) == 0 {
 			if set == seen {
 				// No new fetch allowed yet: this might be a brand-new key.
-				return &Error{Reason: "unknown_key", Retryable: true, RetryAfter: v.minRefresh,
+				return nil, &Error{Reason: "unknown_key", Retryable: true, RetryAfter: v.minRefresh,
 					Description: "subject_token is signed with a key the issuer has not seen yet; retry shortly"}
 			}
-			return refuse("bad_signature", "subject_token is not signed by this cluster's service-account keys")
+			return nil, refuse("bad_signature", "subject_token is not signed by this cluster's service-account keys")
 		}
 	}
 	var claims jwt.Claims
+	var priv private
 	verified := false
 	for _, k := range candidates {
-		if err := tok.Claims(k.Key, &claims); err == nil {
+		if err := tok.Claims(k.Key, &claims, &priv); err == nil {
 			verified = true
 			break
 		}
 	}
 	if !verified {
-		return refuse("bad_signature", "subject_token is not signed by this cluster's service-account keys")
+		return nil, refuse("bad_signature", "subject_token is not signed by this cluster's service-account keys")
 	}
 	err = claims.ValidateWithLeeway(jwt.Expected{Issuer: set.issuer, AnyAudience: jwt.Audience{audience}, Time: v.now()}, Leeway)
 	switch {
 	case err == nil:
-		return nil
+		return priv.binding(claims.Subject), nil
 	case errors.Is(err, jwt.ErrInvalidIssuer):
-		return refuse("wrong_issuer", "subject_token was not issued by this cluster's service-account issuer")
+		return nil, refuse("wrong_issuer", "subject_token was not issued by this cluster's service-account issuer")
 	case errors.Is(err, jwt.ErrInvalidAudience):
-		return refuse("wrong_audience", "subject_token is not valid for audience %q; project a token with that audience", audience)
+		return nil, refuse("wrong_audience", "subject_token is not valid for audience %q; project a token with that audience", audience)
 	case errors.Is(err, jwt.ErrExpired):
-		return refuse("expired", "subject_token has expired")
+		return nil, refuse("expired", "subject_token has expired")
 	case errors.Is(err, jwt.ErrNotValidYet), errors.Is(err, jwt.ErrIssuedInTheFuture):
-		return refuse("not_yet_valid", "subject_token is not valid yet (clock skew?)")
+		return nil, refuse("not_yet_valid", "subject_token is not valid yet (clock skew?)")
 	}
-	return refuse("bad_claims", "subject_token has invalid claims")
+	return nil, refuse("bad_claims", "subject_token has invalid claims")
 }
 
 func (s *keySet) candidates(kid string) []jose.JSONWebKey {

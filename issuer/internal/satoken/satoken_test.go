@@ -140,7 +140,7 @@ func TestVerify(t *testing.T) {
 		{"alg none", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.", "not_a_jwt"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := v.Verify(context.Background(), tc.token, aud)
+			_, err := v.Verify(context.Background(), tc.token, aud)
 			if got := reason(err); got != tc.want {
 				t.Fatalf("Verify = %q (%v), want %q", got, err, tc.want)
 			}
@@ -158,13 +158,13 @@ func TestVerify(t *testing.T) {
 	c.publish(k2)
 	tok2 := sign(t, k2, good)
 	clk.t = clk.t.Add(time.Second)
-	err = v.Verify(context.Background(), tok2, aud)
+	_, err = v.Verify(context.Background(), tok2, aud)
 	var e *Error
 	if !errors.As(err, &e) || e.Reason != "unknown_key" || !e.Retryable || e.RetryAfter != 5*time.Second {
 		t.Fatalf("new kid within MinRefresh: %v", err)
 	}
 	clk.t = clk.t.Add(5 * time.Second)
-	if err := v.Verify(context.Background(), tok2, aud); err != nil {
+	if _, err := v.Verify(context.Background(), tok2, aud); err != nil {
 		t.Fatalf("new kid after MinRefresh: %v", err)
 	}
 	if n := c.count(); n != 2 {
@@ -173,7 +173,7 @@ func TestVerify(t *testing.T) {
 
 	// A kid the cluster does not have, after a refetch: not the cluster's.
 	clk.t = clk.t.Add(6 * time.Second)
-	if got := reason(v.Verify(context.Background(), sign(t, rsaKey(t, "nobody"), good), aud)); got != "bad_signature" {
+	if got := reason(verifyErr(v.Verify(context.Background(), sign(t, rsaKey(t, "nobody"), good), aud))); got != "bad_signature" {
 		t.Fatalf("unknown kid after refetch: %q", got)
 	}
 }
@@ -192,7 +192,7 @@ func TestFloodFetchesBounded(t *testing.T) {
 		if i%20 == 0 {
 			clk.t = clk.t.Add(time.Second)
 		}
-		if err := v.Verify(context.Background(), sign(t, garbage, good), aud); err == nil {
+		if _, err := v.Verify(context.Background(), sign(t, garbage, good), aud); err == nil {
 			t.Fatal("garbage accepted")
 		}
 	}
@@ -204,7 +204,7 @@ func TestFloodFetchesBounded(t *testing.T) {
 	down := &cluster{down: true}
 	v = New(Options{Get: down.get, MinRefresh: 5 * time.Second, Now: clk.now})
 	for range 100 {
-		err := v.Verify(context.Background(), sign(t, garbage, good), aud)
+		_, err := v.Verify(context.Background(), sign(t, garbage, good), aud)
 		var e *Error
 		if !errors.As(err, &e) || e.Reason != "cluster_keys_unavailable" || !e.Retryable {
 			t.Fatalf("API server down: %v", err)
@@ -233,7 +233,7 @@ func TestNoWaitingBehindAFetch(t *testing.T) {
 	for range 100 {
 		// Were these to wait for the fetch, the loop would never end: it is
 		// released only after it.
-		err := v.Verify(context.Background(), other, aud)
+		_, err := v.Verify(context.Background(), other, aud)
 		var e *Error
 		if !errors.As(err, &e) || !e.Retryable {
 			t.Fatalf("during a hanging fetch: %v", err)
@@ -243,4 +243,55 @@ func TestNoWaitingBehindAFetch(t *testing.T) {
 		t.Fatalf("100 requests took %v behind a hanging fetch", took)
 	}
 	close(release)
+}
+
+func verifyErr(_ *Binding, err error) error { return err }
+
+// TestBinding: Verify returns the API server's "kubernetes.io" claim as the
+// token's binding, nil for a token without one or whose subject it
+// contradicts (the claim must name the subject's ServiceAccount).
+func TestBinding(t *testing.T) {
+	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	c := &cluster{}
+	k := rsaKey(t, "k1")
+	c.publish(k)
+	v := New(Options{Get: c.get, Now: clk.now})
+	signPrivate := func(sub string, private map[string]any) string {
+		s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: k}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		std := claims(clk.t)
+		std.Subject = sub
+		tok, err := jwt.Signed(s).Claims(std).Claims(private).Serialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	podBound := map[string]any{"kubernetes.io": map[string]any{
+		"namespace":      "ns",
+		"pod":            map[string]any{"name": "p", "uid": "pod-uid"},
+		"serviceaccount": map[string]any{"name": "sa", "uid": "sa-uid"},
+		"node":           map[string]any{"name": "n", "uid": "node-uid"},
+	}}
+	secretBound := map[string]any{"kubernetes.io": map[string]any{
+		"namespace":      "ns",
+		"secret":         map[string]any{"name": "s", "uid": "secret-uid"},
+		"serviceaccount": map[string]any{"name": "sa", "uid": "sa-uid"},
+	}}
+	b, err := v.Verify(context.Background(), signPrivate("system:serviceaccount:ns:sa", podBound), aud)
+	want := Binding{Namespace: "ns", ServiceAccount: "sa", ServiceAccountUID: "sa-uid", Pod: "p", PodUID: "pod-uid", Node: "n", NodeUID: "node-uid"}
+	if err != nil || b == nil || *b != want || !b.PodBound() {
+		t.Fatalf("pod-bound token: %+v %v, want %+v", b, err, want)
+	}
+	if b, err := v.Verify(context.Background(), signPrivate("system:serviceaccount:ns:sa", secretBound), aud); err != nil || b == nil || b.PodBound() || b.ServiceAccountUID != "sa-uid" {
+		t.Fatalf("secret-bound token: %+v %v, want a binding without a Pod", b, err)
+	}
+	if b, err := v.Verify(context.Background(), signPrivate("system:serviceaccount:other:sa", podBound), aud); err != nil || b != nil {
+		t.Fatalf("claim contradicting the subject: %+v %v, want no binding", b, err)
+	}
+	if b, err := v.Verify(context.Background(), sign(t, k, claims(clk.t)), aud); err != nil || b != nil {
+		t.Fatalf("token without the claim: %+v %v, want no binding", b, err)
+	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/kube-sts/kube-sts/issuer/internal/config"
 	"github.com/kube-sts/kube-sts/issuer/internal/keys"
 	"github.com/kube-sts/kube-sts/issuer/internal/review"
+	"github.com/kube-sts/kube-sts/issuer/internal/satoken"
 	"github.com/kube-sts/kube-sts/shared/exchange"
 )
 
@@ -24,7 +25,7 @@ import (
 // own path (parsing, pre-checks, policy, claims, signing, JSON), not the API server.
 type instantReviewer struct{}
 
-func (instantReviewer) Review(context.Context, string, string) (review.Identity, error) {
+func (instantReviewer) Review(context.Context, string, string, *satoken.Binding) (review.Identity, error) {
 	return review.Identity{Namespace: "test-vault", ServiceAccount: "for-vault", PodName: "p", PodUID: "u"}, nil
 }
 

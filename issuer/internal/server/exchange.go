@@ -143,11 +143,12 @@ func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Tok
 	if d == nil {
 		return none, mint.Token{}, &failure{Reason: "keys_not_loaded", OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "the issuer has no signing key yet; retry")}
 	}
-	if f := s.admit(r.Context(), req.SubjectToken, e.cfg.SubjectAudience); f != nil {
+	bound, f := s.admit(r.Context(), req.SubjectToken, e.cfg.SubjectAudience)
+	if f != nil {
 		return none, mint.Token{}, f
 	}
 	defer s.inflight.Leave()
-	id, err := s.reviewer.Review(r.Context(), req.SubjectToken, e.cfg.SubjectAudience)
+	id, err := s.reviewer.Review(r.Context(), req.SubjectToken, e.cfg.SubjectAudience, bound)
 	if err != nil {
 		var rf *review.Failure
 		if !errors.As(err, &rf) {
@@ -209,29 +210,32 @@ func (e *Endpoint) checkTarget(req exchange.Request) *failure {
 
 // admit spends nothing of the API server's on a token the cluster did not
 // sign, on a token presented too often, or beyond the in-flight cap. When it
-// returns nil the caller holds an in-flight slot and must Leave it.
-func (s *Server) admit(ctx context.Context, token, audience string) *failure {
+// returns no failure the caller holds an in-flight slot and must Leave it;
+// the binding is what the Verifier read from the token.
+func (s *Server) admit(ctx context.Context, token, audience string) (*satoken.Binding, *failure) {
+	var bound *satoken.Binding
 	if s.verifier != nil {
-		if err := s.verifier.Verify(ctx, token, audience); err != nil {
+		var err error
+		if bound, err = s.verifier.Verify(ctx, token, audience); err != nil {
 			var ve *satoken.Error
 			if !errors.As(err, &ve) {
 				ve = &satoken.Error{Reason: "bad_signature", Description: "subject_token could not be verified"}
 			}
 			if ve.Retryable {
-				return &failure{Reason: ve.Reason, RetryAfter: ve.RetryAfter, OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "%s", ve.Description)}
+				return nil, &failure{Reason: ve.Reason, RetryAfter: ve.RetryAfter, OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "%s", ve.Description)}
 			}
-			return &failure{Reason: ve.Reason, OAuth: exchange.Errorf(exchange.InvalidRequest, "%s", ve.Description)}
+			return nil, &failure{Reason: ve.Reason, OAuth: exchange.Errorf(exchange.InvalidRequest, "%s", ve.Description)}
 		}
 	}
 	if ok, wait := s.perToken.Allow(token); !ok {
-		return &failure{Reason: "rate_limited", Status: http.StatusTooManyRequests, RetryAfter: wait,
+		return nil, &failure{Reason: "rate_limited", Status: http.StatusTooManyRequests, RetryAfter: wait,
 			OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "this subject token was presented more than %d times in a second; retry after the Retry-After delay", s.perToken.Limit())}
 	}
 	if !s.inflight.TryEnter() {
-		return &failure{Reason: "overloaded", RetryAfter: time.Second,
+		return nil, &failure{Reason: "overloaded", RetryAfter: time.Second,
 			OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "the issuer is at its limit of exchanges in flight; retry after the Retry-After delay")}
 	}
-	return nil
+	return bound, nil
 }
 
 // bodyTimeout bounds reading a request body once its headers are in.

@@ -24,19 +24,19 @@ import (
 // cluster's, "newkey*" carry a key not fetched yet.
 type screen struct{}
 
-func (screen) Verify(_ context.Context, token, _ string) error {
+func (screen) Verify(_ context.Context, token, _ string) (*satoken.Binding, error) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
-		return &satoken.Error{Reason: "not_a_jwt", Description: "subject_token is not a signed JWT"}
+		return nil, &satoken.Error{Reason: "not_a_jwt", Description: "subject_token is not a signed JWT"}
 	}
 	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
 	switch name := string(payload); {
 	case strings.Contains(name, `"garbage`):
-		return &satoken.Error{Reason: "bad_signature", Description: "subject_token is not signed by this cluster's service-account keys"}
+		return nil, &satoken.Error{Reason: "bad_signature", Description: "subject_token is not signed by this cluster's service-account keys"}
 	case strings.Contains(name, `"newkey`):
-		return &satoken.Error{Reason: "unknown_key", Retryable: true, RetryAfter: 5 * time.Second, Description: "retry shortly"}
+		return nil, &satoken.Error{Reason: "unknown_key", Retryable: true, RetryAfter: 5 * time.Second, Description: "retry shortly"}
 	}
-	return nil
+	return nil, nil
 }
 
 func exchanges(t *testing.T, srv *Server, result string) float64 {

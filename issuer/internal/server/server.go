@@ -27,18 +27,21 @@ import (
 	"github.com/kube-sts/kube-sts/issuer/internal/metrics"
 	"github.com/kube-sts/kube-sts/issuer/internal/policy"
 	"github.com/kube-sts/kube-sts/issuer/internal/review"
+	"github.com/kube-sts/kube-sts/issuer/internal/satoken"
 	"github.com/kube-sts/kube-sts/shared/exchange"
 )
 
-// Reviewer confirms subject tokens; *review.Reviewer is one.
+// Reviewer confirms that a subject token's Pod is alive; *review.Reviewer
+// (TokenReview and Pod GET) and *review.Watched (watched caches) are.
+// bound is what the Verifier read from the token, nil without a Verifier.
 type Reviewer interface {
-	Review(ctx context.Context, token, audience string) (review.Identity, error)
+	Review(ctx context.Context, token, audience string, bound *satoken.Binding) (review.Identity, error)
 }
 
-// Verifier screens subject tokens locally before they cost an API call;
+// Verifier checks subject tokens locally before they cost an API call;
 // *satoken.Verifier is one. Its *satoken.Error says why it refused.
 type Verifier interface {
-	Verify(ctx context.Context, token, audience string) error
+	Verify(ctx context.Context, token, audience string) (*satoken.Binding, error)
 }
 
 // Endpoint is one configured issuer and its current keys and documents.
@@ -108,6 +111,7 @@ type Server struct {
 	now      func() time.Time
 	ready    func() bool
 	publish  func() error
+	status   func() string
 }
 
 // Options configure a Server.
@@ -134,6 +138,9 @@ type Options struct {
 	Metrics           *metrics.Metrics
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Status, when set, is a line /readyz adds to its answer (the review
+	// mode's caches); it does not decide readiness.
+	Status func() string
 	// APIReady reports whether the API server has answered; nil means yes.
 	APIReady func() bool
 	// Publishing reports a publish target that has failed for too long; nil
@@ -188,6 +195,7 @@ func New(o Options) (*Server, error) {
 		now:     o.Now,
 		ready:   o.APIReady,
 		publish: o.Publishing,
+		status:  o.Status,
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -284,11 +292,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 		return
 	case "/readyz":
+		detail := ""
+		if s.status != nil {
+			if d := s.status(); d != "" {
+				detail = d + "\n"
+			}
+		}
 		if why := s.notReady(); why != "" {
-			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+			http.Error(w, "not ready: "+why+"\n"+detail, http.StatusServiceUnavailable)
 			return
 		}
-		_, _ = io.WriteString(w, "ok\n")
+		_, _ = io.WriteString(w, "ok\n"+detail)
 		return
 	}
 	e, rest := s.route(r)
