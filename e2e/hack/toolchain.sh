@@ -117,18 +117,21 @@ kube_component() {
 # main package at the root of MODULE@VERSION (or at SUBPKG inside it) through a
 # wrapper module; the extra args repeat the module's own replace directives
 # (pinned to published versions).
+# BUILD_TAGS, when set, are go build tags; the cached binary's version then
+# carries them (e.g. vault v1.21.0-minimal), so a change of tags rebuilds.
 module_build() {
-  local name="$1" v="$2" module="${3%%//*}" pkg="${3/\/\//\/}" dir
+  local name="$1" v="$2" module="${3%%//*}" pkg="${3/\/\//\/}" dir key
   shift 3
-  have "$name" "$v" && { log "$name $v cached"; return; }
+  key="$v${BUILD_TAGS:+-${BUILD_TAGS// /-}}"
+  have "$name" "$key" && { log "$name $key cached"; return; }
   dir="$SRC/$name-$v"
-  log "building $name $v from the Go module proxy"
+  log "building $name $key from the Go module proxy"
   wrapper "$dir" "kube-sts.local/toolchain/$name"
   (cd "$dir" && go mod edit -require="$module@$v" "$@")
   (cd "$dir" && GOFLAGS=-mod=mod go get "$module@$v" >/dev/null 2>&1 || true)
-  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w $LDFLAGS_EXTRA" -o "$dir/$name" "$pkg") \
-    || die "build of $name $v failed"
-  install_bin "$name" "$v" "$dir/$name"
+  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -tags "${BUILD_TAGS:-}" -ldflags "-s -w $LDFLAGS_EXTRA" -o "$dir/$name" "$pkg") \
+    || die "build of $name $key failed"
+  install_bin "$name" "$key" "$dir/$name"
 }
 
 etcd() {
@@ -141,10 +144,17 @@ etcd() {
     -replace="go.etcd.io/etcd/pkg/v3=go.etcd.io/etcd/pkg/v3@$v"
 }
 
+# Vault is built with its own `minimal` tag (its Makefile's BUILD_MINIMAL):
+# the core, the token, userpass, approle, cert and JWT/OIDC auth methods, the
+# KV, PKI, SSH and transit engines, and file/inmem/raft storage; no cloud
+# auth methods, database plugins or cloud storage backends. That is all the
+# tests use (dev server, JWT auth, KV v2, the agent with JWT auto-auth), and
+# it builds in 7 minutes instead of 16 on 2 cores (139 MB instead of 361).
+VAULT_TAGS=minimal
 vault() {
   # Vault's own go.mod has two third-party replaces; without them its
   # dependency graph does not resolve.
-  module_build vault "$VAULT_VERSION" github.com/hashicorp/vault \
+  BUILD_TAGS="$VAULT_TAGS" module_build vault "$VAULT_VERSION" github.com/hashicorp/vault \
     -replace="github.com/99designs/keyring=github.com/Jeffail/keyring@v1.2.3" \
     -replace="github.com/ma314smith/signedxml@v1.1.1=github.com/moov-io/signedxml@v1.1.1"
 }
@@ -213,7 +223,7 @@ version_of() {
   case "$1" in
     kube-apiserver|kubelet|kube-scheduler|kube-controller-manager) echo "$KUBERNETES_VERSION" ;;
     etcd) echo "$ETCD_VERSION" ;;
-    vault) echo "$VAULT_VERSION" ;;
+    vault) echo "$VAULT_VERSION-$VAULT_TAGS" ;;
     vault-k8s) echo "$VAULT_K8S_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
     kustomize) echo "$KUSTOMIZE_VERSION" ;;
