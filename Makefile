@@ -113,6 +113,20 @@ soak: toolchain toolchain-node toolchain-deploy ## The long soak on the real nod
 	cd e2e && KUBEBUILDER_ASSETS="$$(bash hack/toolchain.sh --print-dir all)" KUBE_STS_REQUIRE_CONTROLPLANE=1 \
 		SOAK_DURATION=$(SOAK_DURATION) SOAK_PODS=$(SOAK_PODS) SOAK_START_SAMPLES=20 go test -count=1 -v -timeout 90m -run TestSoak ./soak/
 
+# The scale run (e2e/scale): SCALE_PODS Pods on the real API server, one
+# sidecar refresh loop each in one load generator, two issuer replicas, both
+# review modes; `make test` runs it with 2,000 Pods, 1-minute tokens and the
+# outage only.
+SCALE_PODS   ?= 10000
+SCALE_TTL    ?= 1m
+SCALE_STEADY ?= 60s
+SCALE_FAULTS ?= outage,apiserver,replica
+.PHONY: scale
+scale: toolchain ## Scale run on the real API server (SCALE_PODS=10000, SCALE_TTL=1m, SCALE_FAULTS=outage,apiserver,replica), both review modes: dist/scale/{summary.txt,results.json,<mode>.jsonl,<mode>.svg}.
+	cd e2e && KUBEBUILDER_ASSETS="$$(bash hack/toolchain.sh --print-dir all)" KUBE_STS_REQUIRE_CONTROLPLANE=1 \
+		SCALE_PODS=$(SCALE_PODS) SCALE_TTL=$(SCALE_TTL) SCALE_STEADY=$(SCALE_STEADY) SCALE_FAULTS=$(SCALE_FAULTS) \
+		go test -count=1 -v -timeout 120m -run TestScale ./scale/
+
 # The dependency rules of the Architecture section: shared uses only the
 # standard library, the sidecar never links client-go (or any k8s.io
 # module), no module imports the e2e module, and no product module imports

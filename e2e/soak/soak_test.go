@@ -39,6 +39,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/kube-sts/kube-sts/e2e/internal/balancer"
 	"github.com/kube-sts/kube-sts/e2e/internal/controlplane"
 	"github.com/kube-sts/kube-sts/e2e/internal/flow"
 	"github.com/kube-sts/kube-sts/e2e/internal/node"
@@ -102,11 +103,11 @@ func TestSoak(t *testing.T) {
 
 	// The sidecars reach the issuer's replicas through a load balancer, as
 	// through a Service (no kube-proxy here).
-	lb := newBalancer(t)
-	chart := scenario.InstallChart(ctx, t, s, scenario.ChartOptions{ValueFiles: []string{"values.yaml"}, IssuerURLPort: lb.port})
+	lb := balancer.New(t)
+	chart := scenario.InstallChart(ctx, t, s, scenario.ChartOptions{ValueFiles: []string{"values.yaml"}, IssuerURLPort: lb.Port})
 	second := addIssuerReplica(ctx, t, s)
-	lb.set(chart.IssuerPort, second.port)
-	issuerURL := fmt.Sprintf("https://localhost:%d/vault", lb.port)
+	lb.Set(chart.IssuerPort, second.port)
+	issuerURL := fmt.Sprintf("https://localhost:%d/vault", lb.Port)
 	t.Logf("chart installed in %v; two issuer replicas (ports %d, %d) behind %s", chart.Took.Round(time.Second), chart.IssuerPort, second.port, issuerURL)
 
 	rec := newRecorder(t)
@@ -240,7 +241,7 @@ type faultEnv struct {
 	pods    *podSet
 	chart   *scenario.Chart
 	second  *replica
-	lb      *balancer
+	lb      *balancer.Balancer
 	details []string // what each fault did and measured
 }
 
@@ -606,58 +607,6 @@ func addIssuerReplica(ctx context.Context, t *testing.T, s *scenario.Stack) *rep
 	}
 	waitPods(ctx, t, s, "app.kubernetes.io/name=sts-issuer", 2)
 	return r
-}
-
-// balancer forwards TCP connections on a loopback port to the issuer
-// replicas in turn, skipping one that refuses: what a Service does.
-type balancer struct {
-	port     int
-	mu       sync.Mutex
-	backends []int
-	next     int
-}
-
-func newBalancer(t *testing.T) *balancer {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	b := &balancer{port: ln.Addr().(*net.TCPAddr).Port}
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go b.forward(conn)
-		}
-	}()
-	return b
-}
-
-func (b *balancer) set(ports ...int) {
-	b.mu.Lock()
-	b.backends = ports
-	b.mu.Unlock()
-}
-
-func (b *balancer) forward(in net.Conn) {
-	defer in.Close()
-	b.mu.Lock()
-	backends, first := b.backends, b.next
-	b.next++
-	b.mu.Unlock()
-	for i := range backends {
-		out, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", backends[(first+i)%len(backends)]), time.Second)
-		if err != nil {
-			continue
-		}
-		defer out.Close()
-		go func() { _, _ = io.Copy(out, in); _ = out.(*net.TCPConn).CloseWrite() }()
-		_, _ = io.Copy(in, out)
-		return
-	}
 }
 
 // --- the recorder: the consumers' events, the test's marks ---

@@ -42,8 +42,8 @@ type Node struct {
 	PodLogsDir string
 	KubeletDir string
 
-	containerd *exec.Cmd
-	kubelet    *exec.Cmd
+	containerd *logged
+	kubelet    *logged
 	env        *controlplane.Env
 }
 
@@ -244,7 +244,7 @@ resolvConf: ""
 				}
 			}
 		}
-		if n.kubelet.ProcessState != nil {
+		if n.kubelet.exited() {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -325,7 +325,7 @@ func (n *Node) Stop() {
 	}
 	stopCmd(n.kubelet)
 	n.kubelet = nil
-	if n.containerd != nil && n.containerd.ProcessState == nil {
+	if n.containerd != nil && !n.containerd.exited() {
 		// Kill every task (the Pods' processes), then containerd itself.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		out, _ := exec.CommandContext(ctx, "ctr", "-a", n.Socket, "-n", "k8s.io", "tasks", "ls", "-q").Output()
@@ -354,7 +354,23 @@ func (n *Node) Stop() {
 	_ = os.RemoveAll(n.Dir)
 }
 
-func startLogged(logFile, bin string, args ...string) (*exec.Cmd, error) {
+// logged is a process whose output goes to a file; done closes when it has
+// exited (its Wait returned: reading cmd.ProcessState before would race).
+type logged struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (l *logged) exited() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func startLogged(logFile, bin string, args ...string) (*logged, error) {
 	f, err := os.Create(logFile)
 	if err != nil {
 		return nil, err
@@ -366,14 +382,16 @@ func startLogged(logFile, bin string, args ...string) (*exec.Cmd, error) {
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
-	go func() { _ = cmd.Wait(); f.Close() }()
-	return cmd, nil
+	l := &logged{cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); f.Close(); close(l.done) }()
+	return l, nil
 }
 
-func stopCmd(cmd *exec.Cmd) {
-	if cmd == nil || cmd.Process == nil {
+func stopCmd(l *logged) {
+	if l == nil {
 		return
 	}
+	cmd := l.cmd
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	for i := 0; i < 100; i++ {
 		if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {

@@ -57,6 +57,12 @@ type Config struct {
 	// MinInterval is the shortest pause between two successful exchanges (1s
 	// when zero), so a badly dated token cannot make the loop spin.
 	MinInterval time.Duration
+	// NoFileWatch skips the watch that writes a deleted token file again at
+	// once (it is then written at the next refresh). Only for the scale
+	// harness's load generator: thousands of loops in one process cannot
+	// each hold one of the kernel's inotify instances (128 per user by
+	// default), and the other processes of the machine need theirs.
+	NoFileWatch bool
 	// StatusFile, when set, holds the failures since the last good exchange
 	// (contract.StatusPath of OutputFile): written at each failure, removed
 	// at the next success. Probe prints it.
@@ -385,6 +391,9 @@ func (r *Refresher) expire() {
 // watch reports changes in the output file's directory. Without inotify the
 // loop still works; a deleted file then waits for the next refresh.
 func (r *Refresher) watch() (<-chan fsnotify.Event, <-chan error, func()) {
+	if r.cfg.NoFileWatch {
+		return nil, nil, func() {}
+	}
 	w, err := fsnotify.NewWatcher()
 	if err == nil {
 		dirs := map[string]bool{}

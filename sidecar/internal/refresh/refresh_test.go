@@ -428,6 +428,21 @@ func TestDeletedFileRecreated(t *testing.T) {
 	}
 }
 
+// TestNoFileWatch: with NoFileWatch (the load generator's) a deleted file
+// stays deleted until the next refresh, and the loop holds no watch.
+func TestNoFileWatch(t *testing.T) {
+	f := newFixture(t, time.Hour, func(c *Config) { c.NoFileWatch = true })
+	f.start()
+	waitFor(t, 2*time.Second, "first token", func() bool { _, ok := f.file(); return ok })
+	if err := os.Remove(f.out); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // TestDeletedFileRecreated's loop writes it again well within this
+	if _, ok := f.file(); ok {
+		t.Fatal("the deleted file was written again without a file watch")
+	}
+}
+
 func TestStopsPromptlyDuringHangingExchange(t *testing.T) {
 	f := newFixture(t, time.Hour, nil)
 	f.issuer.Set(issuertest.Hang)
