@@ -40,13 +40,15 @@ func benchSubjects(b *testing.B, f *fixture, issuer string) []string {
 
 // BenchmarkExchangeRealAPIServer: ES256 signing costs ~45µs, RS256 ~1ms of
 // the same two cores the API server and etcd use. "defaults" runs the issuer
-// as shipped; "qps-100000" lifts its client-side API limits out of the way.
+// as shipped; "qps-100000" lifts its client-side API limits out of the way;
+// "review-watch" runs review mode watch (no API call per exchange), to be
+// compared with BenchmarkTokenReviewPlusPodGet, the floor of mode tokenreview.
 func BenchmarkExchangeRealAPIServer(b *testing.B) {
 	for _, alg := range []string{"ES256", "RS256"} {
 		for _, flags := range []struct {
 			name string
 			args []string
-		}{{"defaults", nil}, {"qps-100000", []string{"--kube-api-qps", "100000", "--kube-api-burst", "100000"}}} {
+		}{{"defaults", nil}, {"qps-100000", []string{"--kube-api-qps", "100000", "--kube-api-burst", "100000"}}, {"review-watch", []string{"--review=watch"}}} {
 			b.Run(alg+"/"+flags.name, func(b *testing.B) { benchExchange(b, alg, flags.args) })
 		}
 	}
