@@ -252,7 +252,7 @@ func (rec *recorder) write(prefix string) {
 	if err := os.WriteFile(prefix+".jsonl", []byte(b.String()), 0o644); err != nil {
 		rec.r.t.Error(err)
 	}
-	title := fmt.Sprintf("review mode %s: %d Pods, %v tokens", rec.res.Mode, rec.res.Pods, rec.res.TTL)
+	title := fmt.Sprintf("review mode %s: %d Pods, %d loops, %v tokens", rec.res.Mode, rec.res.Pods, rec.res.Loops, rec.res.TTL)
 	if err := os.WriteFile(prefix+".svg", []byte(plot(title, rec.points, rec.bands)), 0o644); err != nil {
 		rec.r.t.Error(err)
 	}

@@ -57,19 +57,20 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	verifier := satoken.New(satoken.Options{Get: c.getter(o.APITimeout)})
-	ready := readiness.New(log,
-		readiness.Step{Name: "reaching the API server", Retry: 2 * time.Second, Do: c.ping},
-		readiness.Step{Name: "loading the cluster's service-account keys", Retry: 6 * time.Second, Do: verifier.Refresh,
-			Hint: "the issuer needs get on the non-resource URLs " + satoken.PathDiscovery + " and " + satoken.PathJWKS})
 	m, err := metrics.New()
 	if err != nil {
 		return err
 	}
-	pubs, err := newPublishers(ctx, cfg, log, m)
+	rev, err := newReviewer(o, cfg, c, m)
 	if err != nil {
 		return err
 	}
-	rev, err := newReviewer(o, cfg, c, m)
+	ready := readiness.New(log, append([]readiness.Step{
+		{Name: "reaching the API server", Retry: 2 * time.Second, Do: c.ping},
+		{Name: "loading the cluster's service-account keys", Retry: 6 * time.Second, Do: verifier.Refresh,
+			Hint: "the issuer needs get on the non-resource URLs " + satoken.PathDiscovery + " and " + satoken.PathJWKS},
+	}, rev.steps(log)...)...)
+	pubs, err := newPublishers(ctx, cfg, log, m)
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/kube-sts/kube-sts/issuer/internal/limit"
 	"github.com/kube-sts/kube-sts/issuer/internal/metrics"
 	"github.com/kube-sts/kube-sts/issuer/internal/publish"
+	"github.com/kube-sts/kube-sts/issuer/internal/readiness"
 	"github.com/kube-sts/kube-sts/issuer/internal/review"
 	"github.com/kube-sts/kube-sts/issuer/internal/server"
 	"github.com/kube-sts/kube-sts/logging"
@@ -325,6 +326,31 @@ func (r reviewer) run(ctx context.Context, g *errgroup.Group) {
 	if r.watched != nil {
 		g.Go(func() error { r.watched.Run(ctx); return nil })
 	}
+}
+
+// syncWait bounds how long a replica in mode watch stays unready while its
+// caches sync: long enough for 100,000 Pods, short enough that a replica
+// whose lists fail (RBAC) still serves, through TokenReview and Pod GET.
+const syncWait = time.Minute
+
+// steps is what readiness waits for besides the API server and the keys:
+// in mode watch the caches' first sync (at most syncWait), so that a
+// Service sends a restarted replica no traffic that its empty caches would
+// turn into TokenReviews (the herd after an outage meets synced caches).
+func (r reviewer) steps(log *zap.Logger) []readiness.Step {
+	if r.watched == nil {
+		return nil
+	}
+	return []readiness.Step{{Name: "syncing the Pod and ServiceAccount caches (review mode watch)", Retry: time.Second,
+		Do: func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, syncWait)
+			defer cancel()
+			if !r.watched.WaitSynced(ctx) {
+				log.Warn("the Pod and ServiceAccount caches did not sync; ready anyway, exchanges use TokenReview and Pod GET until they do",
+					zap.Duration("waited", syncWait), zap.String("hint", "the issuer needs list and watch on pods and serviceaccounts in review mode watch"))
+			}
+			return nil
+		}}}
 }
 
 // status is nil in mode tokenreview: /readyz has nothing to add.

@@ -128,6 +128,20 @@ func (w *Watched) Run(ctx context.Context) {
 // Synced reports whether both caches hold a complete list.
 func (w *Watched) Synced() bool { return w.pods.informer.HasSynced() && w.sas.informer.HasSynced() }
 
+// WaitSynced waits until Synced or ctx ends, and says which.
+func (w *Watched) WaitSynced(ctx context.Context) bool {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for !w.Synced() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+	return true
+}
+
 // Fresh reports whether both caches may be trusted now.
 func (w *Watched) Fresh() bool { return w.pods.fresh(w.maxStale) && w.sas.fresh(w.maxStale) }
 

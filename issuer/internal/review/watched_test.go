@@ -356,3 +356,27 @@ func TestFallbackReasonsExported(t *testing.T) {
 		t.Errorf("exported reasons %v, want the 4 of package review", got)
 	}
 }
+
+// TestWaitSynced: WaitSynced returns true once both caches synced, false
+// when its context ends first (a list the API server refuses).
+func TestWaitSynced(t *testing.T) {
+	cs := fake.NewClientset(pod("p", "uid-1", "sa"), serviceAccount("sa", "sa-uid"))
+	cs.PrependReactor("list", "serviceaccounts", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("forbidden")
+	})
+	w := NewWatched(WatchOptions{Client: cs, Lookups: cs, Timeout: time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	short, cancelShort := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancelShort()
+	if w.WaitSynced(short) {
+		t.Fatal("synced although the ServiceAccount list fails")
+	}
+	ok := fake.NewClientset(pod("p", "uid-1", "sa"), serviceAccount("sa", "sa-uid"))
+	w2 := startWatched(t, ok, ok, WatchOptions{})
+	if !w2.WaitSynced(context.Background()) {
+		t.Fatal("not synced")
+	}
+}
