@@ -153,7 +153,10 @@ func (rec *recorder) sampleAPI(ctx context.Context) {
 	now := time.Now()
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	if !rec.lastAt.IsZero() && len(rec.points) > 0 {
+	// After an API server restart its counters start again from 0: that
+	// sample only sets the new baseline.
+	restarted := a.TokenReviews < rec.lastAPI.TokenReviews || a.PodGets < rec.lastAPI.PodGets || a.ListWatch < rec.lastAPI.ListWatch
+	if !rec.lastAt.IsZero() && len(rec.points) > 0 && !restarted {
 		d := now.Sub(rec.lastAt).Seconds()
 		delta := a.minus(rec.lastAPI)
 		p := &rec.points[len(rec.points)-1]

@@ -27,9 +27,10 @@
 // dist/scale/summary.txt, <mode>.jsonl and <mode>.svg (SCALE_OUT).
 //
 // It asserts: no token issued to a deleted Pod later than
-// flow.DeletedPodBound after its delete; every simulated Pod valid again
-// within the sidecar's backoff maximum + 15 s after the issuers are back;
-// API calls per exchange 2 in mode tokenreview and at most 0.01 in mode watch.
+// flow.DeletedPodBound after its delete; in mode watch every simulated Pod
+// valid again within the sidecar's backoff maximum + 15 s after the issuers
+// are back (mode tokenreview's recovery is reported); API calls per exchange
+// 2 in mode tokenreview and at most 0.01 in mode watch.
 package scale
 
 import (
@@ -209,12 +210,29 @@ type run struct {
 
 // startIssuers starts the two replicas of mode and points the balancer at them.
 func (r *run) startIssuers(mode string) []*stsissuer.Issuer {
-	t := r.t
-	var out []*stsissuer.Issuer
+	issuers := []*stsissuer.Issuer{r.startIssuer(mode), r.startIssuer(mode)}
+	r.balance(issuers)
+	return issuers
+}
+
+// balance points the balancer at issuers.
+func (r *run) balance(issuers []*stsissuer.Issuer) {
 	var ports []int
-	for range 2 {
-		iss := stsissuer.Start(t, r.env, r.ca, func(string) string {
-			return fmt.Sprintf(`
+	for _, iss := range issuers {
+		u, err := url.Parse(iss.Base)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		port, _ := strconv.Atoi(u.Port())
+		ports = append(ports, port)
+	}
+	r.lb.Set(ports...)
+}
+
+// startIssuer starts one replica of mode; it returns once it is ready.
+func (r *run) startIssuer(mode string) *stsissuer.Issuer {
+	return stsissuer.Start(r.t, r.env, r.ca, func(string) string {
+		return fmt.Sprintf(`
 cluster: scale
 endpoints:
 - name: vault
@@ -225,17 +243,7 @@ endpoints:
   keys: {files: [%s]}
   allow: [{namespace: "scale-*"}]
 `, r.issuerURL, r.s.ttl, r.keyFile)
-		}, "--review="+mode, "--log-level=warn", "--max-connections-per-address=0", "--max-pending-requests-per-address=0")
-		u, err := url.Parse(iss.Base)
-		if err != nil {
-			t.Fatal(err)
-		}
-		port, _ := strconv.Atoi(u.Port())
-		ports = append(ports, port)
-		out = append(out, iss)
-	}
-	r.lb.Set(ports...)
-	return out
+	}, "--review="+mode, "--log-level=warn", "--max-connections-per-address=0", "--max-pending-requests-per-address=0")
 }
 
 // mode runs the loops against mode's issuers through the phases and faults.
@@ -318,7 +326,8 @@ func (r *run) mode(ctx context.Context, mode string) *result {
 			issuers[0].Proc.Stop()
 			time.Sleep(30 * time.Second)
 			b.end()
-			issuers = append(r.startIssuers(mode)[:1], issuers[1]) // the first restarted, the second kept
+			issuers = []*stsissuer.Issuer{r.startIssuer(mode), issuers[1]}
+			r.balance(issuers)
 			rec.setIssuers(issuers)
 			_, _ = rec.awaitValid(ctx, 2*time.Minute)
 		default:
@@ -392,7 +401,9 @@ func (r *run) churn(ctx context.Context, res *result) {
 			latency, late := probeDeleted(client, r.issuerURL+"/token", string(old), deleted)
 			res.refusal(latency, late)
 		}()
-		if err := r.c.create(ctx, i, fmt.Sprintf("scale-node-%d", i/podsPerNode)); err != nil && ctx.Err() == nil {
+		// Recreated even when the churn is being stopped: a deleted Pod
+		// left behind would refuse its loop for the rest of the run.
+		if err := r.c.create(context.WithoutCancel(ctx), i, fmt.Sprintf("scale-node-%d", i/podsPerNode)); err != nil {
 			r.t.Errorf("recreate %s/%s: %v", sl.Namespace, sl.Name, err)
 		}
 	}
@@ -501,7 +512,10 @@ func (res *result) check(t *testing.T, s settings) {
 	if res.Unrefused != 0 {
 		t.Errorf("%s: %d deleted Pods' tokens were still exchanged 10 s after the delete", res.Mode, res.Unrefused)
 	}
-	if slices.Contains(s.faults, "outage") {
+	// The recovery bound is review mode watch's goal; mode tokenreview's
+	// recovery is reported beside it (on 2 cores it stops recovering
+	// somewhere between 2,000 and 10,000 loops: the point of the comparison).
+	if slices.Contains(s.faults, "outage") && res.Mode == "watch" {
 		if bound := backoffMax + 15*time.Second; !res.RecoveredOK || res.Recovered > bound {
 			t.Errorf("%s: every simulated Pod valid again %v after the issuers were back (recovered: %v); want within %v", res.Mode, res.Recovered, res.RecoveredOK, bound)
 		}
