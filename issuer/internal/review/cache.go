@@ -41,15 +41,17 @@ func stateOf(p *corev1.Pod, labels bool) *podState {
 type saState struct{ metav1.ObjectMeta }
 
 // The cached states are stored by the informer as they are; these make them
-// runtime.Objects for client-go's type checks. They are never copied.
+// runtime.Objects for client-go's type checks (and its mutation detector).
 func (s *podState) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
 func (s *podState) DeepCopyObject() runtime.Object {
 	c := *s
+	s.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
 	return &c
 }
 func (s *saState) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
 func (s *saState) DeepCopyObject() runtime.Object {
 	c := *s
+	s.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
 	return &c
 }
 

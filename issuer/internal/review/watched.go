@@ -119,10 +119,13 @@ func NewWatched(o WatchOptions) *Watched {
 	return w
 }
 
-// Run fills the caches and keeps them current until ctx ends.
+// Run fills the caches and keeps them current until ctx ends; it returns
+// when both informers have stopped.
 func (w *Watched) Run(ctx context.Context) {
-	go w.sas.informer.RunWithContext(ctx)
+	done := make(chan struct{})
+	go func() { w.sas.informer.RunWithContext(ctx); close(done) }()
 	w.pods.informer.RunWithContext(ctx)
+	<-done
 }
 
 // Synced reports whether both caches hold a complete list.
