@@ -537,9 +537,9 @@ func (res *result) check(t *testing.T, s settings) {
 
 func writeSummary(t *testing.T, s settings, results []*result) {
 	var b strings.Builder
-	real := float64(s.loops) * float64(refreshEvery(15*time.Minute)) / float64(refreshEvery(s.ttl))
+	equiv := float64(s.loops) * float64(refreshEvery(15*time.Minute)) / float64(refreshEvery(s.ttl))
 	fmt.Fprintf(&b, "kube-sts scale run, %s\n%d Pods on the real API server, %d of them with a sidecar refresh loop, two issuer replicas behind a loopback balancer; tokens of %v refreshed every %v: the exchange rate of %.0f Pods with the shipped 15-minute tokens. Churn %.0f%%/min of the Pods. Faults: %v.\n\n",
-		time.Now().UTC().Format(time.RFC3339), s.pods, s.loops, s.ttl, refreshEvery(s.ttl), real, s.churnPerMinute*100, s.faults)
+		time.Now().UTC().Format(time.RFC3339), s.pods, s.loops, s.ttl, refreshEvery(s.ttl), equiv, s.churnPerMinute*100, s.faults)
 	for _, r := range results {
 		n, p50, p99 := r.refusalPercentiles()
 		fmt.Fprintf(&b, "review mode %s\n", r.Mode)
