@@ -149,7 +149,7 @@ func (rec *recorder) sampleAPI(ctx context.Context) {
 	if err != nil {
 		return // the API server is restarting
 	}
-	_, _, rss := rec.issuerUsage()
+	_, rss := rec.issuerResources()
 	now := time.Now()
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
@@ -166,16 +166,28 @@ func (rec *recorder) sampleAPI(ctx context.Context) {
 	rec.lastAPI, rec.lastAt = a, now
 }
 
-// issuerUsage sums the current replicas' exchanges, CPU seconds and RSS.
-func (rec *recorder) issuerUsage() (exchanges, cpu, rss float64) {
+func (rec *recorder) current() []*stsissuer.Issuer {
 	rec.mu.Lock()
-	issuers := rec.issuers
-	rec.mu.Unlock()
-	for _, iss := range issuers {
+	defer rec.mu.Unlock()
+	return rec.issuers
+}
+
+// issuerResources sums the current replicas' CPU seconds and RSS (from
+// /proc: nothing is asked of the issuers).
+func (rec *recorder) issuerResources() (cpu, rss float64) {
+	for _, iss := range rec.current() {
 		if r, c, err := procUsage(iss.Proc.Pid()); err == nil {
 			rss += float64(r)
 			cpu += c
 		}
+	}
+	return cpu, rss
+}
+
+// issuerExchanges sums the current replicas' sts_issuer_exchanges_total
+// (the steady window's two snapshots only).
+func (rec *recorder) issuerExchanges() (exchanges float64) {
+	for _, iss := range rec.current() {
 		samples, err := scrape.Samples(iss.MetricsURL)
 		if err != nil {
 			continue
@@ -186,7 +198,7 @@ func (rec *recorder) issuerUsage() (exchanges, cpu, rss float64) {
 			}
 		}
 	}
-	return exchanges, cpu, rss
+	return exchanges
 }
 
 func (rec *recorder) snapshot(ctx context.Context) snapshot {
@@ -194,8 +206,8 @@ func (rec *recorder) snapshot(ctx context.Context) snapshot {
 	if err != nil {
 		rec.r.t.Fatalf("scrape the API server: %v", err)
 	}
-	ex, cpu, rss := rec.issuerUsage()
-	return snapshot{at: time.Now(), exchanges: ex, api: a, cpu: cpu, rss: rss}
+	cpu, rss := rec.issuerResources()
+	return snapshot{at: time.Now(), exchanges: rec.issuerExchanges(), api: a, cpu: cpu, rss: rss}
 }
 
 func (rec *recorder) lastValid() int {
