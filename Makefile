@@ -39,8 +39,10 @@ build: ## Build sts-issuer, sts-webhook and sts-creds-sidecar (static) into bin/
 	cd sidecar && CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o ../bin/sts-creds-sidecar ./cmd/sts-creds-sidecar
 
 .PHONY: build-standalone
-build-standalone: ## Check that every binary module builds on its own (GOWORK=off).
-	@for m in $(BINARY_MODULES); do echo "GOWORK=off go build ./... in $$m"; (cd $$m && GOWORK=off go build -o /dev/null ./...); done
+# With the release's flags (static, trimmed: release/images goBuild), so the
+# release images and the e2e suites' binaries reuse what this compiles.
+build-standalone: ## Check that every binary module builds on its own (GOWORK=off, static, as the release builds it).
+	@for m in $(BINARY_MODULES); do echo "GOWORK=off CGO_ENABLED=0 go build -trimpath ./... in $$m"; (cd $$m && GOWORK=off CGO_ENABLED=0 go build -trimpath -o /dev/null ./...); done
 
 .PHONY: toolchain
 toolchain: ## Build the pinned kube-apiserver and etcd into $(KUBE_STS_CACHE) (cached).
@@ -62,20 +64,45 @@ toolchain-publish: ## Build the pinned SeaweedFS (weed, cached): the S3-compatib
 toolchain-release: ## Build the pinned helm and cyclonedx-gomod (cached): what `make release-local` and its test need.
 	bash $(TOOLCHAIN) release
 
+# What the tests run (staticcheck is the linters' alone).
+TEST_TOOLS := toolchain toolchain-node toolchain-deploy toolchain-publish toolchain-release
+
 .PHONY: tools
-tools: toolchain toolchain-node toolchain-deploy toolchain-publish toolchain-release $(STATICCHECK) ## Install everything the tests and linters need (cached).
+tools: $(TEST_TOOLS) $(STATICCHECK) ## Install everything the tests and linters need (cached).
 
 $(STATICCHECK):
 	@echo "installing staticcheck $(STATICCHECK_VERSION)"
 	GOBIN=$(dir $(STATICCHECK)) GOWORK=off go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 .PHONY: demo
-demo: toolchain toolchain-node ## The reference scenario narrated on a local node with real Vault (first run builds kubelet and Vault).
-	cd e2e && KUBEBUILDER_ASSETS="$$(bash hack/toolchain.sh --print-dir all)" KUBE_STS_REQUIRE_CONTROLPLANE=1 \
-		go test -tags demo -run TestDemo -count=1 -v -timeout 30m ./demo/
+demo: ## The reference scenario narrated on a local node with real Vault (first run builds kubelet and Vault).
+	$(call with_warm,--fetch-only all node,$(MAKE) --no-print-directory toolchain toolchain-node \
+	  && cd e2e && KUBEBUILDER_ASSETS="$$(bash hack/toolchain.sh --print-dir all)" KUBE_STS_REQUIRE_CONTROLPLANE=1 \
+		go test -tags demo -run TestDemo -count=1 -v -timeout 30m ./demo/)
+
+# `make test` starts hack/warm.sh in the background (its own process group,
+# stopped when the foreground ends; log in dist/warm.log): it downloads every
+# module the toolchain and the workspace need while the foreground compiles,
+# and compiles our code's three flavours at the lowest priority with the cores
+# the foreground leaves idle. The release module's unit tests (release/bundle
+# cross-compiles arm64) run last, after the e2e suites, whose waits leave the
+# most idle time for that. WARM=0 runs without it.
+WARM ?= 1
+WARM_TARGETS := all node deploy weed release
+define with_warm
+	@mkdir -p dist; warm=; \
+	if [ "$(WARM)" = 1 ]; then setsid bash hack/warm.sh $(1) >dist/warm.log 2>&1 & warm=$$!; fi; \
+	trap '[ -n "$$warm" ] && kill -- -$$warm 2>/dev/null; true' EXIT; \
+	$(2)
+endef
 
 .PHONY: test
-test: tools build-standalone test-unit test-integration testdata-check ## Run every test: unit (-race), the real API server and the manifests, a second API server and Vault trusting the issuer (directly, and through discovery published to nginx and SeaweedFS), the reference scenario (with the AWS SDK), the Helm chart, an upgrade from v0.1.0 and back, and a 3-minute soak on a real node (needs root).
+test: ## Run every test: unit (-race), the real API server and the manifests, a second API server and Vault trusting the issuer (directly, and through discovery published to nginx and SeaweedFS), the reference scenario (with the AWS SDK), the Helm chart, an upgrade from v0.1.0 and back, the short scale run, and a 3-minute soak on a real node (needs root).
+	$(call with_warm,$(WARM_TARGETS),$(MAKE) --no-print-directory $(TEST_TOOLS) build-standalone \
+	  && $(MAKE) --no-print-directory test-unit UNIT_MODULES="$(filter-out release,$(UNIT_MODULES))" \
+	  && $(MAKE) --no-print-directory test-integration \
+	  && $(MAKE) --no-print-directory test-unit UNIT_MODULES=release \
+	  && $(MAKE) --no-print-directory testdata-check)
 
 # A golden blessed by `go test -update` must be committed; a test run that
 # leaves testdata/ changed fails, so CI can never bless a regression.

@@ -2,7 +2,7 @@
 # toolchain.sh builds the pinned third-party binaries the tests run for real
 # (kube-apiserver, etcd, Vault, ...) from the Go module proxy and caches them.
 #
-#   e2e/hack/toolchain.sh [--print-dir] [--print-bin=NAME] TARGET...
+#   e2e/hack/toolchain.sh [--print-dir] [--print-bin=NAME] [--fetch] TARGET...
 #
 # Targets: kube-apiserver etcd kubelet kube-scheduler kube-controller-manager
 # vault vault-k8s helm kustomize actionlint weed cyclonedx-gomod promcheck
@@ -14,6 +14,10 @@
 # `make release-local` and its test need).
 # Each binary lands in $KUBE_STS_CACHE/bin/<name>-<version>/<name> (default cache:
 # $HOME/.cache/kube-sts). A target that is already there is not rebuilt.
+# --fetch only downloads the modules the targets' builds will compile (into the
+# Go module cache, in wrapper modules of their own under src/fetch), builds
+# nothing and takes no lock: hack/warm.sh runs it in the background so that the
+# downloads of later targets overlap the compiling of earlier ones.
 #
 # Why wrapper modules: `go install pkg@version` refuses modules whose go.mod has
 # replace directives, and both Kubernetes and etcd have them. A throwaway module
@@ -84,8 +88,8 @@ kube_component() {
   local name="$1" v="$KUBERNETES_VERSION" sv dir gomod minor
   have "$name" "$v" && { log "$name $v cached"; return; }
   sv="$(staging_version "$v")"
-  dir="$SRC/kubernetes-$v"
-  log "building $name $v from the Go module proxy (several minutes on 2 cores)"
+  dir="$WORK/kubernetes-$v"
+  if $FETCH; then log "fetching the modules of $name $v"; else log "building $name $v from the Go module proxy (several minutes on 2 cores)"; fi
   if [ ! -f "$dir/.ready" ]; then
     wrapper "$dir" kube-sts.local/toolchain/kubernetes
     gomod="$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')"
@@ -102,6 +106,7 @@ kube_component() {
   fi
   minor="${v#v1.}"; minor="${minor%%.*}"
   (cd "$dir" && GOFLAGS=-mod=mod go get "k8s.io/kubernetes/cmd/$name@$v" >/dev/null 2>&1 || true)
+  if $FETCH; then fetch_deps "$dir" "k8s.io/kubernetes/cmd/$name"; return; fi
   (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$dir/$name" \
     -ldflags "-s -w \
       -X k8s.io/component-base/version.gitVersion=$v \
@@ -111,6 +116,14 @@ kube_component() {
       -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z" \
     "k8s.io/kubernetes/cmd/$name") || die "build of $name $v failed"
   install_bin "$name" "$v" "$dir/$name"
+}
+
+# fetch_deps DIR PKG downloads the modules that building PKG in the wrapper
+# module DIR needs, with the build's own settings (tags, CGO_ENABLED=0), so
+# exactly what the build will read and no more.
+fetch_deps() {
+  (cd "$1" && CGO_ENABLED=0 GOFLAGS=-mod=mod go list -deps -tags "${BUILD_TAGS:-}" "$2" >/dev/null) \
+    || log "fetching the modules of $2 failed (the build will try again)"
 }
 
 # module_build NAME VERSION MODULE[//SUBPKG] [go mod edit args...] builds the
@@ -124,11 +137,12 @@ module_build() {
   shift 3
   key="$v${BUILD_TAGS:+-${BUILD_TAGS// /-}}"
   have "$name" "$key" && { log "$name $key cached"; return; }
-  dir="$SRC/$name-$v"
-  log "building $name $key from the Go module proxy"
+  dir="$WORK/$name-$v"
+  if $FETCH; then log "fetching the modules of $name $key"; else log "building $name $key from the Go module proxy"; fi
   wrapper "$dir" "kube-sts.local/toolchain/$name"
   (cd "$dir" && go mod edit -require="$module@$v" "$@")
   (cd "$dir" && GOFLAGS=-mod=mod go get "$module@$v" >/dev/null 2>&1 || true)
+  if $FETCH; then fetch_deps "$dir" "$pkg"; return; fi
   (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -tags "${BUILD_TAGS:-}" -ldflags "-s -w $LDFLAGS_EXTRA" -o "$dir/$name" "$pkg") \
     || die "build of $name $key failed"
   install_bin "$name" "$key" "$dir/$name"
@@ -184,6 +198,7 @@ kustomize() { module_build kustomize "$KUSTOMIZE_VERSION" sigs.k8s.io/kustomize/
 prometheus_operator_crds() {
   local name=prometheus-operator-crds v="$PROMETHEUS_OPERATOR_VERSION" mod dest
   have "$name" "$v" && { log "$name $v cached"; return; }
+  $FETCH && return # one small download, done by the build itself
   mod="$(cd "$SRC" && GOFLAGS=-mod=mod go mod download -json "github.com/prometheus-operator/prometheus-operator@$v" \
     | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
   [ -d "$mod/example/prometheus-operator-crd" ] || die "no CRDs in github.com/prometheus-operator/prometheus-operator@$v"
@@ -203,12 +218,13 @@ promcheck() {
   # The cache key includes the source's hash: an edit rebuilds it.
   v="$v-$(sha256sum "$src" | cut -c1-12)"
   have "$name" "$v" && { log "$name $v cached"; return; }
-  dir="$SRC/$name-$v"
-  log "building $name $v"
+  dir="$WORK/$name-$v"
+  if $FETCH; then log "fetching the modules of $name $v"; else log "building $name $v"; fi
   wrapper "$dir" "kube-sts.local/toolchain/$name"
   cp "$src" "$dir/main.go"
   (cd "$dir" && go mod edit -require="github.com/prometheus/prometheus@$PROMETHEUS_VERSION" \
     && GOFLAGS=-mod=mod go get "github.com/prometheus/prometheus@$PROMETHEUS_VERSION" >/dev/null 2>&1 || true)
+  if $FETCH; then fetch_deps "$dir" .; return; fi
   (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$dir/$name" .) \
     || die "build of $name failed"
   install_bin "$name" "$v" "$dir/$name"
@@ -238,21 +254,31 @@ version_of() {
 
 print_dir=false
 print_bin=""
+FETCH=false
 targets=()
 for a in "$@"; do
   case "$a" in
     --print-dir) print_dir=true ;;
+    --fetch) FETCH=true ;;
     --print-bin=*) print_bin="${a#--print-bin=}"; targets+=("$print_bin") ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) targets+=("$a") ;;
   esac
 done
 [ "${#targets[@]}" -gt 0 ] || targets=(all)
 
 mkdir -p "$BIN" "$SRC"
-# One build at a time per cache: parallel `make test` runs wait instead of racing.
-exec 9>"$CACHE/.toolchain.lock"
-flock 9
+# Where the wrapper modules live: src/ for builds, src/fetch/ for --fetch, so
+# a fetch running beside a build never edits the build's go.mod.
+WORK="$SRC"
+if $FETCH; then
+  WORK="$SRC/fetch"
+  mkdir -p "$WORK"
+else
+  # One build at a time per cache: parallel `make test` runs wait instead of racing.
+  exec 9>"$CACHE/.toolchain.lock"
+  flock 9
+fi
 
 for t in "${targets[@]}"; do
   case "$t" in

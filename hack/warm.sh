@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# warm.sh fills the caches a cold `make test` (or `make demo`) reads, in the
+# background, while the foreground builds and tests:
+#
+#   hack/warm.sh [--fetch-only] TOOLCHAIN_TARGET...
+#
+# 1. Downloads (network, little CPU): the Go modules of the toolchain targets'
+#    builds (e2e/hack/toolchain.sh --fetch), then of every module of the
+#    workspace, on their own and together. The foreground builds the toolchain
+#    one piece after another; each piece's modules are then already here.
+# 2. Unless --fetch-only, compiles at the lowest CPU priority (nice 19) the
+#    three flavours of our own code the tests build, in the order they are
+#    needed: the release flavour for amd64 (static, trimmed, GOWORK=off: `make
+#    build-standalone`, the e2e suites' binaries and the release images), the
+#    -race flavour of the workspace with its test dependencies (the unit and
+#    e2e tests), and the release flavour for arm64 (release/bundle). It only
+#    uses what the foreground leaves idle (link steps, downloads, tests that
+#    wait); what it has compiled, the foreground finds in the Go build cache.
+#
+# Nothing here is needed for correctness: a failure is logged and ignored, as
+# the foreground builds whatever is missing itself. The Makefile starts it in
+# its own process group and stops it when the foreground ends.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+fetch_only=false
+targets=()
+for a in "$@"; do
+  case "$a" in
+    --fetch-only) fetch_only=true ;;
+    *) targets+=("$a") ;;
+  esac
+done
+
+MODULES=(shared logging issuer webhook sidecar release e2e)
+BINARY_MODULES=(issuer webhook sidecar)
+
+step() { printf '[warm] %s %s\n' "$(date +%T)" "$*"; }
+
+step "start: toolchain ${targets[*]:-none}"
+if [ "${#targets[@]}" -gt 0 ]; then
+  bash e2e/hack/toolchain.sh --fetch "${targets[@]}" || step "toolchain fetch failed (ignored)"
+fi
+for m in "${MODULES[@]}"; do
+  (cd "$m" && GOWORK=off go mod download) || step "go mod download in $m failed (ignored)"
+done
+go mod download || step "go mod download in the workspace failed (ignored)"
+step "downloads done"
+$fetch_only && exit 0
+
+# compile FLAVOUR ENV... -- GO BUILD ARGS... in module M
+compile() {
+  local m="$1"; shift
+  (cd "$m" && nice -n 19 env "$@") || step "compiling in $m failed (ignored)"
+}
+
+for m in "${BINARY_MODULES[@]}"; do
+  compile "$m" GOWORK=off CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -o /dev/null ./...
+done
+step "release flavour (amd64) compiled"
+
+# The -race flavour: every package of the workspace and every package its tests
+# import (test-only dependencies too), compiled without linking anything.
+for m in "${MODULES[@]}"; do
+  # shellcheck disable=SC2046 # one word per package
+  compile "$m" go build -race $(cd "$m" && go list -deps -test -f '{{if and (not .ForTest) (ne .Name "main") .GoFiles}}{{.ImportPath}}{{end}}' ./... 2>/dev/null | grep -v '\.test$')
+done
+step "-race flavour compiled"
+
+for m in "${BINARY_MODULES[@]}"; do
+  compile "$m" GOWORK=off CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -trimpath -o /dev/null ./...
+done
+step "release flavour (arm64) compiled"
