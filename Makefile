@@ -205,7 +205,7 @@ fuzz: ## Fuzz the network-facing parsers for FUZZTIME each (default 30s).
 	cd webhook && go test -run '^$$' -fuzz FuzzAnnotations -fuzztime $${FUZZTIME:-30s} ./internal/inject
 
 .PHONY: bench
-bench: toolchain ## Run every benchmark (issuer in-process and on the real API server, sidecar resources); numbers go into the README.
+bench: toolchain ## Run every benchmark (issuer in-process and on the real API server, sidecar resources); numbers go into docs/performance.md.
 	cd issuer && go test -run '^$$' -bench . -benchtime $${BENCHTIME:-2s} ./internal/server/
 	cd webhook && go test -run '^$$' -bench . -benchtime $${BENCHTIME:-2s} ./internal/inject/ ./internal/admit/
 	cd e2e && KUBEBUILDER_ASSETS="$$(bash hack/toolchain.sh --print-dir all)" go test -run '^$$' -bench . -benchtime $${BENCHTIME:-5s} ./issuer/

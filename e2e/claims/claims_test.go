@@ -63,7 +63,7 @@ endpoints:
 		t.Fatal(err)
 	}
 	_, addr := vaultdev.Start(t, t.TempDir(), vaultBin)
-	// The README's example: the role binds the namespace and the app label
+	// docs/relying-parties.md's example: the role binds the namespace and the app label
 	// together (labels are chosen by whoever creates Pods in the namespace).
 	vaultdev.EnableJWT(ctx, t, addr, "kube-sts", issuer, ca.CertPEM, "payments-api", map[string]any{"bound_audiences": []string{audience},
 		"bound_claims": map[string]string{"namespace": "payments", "app": "payments-api", "env": "prod"}, "token_ttl": "1m", "token_policies": []string{"default"}})

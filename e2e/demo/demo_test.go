@@ -42,7 +42,7 @@ func TestDemo(t *testing.T) {
 	defer cancel()
 	pods := env.Clientset.CoreV1()
 
-	step("Vault is configured as the README says: JWT auth trusting %s, role %q, a policy on the cluster and namespace claims, and a secret", s.IssuerURL, scenario.Role)
+	step("Vault is configured as docs/relying-parties.md says: JWT auth trusting %s, role %q, a policy on the cluster and namespace claims, and a secret", s.IssuerURL, scenario.Role)
 	show("vault read auth/jwt/role/"+scenario.Role, s.VaultCLI(t, "", "read", "auth/jwt/role/"+scenario.Role))
 
 	in := s.ReferencePod(scenario.Namespace, "test-vault-vault-watch", false)

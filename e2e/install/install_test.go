@@ -71,7 +71,7 @@ func TestChartOnLocalNode(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The README's Pod, placed by the scheduler (no nodeName).
+	// docs/pods.md's Pod, placed by the scheduler (no nodeName).
 	pod := flow.ExamplePod(flow.PodOptions{
 		Namespace: flow.Namespace, Name: "reference", Image: node.AppImage, PullPolicy: corev1.PullNever,
 		Args: []string{"/etc/secrets/myenv"}, HostNetwork: true, VaultService: s.VaultAddr,

@@ -249,7 +249,7 @@ func TestFloodCostsNoTokenReview(t *testing.T) {
 	checkFlood(t, unloaded, flooded, reviews, 1000, 0.5)
 }
 
-// BenchmarkExchangeUnderFlood: the README's figure. The issuer with the
+// BenchmarkExchangeUnderFlood: docs/performance.md's figure. The issuer with the
 // shipped defaults; 8 legitimate clients sharing 200 exchanges a second
 // (what 100,000 labeled Pods at the default TTL need is ~140), alone and then
 // beside a bounded loopback flood of 5,000 garbage requests a second for

@@ -97,14 +97,14 @@ func TestReferenceScenarioOnKind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("configuring Vault as the README says, trusting %s", issuerURL)
+	t.Logf("configuring Vault as docs/relying-parties.md says, trusting %s", issuerURL)
 	if _, err := flow.ConfigureVault(vault, flow.VaultConfig{IssuerURL: issuerURL, CAPEM: sec.Data["ca.crt"]}); err != nil {
 		t.Fatal(err)
 	}
 	if err := flow.PrepareNamespace(ctx, cs, flow.Namespace); err != nil {
 		t.Fatal(err)
 	}
-	// The README's Pod as written.
+	// docs/pods.md's Pod as written.
 	pod := flow.ExamplePod(flow.PodOptions{
 		Namespace: flow.Namespace, Name: "test-vault-vault-watch", Image: "ubuntu:22.04",
 		Command: []string{"bash", "-c", "while true; do cat /etc/secrets/myenv; echo; sleep 1; done"},

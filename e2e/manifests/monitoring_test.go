@@ -83,7 +83,7 @@ func TestMonitoring(t *testing.T) {
 	}
 	var exprs []string
 	alerts := 0
-	readme, err := os.ReadFile(filepath.Join(chartDir(), "..", "..", "..", "README.md"))
+	runbooks, err := os.ReadFile(filepath.Join(chartDir(), "..", "..", "..", "docs", "operations.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,10 +91,10 @@ func TestMonitoring(t *testing.T) {
 		for _, r := range g.Rules {
 			exprs = append(exprs, r.Expr)
 			alerts++
-			// Every alert's runbook is a section of the README.
+			// Every alert's runbook is a section of docs/operations.md.
 			anchor := strings.ToLower(r.Alert)
-			if !strings.HasSuffix(r.Annotations["runbook_url"], "#"+anchor) || !bytes.Contains(readme, []byte("#### "+r.Alert+"\n")) {
-				t.Errorf("alert %s: runbook_url %q, and the README needs a section '#### %s'", r.Alert, r.Annotations["runbook_url"], r.Alert)
+			if !strings.HasSuffix(r.Annotations["runbook_url"], "#"+anchor) || !bytes.Contains(runbooks, []byte("### "+r.Alert+"\n")) {
+				t.Errorf("alert %s: runbook_url %q, and docs/operations.md needs a section '### %s'", r.Alert, r.Annotations["runbook_url"], r.Alert)
 			}
 		}
 	}

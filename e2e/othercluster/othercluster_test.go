@@ -70,7 +70,7 @@ endpoints:
 `, base, cluster, audienceB)
 }
 
-// authenticationConfiguration is what the chart's NOTES print and README's
+// authenticationConfiguration is what the chart's NOTES print and docs/relying-parties.md's
 // "Other clusters" section shows, for cluster B's
 // kube-apiserver --authentication-config.
 func authenticationConfiguration(issuerURL string, caPEM []byte) string {

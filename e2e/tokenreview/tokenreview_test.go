@@ -94,7 +94,7 @@ func TestBoundTokenReviewFollowsPodLifetime(t *testing.T) {
 			t.Fatalf("a token of a deleted pod is still accepted after %v", took.Round(time.Millisecond))
 		}
 		// This is the window kube-sts closes with its own live Pod check; the
-		// README cites it (~10 s: the API server caches the bound-object lookup).
+		// README and docs/security.md cite it (~10 s: the API server caches the bound-object lookup).
 		t.Logf("API server kept accepting the deleted pod's token for %v (review error: %q)", took.Round(time.Millisecond), last.Error)
 		if took < 5*time.Second || took > 20*time.Second {
 			t.Fatalf("the API server accepted the deleted pod's token for %v; the README says about 10 s", took.Round(time.Millisecond))

@@ -77,7 +77,7 @@ func TestReleaseLocal(t *testing.T) {
 	for _, b := range res.Images {
 		t.Run("image "+b.Name+"/"+b.Arch, func(t *testing.T) {
 			// Build ran images.Verify on them (layout, user, architecture,
-			// the sidecar's size); their sizes go into the README.
+			// the sidecar's size); their sizes go into docs/performance.md.
 			if unpacked, compressed, err := images.Size(b); err == nil {
 				t.Logf("%s %s: %.1f MB unpacked, %.1f MB compressed", b.Name, b.Arch, float64(unpacked)/1e6, float64(compressed)/1e6)
 			}

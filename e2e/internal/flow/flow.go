@@ -1,6 +1,6 @@
 // Package flow is the reference scenario as a user lives it, written once
-// and run against any cluster: configure Vault as the README says, deploy the
-// README's example Pod, see the secret reach the application container,
+// and run against any cluster: configure Vault as docs/relying-parties.md says, deploy
+// docs/pods.md's example Pod, see the secret reach the application container,
 // delete the Pod and see the next exchange refused. The local node suites
 // (e2e/scenario, e2e/install) and the kind job in GitHub Actions (e2e/kind)
 // differ only in how they read logs and reach the issuer (Cluster).
@@ -63,7 +63,7 @@ type VaultConfig struct {
 	TokenTTL, TokenMaxTTL string
 }
 
-// ConfigureVault runs the README's "Configuring Vault" commands: JWT auth
+// ConfigureVault runs docs/relying-parties.md's "Configuring Vault" commands: JWT auth
 // trusting the issuer, the extsecret role, the one templated policy, and the
 // scenario's secret. It returns the JWT mount's accessor.
 func ConfigureVault(vault VaultCLI, c VaultConfig) (string, error) {
@@ -149,7 +149,7 @@ type PodOptions struct {
 
 const jsonPatch = `[{"op": "add", "path": "/volumeMounts/-", "value": {"name": "sts-tokens", "mountPath": "/tokens", "readOnly": true}}]`
 
-// ExamplePod is the README's example Pod: the STS label and annotation, and
+// ExamplePod is docs/pods.md's example Pod: the STS label and annotation, and
 // Vault's injector annotations for JWT auth from /tokens/token.jwt.
 func ExamplePod(o PodOptions) *corev1.Pod {
 	secretPath := fmt.Sprintf("secret/data/%s/%s/config", Cluster, Namespace)
@@ -288,7 +288,7 @@ func DeletedPodRefused(ctx context.Context, t Target, pod *corev1.Pod, subjectAu
 }
 
 // DeletedPodBound is how soon after a Pod's deletion the issuer must refuse
-// its token, with margin for a loaded machine; the README's figure is measured.
+// its token, with margin for a loaded machine; docs/performance.md's figure is measured.
 const DeletedPodBound = 2 * time.Second
 
 // PodGoneOrTerminating reports whether an issuer's answer refuses a token

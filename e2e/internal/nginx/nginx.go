@@ -42,7 +42,7 @@ func Ensure() error {
 	return nil
 }
 
-// Config is the server block README's "Publishing discovery" section shows:
+// Config is the server block docs/relying-parties.md's "Publishing discovery" section shows:
 // files without an extension are JSON, and Cache-Control is set here because
 // a directory cannot carry it.
 func Config(port int, certFile, keyFile, root, cacheControl string) string {

@@ -1,6 +1,6 @@
 // Package scenario is the reference scenario on a real node: our webhook and
 // issuer as host processes, our sidecar in the Pod from its image, a real
-// Vault dev server configured as the README says, and Vault's agent injector
+// Vault dev server configured as docs/relying-parties.md says, and Vault's agent injector
 // registered as a second mutating webhook. The test suite and `make demo`
 // share it.
 package scenario
@@ -239,7 +239,7 @@ func (s *Stack) startVault(t testing.TB) {
 }
 
 // VaultRunner runs the vault CLI against the dev server as root, as the
-// README tells users to.
+// docs tell users to.
 func (s *Stack) VaultRunner() flow.VaultCLI {
 	return func(stdin string, args ...string) (string, error) {
 		cmd := exec.Command(s.VaultBin, args...)
@@ -252,7 +252,7 @@ func (s *Stack) VaultRunner() flow.VaultCLI {
 	}
 }
 
-// VaultCLI runs the vault CLI against the dev server, as the README tells users to.
+// VaultCLI runs the vault CLI against the dev server, as docs/relying-parties.md tells users to.
 func (s *Stack) VaultCLI(t testing.TB, stdin string, args ...string) string {
 	t.Helper()
 	out, err := s.VaultRunner()(stdin, args...)

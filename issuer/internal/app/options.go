@@ -36,7 +36,7 @@ const (
 // per exchange and close it (about 140 exchanges a second for 100,000 Pods,
 // each a few milliseconds; a herd after an outage some thousands a second),
 // so 512 open at once is far above need; with the request bounds they keep
-// a stalling attacker under 64 MiB (see the README). One client address
+// a stalling attacker under 64 MiB (docs/reference/issuer.md). One client address
 // gets 32: a Pod needs one, a node of host-network Pods a few.
 const (
 	DefaultMaxConnections           = 512

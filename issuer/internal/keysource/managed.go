@@ -228,7 +228,7 @@ func (m *ManagedSource) syncOnce(ctx context.Context) error {
 		// The Secret was deleted under a running issuer. A fresh key would
 		// sign at once while the keys relying parties cached vanish; write
 		// back what this replica holds instead. (To replace a compromised
-		// key on purpose, see the README: stop every replica first.)
+		// key on purpose, see docs/reference/issuer.md: stop every replica first.)
 		m.log.Warn("the key Secret is gone; writing back the keys this replica holds", logging.Endpoint(m.endpoint),
 			zap.String("secret", m.namespace+"/"+m.name), zap.Int("keys", len(m.held)))
 		st.Keys = m.held

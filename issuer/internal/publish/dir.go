@@ -48,7 +48,7 @@ func (d Dir) Read(_ context.Context, base string) (string, []byte, bool, error) 
 }
 
 // Put writes the objects and then the generation file. A directory carries
-// no Cache-Control: the web server serving it must set it (see README).
+// no Cache-Control: the web server serving it must set it (docs/relying-parties.md).
 func (d Dir) Put(_ context.Context, base string, objs []Object, _ string, gen string) error {
 	for _, o := range objs {
 		if err := writeAtomic(d.path(base, o.Name), o.Body); err != nil {
