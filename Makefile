@@ -242,6 +242,10 @@ manifests: toolchain-deploy ## Render the Helm chart (default values) and every 
 	  f=dist/manifests/kustomize-$$(echo $$o | tr / -).yaml; \
 	  "$$(bash $(TOOLCHAIN) --print-bin=kustomize)" build manifests/$$o > $$f; echo "wrote $$f"; done
 
+.PHONY: docs
+docs: ## Regenerate docs/reference/values.md from the chart's values.schema.json and values.yaml (make test fails when it differs).
+	cd e2e && go test -count=1 -run '^TestValuesReference$$' ./manifests/ -update
+
 .PHONY: clean
 clean: ## Remove bin/ and dist/ (the toolchain cache in $(KUBE_STS_CACHE) is kept).
 	rm -rf bin dist
