@@ -5,9 +5,9 @@ SHELL := /usr/bin/env bash
 
 # Modules of the workspace; BINARY_MODULES each build one binary and must build
 # on their own (GOWORK=off), as images are built per module.
-MODULES        := shared logging issuer webhook sidecar release e2e
+MODULES        := shared logging configfile issuer webhook sidecar release e2e
 BINARY_MODULES := issuer webhook sidecar
-UNIT_MODULES   := shared logging issuer webhook sidecar release
+UNIT_MODULES   := shared logging configfile issuer webhook sidecar release
 
 export KUBE_STS_CACHE ?= $(HOME)/.cache/kube-sts
 TOOLCHAIN      := e2e/hack/toolchain.sh
@@ -169,7 +169,7 @@ import-rules: ## Fail when a module breaks the architecture's dependency rules.
 	  bad=$$(cd $$m && go list -deps -test ./... | grep '^github.com/kube-sts/kube-sts/e2e' || true); \
 	  if [ -n "$$bad" ]; then echo "$$m must not import the e2e module:"; echo "$$bad"; exit 1; fi; \
 	done
-	@for m in shared logging $(BINARY_MODULES); do \
+	@for m in shared logging configfile $(BINARY_MODULES); do \
 	  bad=$$(cd $$m && go list -deps -test ./... | grep '^github.com/kube-sts/kube-sts/release' || true); \
 	  if [ -n "$$bad" ]; then echo "$$m must not import the release tooling:"; echo "$$bad"; exit 1; fi; \
 	done

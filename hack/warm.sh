@@ -32,7 +32,7 @@ for a in "$@"; do
   esac
 done
 
-MODULES=(shared logging issuer webhook sidecar release e2e)
+MODULES=(shared logging configfile issuer webhook sidecar release e2e)
 BINARY_MODULES=(issuer webhook sidecar)
 
 step() { printf '[warm] %s %s\n' "$(date +%T)" "$*"; }

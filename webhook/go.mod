@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/evanphx/json-patch/v5 v5.9.11
 	github.com/go-logr/logr v1.4.3
+	github.com/kube-sts/kube-sts/configfile v0.0.0-00010101000000-000000000000
 	github.com/kube-sts/kube-sts/shared v0.0.0
 	github.com/open-policy-agent/cert-controller v0.16.0
 	github.com/prometheus/client_golang v1.25.0
@@ -83,3 +84,5 @@ require (
 replace github.com/kube-sts/kube-sts/shared => ../shared
 
 replace github.com/kube-sts/kube-sts/logging => ../logging
+
+replace github.com/kube-sts/kube-sts/configfile => ../configfile

@@ -37,7 +37,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cfg, err := config.Load(o.ConfigFile, o.Namespace)
 	if err != nil {
-		return fmt.Errorf("load config %s: %w", o.ConfigFile, err)
+		// Each error names the file, its line and the field (configfile), one a line.
+		return fmt.Errorf("configuration:\n%w", err)
 	}
 	if o.CheckConfig {
 		fmt.Fprintf(stdout, "sts-issuer: %s is valid\n", o.ConfigFile)

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/yaml"
 
+	"github.com/kube-sts/kube-sts/configfile"
 	"github.com/kube-sts/kube-sts/issuer/internal/keys"
 	"github.com/kube-sts/kube-sts/issuer/internal/mint"
 	"github.com/kube-sts/kube-sts/shared/contract"
@@ -191,22 +191,27 @@ func Load(file, namespace string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ParseIn(data, namespace)
+	return parse(file, data, namespace)
 }
 
 // Parse is ParseIn for an issuer in DefaultNamespace.
 func Parse(data []byte) (*Config, error) { return ParseIn(data, DefaultNamespace) }
 
 // ParseIn decodes YAML strictly (unknown fields are errors), applies
-// defaults and validates the result.
-func ParseIn(data []byte, namespace string) (*Config, error) {
+// defaults and validates the result. Errors say "line N: field: ...".
+func ParseIn(data []byte, namespace string) (*Config, error) { return parse("", data, namespace) }
+
+// parse decodes file's data with configfile: every decoding and validation
+// error names the file, the line and the field.
+func parse(file string, data []byte, namespace string) (*Config, error) {
 	var c Config
-	if err := yaml.UnmarshalStrict(data, &c); err != nil {
-		return nil, fmt.Errorf("parse: %w", err)
+	pos, err := configfile.Decode(file, data, &c)
+	if err != nil {
+		return nil, err
 	}
 	c.Default(namespace)
 	if err := c.Validate(); err != nil {
-		return nil, err
+		return nil, pos.Annotate(err)
 	}
 	return &c, nil
 }

@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -194,4 +196,54 @@ func TestRuleGlobsThatMatch(t *testing.T) {
 			t.Errorf("%q refused: %v", g, errs)
 		}
 	}
+}
+
+// TestLoadErrorsNameFileLineAndField: --check-config and start-up report each
+// mistake with the file, its line and the field, decoding and validation alike.
+func TestLoadErrorsNameFileLineAndField(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "issuer.yaml")
+	if err := os.WriteFile(file, []byte(`cluster: prod
+endpoints:
+- name: vault
+  issuer: https://sts.example.com/vault
+  audience: https://vault.example.com/
+  ttl: 15min
+  algoritm: ES256
+  keys: {files: [/k]}
+  allow: [{namespace: "*"}]
+- name: aws
+  issuer: https://sts.example.com/aws
+  keys: {files: [/k]}
+  allow: [{namespace: "*"}]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(file, "kube-sts")
+	for _, want := range []string{
+		file + `:6: endpoints[0].ttl: unknown unit "min" in duration "15min"`,
+		file + `:7: endpoints[0]: unknown field "algoritm" (did you mean "algorithm"?)`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+	// Once it decodes, validation errors point at their field's line too (a
+	// missing field: the line of the endpoint that lacks it).
+	fixed := strings.NewReplacer("15min", "15m", "algoritm", "algorithm").Replace(mustRead(t, file))
+	if err := os.WriteFile(file, []byte(fixed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(file, "kube-sts")
+	if want := file + ":10: endpoints[1].audience: is required"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("missing %q in:\n%v", want, err)
+	}
+}
+
+func mustRead(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

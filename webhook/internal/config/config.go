@@ -11,8 +11,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"sigs.k8s.io/yaml"
 
+	"github.com/kube-sts/kube-sts/configfile"
 	"github.com/kube-sts/kube-sts/shared/contract"
 )
 
@@ -89,18 +89,23 @@ func Load(file string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Parse(data)
+	return parse(file, data)
 }
 
-// Parse decodes strictly, defaults and validates.
-func Parse(data []byte) (*Config, error) {
+// Parse decodes strictly, defaults and validates. Errors say "line N: field: ...".
+func Parse(data []byte) (*Config, error) { return parse("", data) }
+
+// parse decodes file's data with configfile: every decoding and validation
+// error names the file, the line and the field.
+func parse(file string, data []byte) (*Config, error) {
 	var c Config
-	if err := yaml.UnmarshalStrict(data, &c); err != nil {
-		return nil, fmt.Errorf("parse: %w", err)
+	pos, err := configfile.Decode(file, data, &c)
+	if err != nil {
+		return nil, err
 	}
 	c.Default()
 	if err := c.Validate(); err != nil {
-		return nil, err
+		return nil, pos.Annotate(err)
 	}
 	return &c, nil
 }

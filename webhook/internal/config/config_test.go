@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -52,4 +54,40 @@ func TestValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLoadErrorsNameFileLineAndField: the webhook's file is read as strictly
+// as the issuer's, and its errors say where.
+func TestLoadErrorsNameFileLineAndField(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "webhook.yaml")
+	if err := os.WriteFile(file, []byte(`injectors:
+- name: vault-sts
+  exchangeURL: https://sts.example.com/vault/token
+  image: sidecar:v1
+  readinessProbe: yes
+  expirationSeconds: 60
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(file)
+	if want := file + `:5: injectors[0].readinessProbe: "yes" is not a boolean: write true or false`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("missing %q in:\n%v", want, err)
+	}
+	// Decoded, its validation errors point at their lines as well.
+	if err := os.WriteFile(file, []byte(strings.Replace(mustRead(t, file), "yes", "true", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(file)
+	if want := file + ":6: injectors[0].expirationSeconds: 60 must be between 600"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("missing %q in:\n%v", want, err)
+	}
+}
+
+func mustRead(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
