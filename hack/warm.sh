@@ -8,14 +8,16 @@
 #    builds (e2e/hack/toolchain.sh --fetch), then of every module of the
 #    workspace, on their own and together. The foreground builds the toolchain
 #    one piece after another; each piece's modules are then already here.
-# 2. Unless --fetch-only, compiles at the lowest CPU priority (nice 19) the
-#    three flavours of our own code the tests build, in the order they are
-#    needed: the release flavour for amd64 (static, trimmed, GOWORK=off: `make
-#    build-standalone`, the e2e suites' binaries and the release images), the
-#    -race flavour of the workspace with its test dependencies (the unit and
-#    e2e tests), and the release flavour for arm64 (release/bundle). It only
-#    uses what the foreground leaves idle (link steps, downloads, tests that
-#    wait); what it has compiled, the foreground finds in the Go build cache.
+# 2. Unless --fetch-only, compiles the three flavours of our own code the
+#    tests build, in the order they are needed: the release flavour for amd64
+#    (static, trimmed, GOWORK=off: `make build-standalone`, the e2e suites'
+#    binaries and the release images), the -race flavour of the workspace with
+#    its test dependencies (the unit and e2e tests), and the release flavour
+#    for arm64 (release/bundle).
+#
+# All of it runs at the lowest CPU priority (below), so it uses what the
+# foreground leaves idle (link steps, downloads, tests that wait); what it has
+# compiled, the foreground finds in the Go build cache.
 #
 # Nothing here is needed for correctness: a failure is logged and ignored, as
 # the foreground builds whatever is missing itself. The Makefile starts it in
@@ -37,6 +39,17 @@ BINARY_MODULES=(issuer webhook sidecar)
 
 step() { printf '[warm] %s %s\n' "$(date +%T)" "$*"; }
 
+# The lowest CPU priority for everything below, downloads (unzipping) included.
+# With the kernel's autogroup scheduling (sched_autogroup_enabled), nice only
+# ranks processes within one session's group, and the Makefile starts this in
+# a session of its own (setsid, so that it can stop the whole tree): the
+# group's own nice value is what ranks it against the foreground's session.
+# Set it only when this script leads its session, never the caller's.
+renice -n 19 -p $$ >/dev/null 2>&1 || true
+if [ -w /proc/self/autogroup ] && [ "$(ps -o sid= -p $$ | tr -d ' ')" = "$$" ]; then
+  echo 19 > /proc/self/autogroup 2>/dev/null || true
+fi
+
 step "start: toolchain ${targets[*]:-none}"
 if [ "${#targets[@]}" -gt 0 ]; then
   bash e2e/hack/toolchain.sh --fetch "${targets[@]}" || step "toolchain fetch failed (ignored)"
@@ -48,10 +61,10 @@ go mod download || step "go mod download in the workspace failed (ignored)"
 step "downloads done"
 $fetch_only && exit 0
 
-# compile FLAVOUR ENV... -- GO BUILD ARGS... in module M
+# compile M ENV... go build ARGS...: one compile in module M.
 compile() {
   local m="$1"; shift
-  (cd "$m" && nice -n 19 env "$@") || step "compiling in $m failed (ignored)"
+  (cd "$m" && env "$@") || step "compiling in $m failed (ignored)"
 }
 
 for m in "${BINARY_MODULES[@]}"; do
