@@ -26,6 +26,9 @@ const (
 	TokenTypeNA = "N_A"
 	// ContentTypeForm is the request's content type.
 	ContentTypeForm = "application/x-www-form-urlencoded"
+	// EndpointPath is the token endpoint below an issuer URL: the issuer
+	// serves it, the webhook's exchange URLs end with it.
+	EndpointPath = "/token"
 )
 
 // Form parameter names.

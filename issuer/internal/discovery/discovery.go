@@ -18,7 +18,7 @@ import (
 const (
 	PathDiscovery = "/.well-known/openid-configuration"
 	PathJWKS      = "/jwks"
-	PathToken     = "/token"
+	PathToken     = exchange.EndpointPath
 )
 
 // Document is the OpenID Provider Metadata an issuer publishes. Fields are in

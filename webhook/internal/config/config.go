@@ -3,10 +3,14 @@
 package config
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -14,6 +18,7 @@ import (
 
 	"github.com/kube-sts/kube-sts/configfile"
 	"github.com/kube-sts/kube-sts/shared/contract"
+	"github.com/kube-sts/kube-sts/shared/exchange"
 )
 
 // Native sidecar modes.
@@ -74,6 +79,10 @@ type Injector struct {
 	// says why (kubectl describe pod). false: the Pod's readiness ignores the
 	// token, e.g. when an issuer outage must not take Pods out of Services.
 	ReadinessProbe *bool `json:"readinessProbe,omitempty"`
+	// InsecureHTTP allows an http:// exchangeURL, to a loopback address only
+	// (a single-node test setup); the token would otherwise cross the network
+	// in clear text.
+	InsecureHTTP bool `json:"insecureHTTP,omitempty"`
 }
 
 // ConfigMapRef is a key of a ConfigMap in the Pod's namespace.
@@ -178,8 +187,8 @@ func (c *Config) Validate() error {
 			bad(f+".name", "%q is also the name of injectors[%d]", in.Name, j)
 		}
 		seen[in.Name] = i
-		if u, err := url.Parse(in.ExchangeURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			bad(f+".exchangeURL", "%q is not an http(s) URL of the issuer's token endpoint", in.ExchangeURL)
+		if err := validateExchangeURL(in.ExchangeURL, in.InsecureHTTP); err != nil {
+			bad(f+".exchangeURL", "%v", err)
 		}
 		if in.SubjectAudience == "" {
 			bad(f+".subjectAudience", "is required")
@@ -189,6 +198,8 @@ func (c *Config) Validate() error {
 		}
 		if in.Image == "" {
 			bad(f+".image", "is required: the sts-creds-sidecar image")
+		} else if err := validateImage(in.Image); err != nil {
+			bad(f+".image", "%v", err)
 		}
 		switch in.ImagePullPolicy {
 		case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
@@ -203,6 +214,11 @@ func (c *Config) Validate() error {
 		}
 		if n := btoi(in.CAPEM != "") + btoi(in.CAConfigMap != nil) + btoi(in.CAFile != ""); n > 1 {
 			bad(f, "set one of caPEM, caFile or caConfigMap, not %d", n)
+		}
+		if in.CAPEM != "" {
+			if err := validateCAPEM(in.CAPEM); err != nil {
+				bad(f+".caPEM", "%v", err)
+			}
 		}
 		if in.CAFile != "" && !strings.HasPrefix(in.CAFile, "/") {
 			bad(f+".caFile", "%q must be an absolute path", in.CAFile)
@@ -224,4 +240,83 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// validateExchangeURL: the issuer's token endpoint (…/token) over https, or
+// over http to a loopback address when insecureHTTP says so.
+func validateExchangeURL(raw string, insecureHTTP bool) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.Scheme != "https" && u.Scheme != "http" {
+		return fmt.Errorf("%q is not an https URL of the issuer's token endpoint", raw)
+	}
+	if u.Scheme == "http" {
+		if !insecureHTTP {
+			return fmt.Errorf("%q is plain http: the sidecar would send ServiceAccount tokens in clear text; use https (insecureHTTP: true allows a loopback address, for single-node tests)", raw)
+		}
+		if !isLoopback(u.Hostname()) {
+			return fmt.Errorf("%q: insecureHTTP allows only a loopback address (127.0.0.0/8, ::1, localhost), not %s", raw, u.Hostname())
+		}
+	}
+	if !strings.HasSuffix(u.Path, exchange.EndpointPath) || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q is not the issuer's token endpoint, which is <issuer URL>%s", raw, exchange.EndpointPath)
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// imageRef is an image reference as the container runtimes read it:
+// [registry[:port]/]path[:tag][@algorithm:digest], path components in lower
+// case (the distribution specification's grammar).
+var imageRef = regexp.MustCompile(`^` +
+	`(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?/)?` +
+	`[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*` +
+	`(?::[\w][\w.-]{0,127})?` +
+	`(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$`)
+
+// validateImage refuses what no runtime can pull, with the reason when it is
+// a common one (a placeholder left in, upper case, a scheme).
+func validateImage(ref string) error {
+	switch {
+	case strings.ContainsAny(ref, "<>{}"):
+		return fmt.Errorf("%q still holds a placeholder: name the sidecar image your nodes pull", ref)
+	case strings.Contains(ref, "://"):
+		return fmt.Errorf("%q is a URL: an image reference has no scheme (registry/path:tag)", ref)
+	case !imageRef.MatchString(ref):
+		return fmt.Errorf("%q is not an image reference ([registry/]path[:tag][@sha256:digest], the path in lower case)", ref)
+	}
+	return nil
+}
+
+// validateCAPEM: one or more PEM certificates, each of which parses.
+func validateCAPEM(bundle string) error {
+	rest := []byte(bundle)
+	n := 0
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return fmt.Errorf("holds a %s block: only CERTIFICATE blocks belong in a CA bundle", block.Type)
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return fmt.Errorf("certificate %d does not parse: %v", n+1, err)
+		}
+		n++
+	}
+	if n == 0 {
+		return fmt.Errorf("holds no PEM certificate")
+	}
+	if strings.TrimSpace(string(rest)) != "" {
+		return fmt.Errorf("has text after its last certificate that is not PEM")
+	}
+	return nil
 }

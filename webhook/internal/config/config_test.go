@@ -1,10 +1,18 @@
 package config
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDefaults(t *testing.T) {
@@ -90,4 +98,59 @@ func mustRead(t *testing.T, file string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestInjectorFieldsStrict: the image, the exchange URL and the CA bundle are
+// checked as strictly as the issuer's fields, each with the reason.
+func TestInjectorFieldsStrict(t *testing.T) {
+	ca := testCAPEM(t)
+	base := func(extra string) string {
+		return "injectors:\n- name: vault-sts\n  exchangeURL: https://sts.example.com/vault/token\n  image: sidecar:v1\n" + extra
+	}
+	bad := map[string]struct{ yaml, want string }{
+		"placeholder image":   {strings.Replace(base(""), "sidecar:v1", "<registry>/kube-sts/sts-creds-sidecar:v1", 1), "still holds a placeholder"},
+		"upper-case image":    {strings.Replace(base(""), "sidecar:v1", "Kube-STS/Sidecar:v1", 1), "is not an image reference"},
+		"image with a scheme": {strings.Replace(base(""), "sidecar:v1", "https://reg.example/sidecar:v1", 1), "is a URL"},
+		"http exchange":       {strings.Replace(base(""), "https://sts.example.com", "http://sts.example.com", 1), "plain http"},
+		"http, not loopback":  {strings.Replace(base("  insecureHTTP: true\n"), "https://sts.example.com", "http://10.0.0.1:8080", 1), "only a loopback address"},
+		"not the token path":  {strings.Replace(base(""), "/vault/token", "/vault", 1), "is not the issuer's token endpoint"},
+		"garbage CA":          {base("  caPEM: not a certificate\n"), "injectors[0].caPEM: holds no PEM certificate"},
+		"key in CA bundle":    {base("  caPEM: |\n    -----BEGIN PRIVATE KEY-----\n    AAAA\n    -----END PRIVATE KEY-----\n"), "holds a PRIVATE KEY block"},
+	}
+	for name, tc := range bad {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+	good := []string{
+		base(""),
+		strings.Replace(base("  insecureHTTP: true\n"), "https://sts.example.com", "http://127.0.0.1:8443", 1),
+		strings.Replace(base("  insecureHTTP: true\n"), "https://sts.example.com", "http://[::1]:8443", 1),
+		strings.Replace(base(""), "sidecar:v1", "reg.example:5000/kube-sts/sts-creds-sidecar:v0.1.0", 1),
+		strings.Replace(base(""), "sidecar:v1", "reg.example/kube-sts/sts-creds-sidecar@sha256:"+strings.Repeat("ab", 32), 1),
+		strings.Replace(base(""), "sidecar:v1", "local/sts-creds-sidecar:e2e", 1),
+		base("  caPEM: |\n    " + strings.ReplaceAll(strings.TrimSpace(ca), "\n", "\n    ") + "\n"),
+	}
+	for _, y := range good {
+		if _, err := Parse([]byte(y)); err != nil {
+			t.Errorf("refused:\n%s\n%v", y, err)
+		}
+	}
+}
+
+func testCAPEM(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }
