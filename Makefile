@@ -24,7 +24,12 @@ IMAGE_PREFIX ?= kube-sts
 PLATFORMS    ?= linux/amd64,linux/arm64
 IMAGE_OUTPUT ?=
 IMAGES       := issuer:sts-issuer webhook:sts-webhook sidecar:sts-creds-sidecar
-LDFLAGS := -s -w -X github.com/kube-sts/kube-sts/shared/buildinfo.Version=$(VERSION)
+# The commit and its time (not the build's: builds stay reproducible), for
+# --version and the *_build_info metrics.
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+DATE   ?= $(shell git log -1 --format=%cI 2>/dev/null)
+BUILDINFO := github.com/kube-sts/kube-sts/shared/buildinfo
+LDFLAGS := -s -w -X $(BUILDINFO).Version=$(VERSION) -X $(BUILDINFO).Commit=$(COMMIT) -X $(BUILDINFO).Date=$(DATE)
 GO_TEST_FLAGS ?=
 
 .PHONY: help
@@ -222,7 +227,7 @@ images: ## Build the three images with docker buildx for PLATFORMS (see IMAGE_PR
 	@for pair in $(IMAGES); do mod=$${pair%%:*}; name=$${pair#*:}; \
 	  out="$(IMAGE_OUTPUT)"; [ -n "$$out" ] || out="type=oci,dest=dist/images/$$name-$(VERSION).oci.tar"; \
 	  echo "== $(IMAGE_PREFIX)/$$name:$(VERSION) ($(PLATFORMS)) -> $$out"; \
-	  docker buildx build -f $$mod/Dockerfile --platform $(PLATFORMS) --build-arg VERSION=$(VERSION) \
+	  docker buildx build -f $$mod/Dockerfile --platform $(PLATFORMS) --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) --build-arg DATE=$(DATE) \
 	    -t $(IMAGE_PREFIX)/$$name:$(VERSION) --output "$$out" . ; done
 
 .PHONY: images-local

@@ -147,6 +147,12 @@ func TestMonitoring(t *testing.T) {
 	selected := strings.Fields(string(namesOut))
 
 	exported := exportedMetrics(ctx, t, env)
+	// Which build runs, for dashboards and upgrades: one series each.
+	for _, n := range []string{"sts_issuer_build_info", "sts_webhook_build_info"} {
+		if !exported[n] {
+			t.Errorf("%s is not exported", n)
+		}
+	}
 	for _, name := range selected {
 		if name == "up" {
 			continue // Prometheus's own, per scrape target

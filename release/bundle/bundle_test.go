@@ -98,8 +98,13 @@ func TestReleaseLocal(t *testing.T) {
 					t.Fatal(err)
 				}
 				out, err := exec.Command(p, "--version").CombinedOutput()
-				if got := strings.TrimSpace(string(out)); err != nil || got != b.Name+" "+version {
-					t.Errorf("the image's %s --version says %q (%v); want %q", b.Name, got, err, b.Name+" "+version)
+				first, rest, _ := strings.Cut(string(out), "\n")
+				if err != nil || first != b.Name+" "+version {
+					t.Errorf("the image's %s --version says %q (%v); want %q first", b.Name, out, err, b.Name+" "+version)
+				}
+				// The commit is stamped from the checkout the release was built from.
+				if head, err := exec.Command("git", "rev-parse", "HEAD").Output(); err == nil && !strings.Contains(rest, "commit:   "+strings.TrimSpace(string(head))) {
+					t.Errorf("the image's %s --version does not name the commit %s:\n%s", b.Name, head, out)
 				}
 			} else if !bytes.Contains(bin, []byte(version)) {
 				t.Errorf("the %s image's binary does not contain its version %s", b.Arch, version)

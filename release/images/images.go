@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -52,6 +53,8 @@ type Options struct {
 	Dir     string   // output folder
 	Prefix  string   // image name prefix, e.g. kube-sts (tag: <prefix>/<name>:<version>)
 	Version string   // stamped into the binary and used as the tag
+	Commit  string   // stamped into the binary; default: the checkout's HEAD (git), else none
+	Date    string   // stamped into the binary: the commit's time, RFC 3339; default: HEAD's (git)
 	Arches  []string // default: Arches
 	Only    []string // binary names; default: all
 }
@@ -72,6 +75,12 @@ func Build(ctx context.Context, o Options) ([]Built, error) {
 	}
 	if o.Version == "" {
 		o.Version = "dev"
+	}
+	if o.Commit == "" {
+		o.Commit = gitOutput(ctx, o.Root, "rev-parse", "HEAD")
+	}
+	if o.Date == "" {
+		o.Date = gitOutput(ctx, o.Root, "log", "-1", "--format=%cI")
 	}
 	if len(o.Arches) == 0 {
 		o.Arches = Arches
@@ -96,7 +105,7 @@ func Build(ctx context.Context, o Options) ([]Built, error) {
 		var imgs []v1.Image
 		for _, arch := range o.Arches {
 			bin := filepath.Join(o.Dir, "bin", arch, b.Name)
-			if err := goBuild(ctx, o.Root, b, arch, o.Version, bin); err != nil {
+			if err := goBuild(ctx, o, b, arch, bin); err != nil {
 				return nil, err
 			}
 			img, err := ociimage.Build(ociimage.Spec{
@@ -127,11 +136,17 @@ func Build(ctx context.Context, o Options) ([]Built, error) {
 
 // goBuild cross-compiles like the Dockerfiles do: static, trimmed, stamped,
 // the module on its own (GOWORK=off).
-func goBuild(ctx context.Context, root string, b Binary, arch, version, out string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath",
-		"-ldflags", "-s -w -X github.com/kube-sts/kube-sts/shared/buildinfo.Version="+version,
-		"-o", out, b.Package)
-	cmd.Dir = filepath.Join(root, b.Module)
+func goBuild(ctx context.Context, o Options, b Binary, arch, out string) error {
+	const pkg = "github.com/kube-sts/kube-sts/shared/buildinfo"
+	ldflags := "-s -w -X " + pkg + ".Version=" + o.Version
+	if o.Commit != "" {
+		ldflags += " -X " + pkg + ".Commit=" + o.Commit
+	}
+	if o.Date != "" {
+		ldflags += " -X " + pkg + ".Date=" + o.Date
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", ldflags, "-o", out, b.Package)
+	cmd.Dir = filepath.Join(o.Root, b.Module)
 	cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
 	if o, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("build %s for %s: %v\n%s", b.Name, arch, err, o)
@@ -156,4 +171,14 @@ func RepoRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// gitOutput is the trimmed output of git in dir, or "" when git cannot say
+// (no git, not a checkout: an unpacked source archive).
+func gitOutput(ctx context.Context, dir string, args ...string) string {
+	out, err := exec.CommandContext(ctx, "git", append([]string{"-C", dir}, args...)...).Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
 }

@@ -32,7 +32,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if o.Version {
-		fmt.Fprintln(stdout, "sts-issuer", buildinfo.Version)
+		fmt.Fprint(stdout, buildinfo.Get().Text("sts-issuer"))
 		return nil
 	}
 	cfg, err := config.Load(o.ConfigFile, o.Namespace)

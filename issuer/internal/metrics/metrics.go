@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/kube-sts/kube-sts/shared/buildinfo"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -85,7 +86,12 @@ func New() (*Metrics, error) {
 			Help: "Exchanges that cost API calls in review mode watch, by reason (stale: a cache not synced or its watch down longer than --watch-max-stale, TokenReview + Pod GET; pod_not_cached, serviceaccount_not_cached: one GET; unverified: TokenReview + Pod GET).",
 		}, []string{"reason"}),
 	}
-	if err := m.register(m.watchFallbacks, m.refused, m.exchanges, m.exchangeDuration, m.apiDuration, m.keyAge, m.keysPublished, m.rotateEvery, m.rotations, m.publishes, m.publishedAt,
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sts_issuer_build_info",
+		Help: "Always 1; its labels say which build runs: version, commit, the commit's date, Go version, platform.",
+	}, buildinfo.LabelNames())
+	buildInfo.WithLabelValues(buildinfo.Get().LabelValues()...).Set(1)
+	if err := m.register(buildInfo, m.watchFallbacks, m.refused, m.exchanges, m.exchangeDuration, m.apiDuration, m.keyAge, m.keysPublished, m.rotateEvery, m.rotations, m.publishes, m.publishedAt,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
 		return nil, err
 	}

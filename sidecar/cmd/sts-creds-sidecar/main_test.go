@@ -101,8 +101,17 @@ func TestBinaryModes(t *testing.T) {
 	if b, err := exec.Command(bin, "once").CombinedOutput(); exitCode(err) != 1 || !strings.Contains(string(b), "STS_EXCHANGE_URL") {
 		t.Fatalf("once without configuration: exit %d, %q", exitCode(err), b)
 	}
-	if b, err := exec.Command(bin, "--version").CombinedOutput(); exitCode(err) != 0 || !strings.HasPrefix(string(b), "sts-creds-sidecar ") {
-		t.Fatalf("--version: exit %d, %q", exitCode(err), b)
+	for _, args := range [][]string{{"--version"}, {"version"}} {
+		b, err := exec.Command(bin, args...).CombinedOutput()
+		if exitCode(err) != 0 || !strings.HasPrefix(string(b), "sts-creds-sidecar ") || !strings.Contains(string(b), "\nplatform: ") {
+			t.Fatalf("%v: exit %d, %q", args, exitCode(err), b)
+		}
+	}
+	for _, args := range [][]string{{"-h"}, {"help"}} {
+		b, err := exec.Command(bin, args...).CombinedOutput()
+		if exitCode(err) != 0 || !strings.Contains(string(b), "Usage: sts-creds-sidecar [run|once|probe|await|version|help]") {
+			t.Fatalf("%v: exit %d, %q", args, exitCode(err), b)
+		}
 	}
 }
 

@@ -57,7 +57,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	if o.Version {
-		fmt.Fprintln(stdout, "sts-creds-sidecar", buildinfo.Version)
+		fmt.Fprint(stdout, buildinfo.Get().Text("sts-creds-sidecar"))
 		return nil
 	}
 	switch o.Mode {

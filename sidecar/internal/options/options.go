@@ -169,7 +169,7 @@ func (v modeValue) Set(s string) error {
 }
 
 // Usage is printed by -h.
-const Usage = `Usage: sts-creds-sidecar [run|once|probe|await] [flags]
+const Usage = `Usage: sts-creds-sidecar [run|once|probe|await|version|help] [flags]
 
   run    (default) exchange now, then keep the token fresh until stopped
   once   exchange once, write the token and exit (an init container)
@@ -179,6 +179,8 @@ const Usage = `Usage: sts-creds-sidecar [run|once|probe|await] [flags]
   await  wait until probe would pass (at most --await-timeout; at once an
          error when the issuer refused the exchange): the native sidecar's
          postStart hook, so the next init container starts at once
+  version  print the version, commit, date, Go version and platform (= --version)
+  help     print this help (= -h)
 
 Every flag can also be set with the env var shown in brackets; a flag wins over its env var.
 `
@@ -191,6 +193,14 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Options, e
 	o := Defaults()
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		o.Mode, args = args[0], args[1:]
+	}
+	// "version" and "help" read as modes, as users type them; they are the
+	// flags of the same names.
+	switch o.Mode {
+	case "version":
+		o.Mode, args = contract.ModeRun, append([]string{"-version"}, args...)
+	case "help":
+		o.Mode, args = contract.ModeRun, append([]string{"-help"}, args...)
 	}
 	if err := cli.Parse("sts-creds-sidecar", &o, args, getenv, out); err != nil {
 		return Options{}, err

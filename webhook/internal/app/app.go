@@ -18,6 +18,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/zapr"
 	"github.com/open-policy-agent/cert-controller/pkg/rotator"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -54,7 +55,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if o.Version {
-		fmt.Fprintln(stdout, "sts-webhook", buildinfo.Version)
+		fmt.Fprint(stdout, buildinfo.Get().Text("sts-webhook"))
 		return nil
 	}
 	cfg, err := config.Load(o.ConfigFile)
@@ -96,6 +97,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	m, err := admit.NewMetrics(crmetrics.Registry)
 	if err != nil {
 		return err
+	}
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sts_webhook_build_info",
+		Help: "Always 1; its labels say which build runs: version, commit, the commit's date, Go version, platform.",
+	}, buildinfo.LabelNames())
+	buildInfo.WithLabelValues(buildinfo.Get().LabelValues()...).Set(1)
+	if err := crmetrics.Registry.Register(buildInfo); err != nil {
+		return fmt.Errorf("register sts_webhook_build_info: %w", err)
 	}
 	srv.Register(MutatePath, &webhook.Admission{Handler: &admit.Handler{
 		Injectors: cfg.Injectors, Native: native, Decoder: admission.NewDecoder(scheme), Log: log, Metrics: m,
