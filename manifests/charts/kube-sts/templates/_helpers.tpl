@@ -1,9 +1,14 @@
 {{/* Names. */}}
 {{- define "kube-sts.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 50 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- define "kube-sts.issuer" -}}{{ include "kube-sts.fullname" . }}-issuer{{- end -}}
@@ -24,8 +29,22 @@ app.kubernetes.io/name: sts-{{ .component }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{- end -}}
 
+{{/* An image: [image.registry/]repository, then @digest (which wins) or :tag (default: appVersion). */}}
 {{- define "kube-sts.image" -}}
-{{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) -}}
+{{- $repo := .image.repository -}}
+{{- with .root.Values.image.registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" .) $repo }}{{ end -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" $repo .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repo (default .root.Chart.AppVersion .image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Pod metadata and scheduling class of one component: (dict "root" $ "v" .Values.issuer) */}}
+{{- define "kube-sts.podExtras" -}}
+{{- with .v.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
 {{- end -}}
 
 {{/* The in-cluster base URL of the issuer. */}}
@@ -95,7 +114,10 @@ tolerations:
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- if .v.topologySpread }}
+{{- if .v.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml .v.topologySpreadConstraints | nindent 2 }}
+{{- else if .v.topologySpread }}
 topologySpreadConstraints:
 {{- range $key := list "kubernetes.io/hostname" "topology.kubernetes.io/zone" }}
 - maxSkew: 1
