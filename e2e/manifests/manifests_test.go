@@ -653,3 +653,22 @@ func TestNamespaceOptIn(t *testing.T) {
 		t.Errorf("labeled Pod in a namespace without the label: %v, want it created without the webhook", err)
 	}
 }
+
+// TestChartLint: helm lint --strict passes with the default values and with
+// every ci/ values file (warnings fail too).
+func TestChartLint(t *testing.T) {
+	helm := tool(t, "helm")
+	valueFiles, _ := filepath.Glob(filepath.Join(chartDir(), "ci", "*-values.yaml"))
+	if len(valueFiles) < 3 {
+		t.Fatalf("expected the chart's ci/ values files, found %v", valueFiles)
+	}
+	for _, vf := range append([]string{""}, valueFiles...) {
+		args := []string{"lint", "--strict", chartDir()}
+		if vf != "" {
+			args = append(args, "--values", vf)
+		}
+		if out := run(t, helm, args...); !bytes.Contains(out, []byte("1 chart(s) linted, 0 chart(s) failed")) {
+			t.Errorf("helm %s:\n%s", strings.Join(args, " "), out)
+		}
+	}
+}
