@@ -15,9 +15,9 @@
 #    its test dependencies (the unit and e2e tests), and the release flavour
 #    for arm64 (release/bundle).
 #
-# All of it runs at the lowest CPU priority (below), so it uses what the
-# foreground leaves idle (link steps, downloads, tests that wait); what it has
-# compiled, the foreground finds in the Go build cache.
+# The downloads run at the normal priority, the compiles at the lowest (below),
+# so these use what the foreground leaves idle (link steps, tests that wait);
+# what they have compiled, the foreground finds in the Go build cache.
 #
 # Nothing here is needed for correctness: a failure is logged and ignored, as
 # the foreground builds whatever is missing itself. The Makefile starts it in
@@ -39,17 +39,6 @@ BINARY_MODULES=(issuer webhook sidecar)
 
 step() { printf '[warm] %s %s\n' "$(date +%T)" "$*"; }
 
-# The lowest CPU priority for everything below, downloads (unzipping) included.
-# With the kernel's autogroup scheduling (sched_autogroup_enabled), nice only
-# ranks processes within one session's group, and the Makefile starts this in
-# a session of its own (setsid, so that it can stop the whole tree): the
-# group's own nice value is what ranks it against the foreground's session.
-# Set it only when this script leads its session, never the caller's.
-renice -n 19 -p $$ >/dev/null 2>&1 || true
-if [ -w /proc/self/autogroup ] && [ "$(ps -o sid= -p $$ | tr -d ' ')" = "$$" ]; then
-  echo 19 > /proc/self/autogroup 2>/dev/null || true
-fi
-
 step "start: toolchain ${targets[*]:-none}"
 if [ "${#targets[@]}" -gt 0 ]; then
   bash e2e/hack/toolchain.sh --fetch "${targets[@]}" || step "toolchain fetch failed (ignored)"
@@ -60,6 +49,20 @@ done
 go mod download || step "go mod download in the workspace failed (ignored)"
 step "downloads done"
 $fetch_only && exit 0
+
+# The compiles are speculative: the lowest CPU priority, so they take only
+# what the foreground leaves idle. (The downloads above ran at the normal
+# one: their CPU, unzipping and hashing, is work the foreground would do
+# anyway, and starving it would make the downloads trail the foreground.)
+# With the kernel's autogroup scheduling (sched_autogroup_enabled), nice only
+# ranks processes within one session's group, and the Makefile starts this in
+# a session of its own (setsid, so that it can stop the whole tree): the
+# group's own nice value is what ranks it against the foreground's session.
+# Set it only when this script leads its session, never the caller's.
+renice -n 19 -p $$ >/dev/null 2>&1 || true
+if [ -w /proc/self/autogroup ] && [ "$(ps -o sid= -p $$ | tr -d ' ')" = "$$" ]; then
+  echo 19 > /proc/self/autogroup 2>/dev/null || true
+fi
 
 # compile M ENV... go build ARGS...: one compile in module M.
 compile() {
