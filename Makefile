@@ -234,7 +234,6 @@ images: ## Build the three images with docker buildx for PLATFORMS (see IMAGE_PR
 images-local: ## The same images without Docker (amd64 and arm64): docker-archives and OCI layouts in dist/images.
 	cd release && go run ./cmd/images --out ../dist/images --prefix $(IMAGE_PREFIX) --version $(VERSION)
 
-.PHONY: release-local
 # `make push REGISTRY=reg.example:5000 VERSION=v0.1.0`: release-local, then
 # the images and the chart to the registry (no Docker, no helm needed), as
 # the release workflow names them; the chart's image.registry=$(REGISTRY)
@@ -246,6 +245,7 @@ push: release-local ## Push a local release to REGISTRY: <REGISTRY>/kube-sts/<bi
 	@[ -n "$(REGISTRY)" ] || { echo "set REGISTRY=host[:port][/path]"; exit 1; }
 	cd release && go run ./cmd/push --registry $(REGISTRY) --version $(VERSION) --dir ../dist/release/$(VERSION) $(PUSH_FLAGS)
 
+.PHONY: release-local
 release-local: toolchain-release ## A release without pushing or signing: images, a CycloneDX SBOM per image, the chart, SHA256SUMS in dist/release/$(VERSION) (VERSION must be the tag Chart.yaml names, e.g. v0.1.0).
 	cd release && go run ./cmd/release --version $(VERSION) --out ../dist/release/$(VERSION) --prefix $(IMAGE_PREFIX) \
 		--helm "$$(bash ../$(TOOLCHAIN) --print-bin=helm)" --cyclonedx "$$(bash ../$(TOOLCHAIN) --print-bin=cyclonedx-gomod)"
