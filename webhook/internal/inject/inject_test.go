@@ -27,9 +27,19 @@ injectors:
   image: local/sts-creds-sidecar:test
   tokenPathEnv: VAULT_TOKEN_FILE
   valueEnv: VAULT_TOKEN_ENABLED
+  # A real certificate (self-signed, P-256, for these tests only): the
+  # configuration refuses a caPEM that does not parse.
   caPEM: |
     -----BEGIN CERTIFICATE-----
-    MIIBdzCCAR2gAwIBAgIBATAKBggqhkjOPQQDAjAUMRIwEAYDVQQDEwlrdWJlLXN0cw==
+    MIIBjTCCATOgAwIBAgIUXniGWq9uIlOEzkLlN/mqlhibYKcwCgYIKoZIzj0EAwIw
+    GzEZMBcGA1UEAwwQa3ViZS1zdHMtdGVzdC1jYTAgFw0yNjEyMDQwNjU3MjdaGA8y
+    MTI2MTExMDA2NTcyN1owGzEZMBcGA1UEAwwQa3ViZS1zdHMtdGVzdC1jYTBZMBMG
+    ByqGSM49AgEGCCqGSM49AwEHA0IABEWXQGuN0R/DPKccvRH+OUaIVKS0csGKojPy
+    YnpCdbJF/z+Ihg0+nuhBLPI2qfpTDAeqSj2ftB8nJJqRfNS6vH6jUzBRMB0GA1Ud
+    DgQWBBQdukbBmpqjaDqO93rDs7x00eTqJjAfBgNVHSMEGDAWgBQdukbBmpqjaDqO
+    93rDs7x00eTqJjAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIA5Z
+    sO4d+e0n1Sy2aFTdPt8bhErhk5UxJbwr22zCZyIpAiEAkI+TkxUGjDaQfRH9Nsxw
+    kJvjSikuRpP/AIQlATSq8l8=
     -----END CERTIFICATE-----
 - name: ouca-sts
   exchangeURL: https://sts.kube-sts.test/other/token
