@@ -97,7 +97,7 @@ WARM_TARGETS := all node deploy weed release
 define with_warm
 	@mkdir -p dist; warm=; \
 	if [ "$(WARM)" = 1 ]; then setsid bash hack/warm.sh $(1) >dist/warm.log 2>&1 & warm=$$!; fi; \
-	trap '[ -n "$$warm" ] && kill -- -$$warm 2>/dev/null; true' EXIT; \
+	trap '[ -n "$$warm" ] && kill -- -$$warm 2>/dev/null || true' EXIT; \
 	$(2)
 endef
 
