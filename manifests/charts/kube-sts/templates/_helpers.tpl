@@ -40,13 +40,6 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{- end -}}
 {{- end -}}
 
-{{/* Pod metadata and scheduling class of one component: (dict "root" $ "v" .Values.issuer) */}}
-{{- define "kube-sts.podExtras" -}}
-{{- with .v.priorityClassName }}
-priorityClassName: {{ . }}
-{{- end }}
-{{- end -}}
-
 {{/* The in-cluster base URL of the issuer. */}}
 {{- define "kube-sts.issuerURL" -}}
 {{- if .Values.issuer.url -}}
@@ -100,8 +93,11 @@ priorityClassName: {{ . }}
 {{- end }}
 {{- end -}}
 
-{{/* Scheduling and spread of one component: (dict "root" $ "component" "issuer" "v" .Values.issuer) */}}
+{{/* Scheduling, priority and spread of one component: (dict "root" $ "component" "issuer" "v" .Values.issuer) */}}
 {{- define "kube-sts.scheduling" -}}
+{{- with .v.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
 {{- with .v.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
