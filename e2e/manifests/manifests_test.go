@@ -78,10 +78,7 @@ func renderings(t *testing.T) []Objects {
 	t.Helper()
 	helm, kustomize := tool(t, "helm"), tool(t, "kustomize")
 	var out []Objects
-	valueFiles, _ := filepath.Glob(filepath.Join(chartDir(), "ci", "*-values.yaml"))
-	if len(valueFiles) < 3 {
-		t.Fatalf("expected the chart's ci/ values files, found %v", valueFiles)
-	}
+	valueFiles := ciValueFiles(t)
 	// The kind job's values too (e2e/kind), as GitHub Actions installs them.
 	valueFiles = append(valueFiles, filepath.Join(procs.RepoRoot(), "e2e", "kind", "values.yaml"))
 	for _, vf := range append([]string{""}, valueFiles...) {
@@ -658,11 +655,7 @@ func TestNamespaceOptIn(t *testing.T) {
 // every ci/ values file (warnings fail too).
 func TestChartLint(t *testing.T) {
 	helm := tool(t, "helm")
-	valueFiles, _ := filepath.Glob(filepath.Join(chartDir(), "ci", "*-values.yaml"))
-	if len(valueFiles) < 3 {
-		t.Fatalf("expected the chart's ci/ values files, found %v", valueFiles)
-	}
-	for _, vf := range append([]string{""}, valueFiles...) {
+	for _, vf := range append([]string{""}, ciValueFiles(t)...) {
 		args := []string{"lint", "--strict", chartDir()}
 		if vf != "" {
 			args = append(args, "--values", vf)
@@ -671,4 +664,15 @@ func TestChartLint(t *testing.T) {
 			t.Errorf("helm %s:\n%s", strings.Join(args, " "), out)
 		}
 	}
+}
+
+// ciValueFiles are the chart's ci/*-values.yaml, each checked by every test
+// that renders the chart.
+func ciValueFiles(t *testing.T) []string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(chartDir(), "ci", "*-values.yaml"))
+	if len(files) < 3 {
+		t.Fatalf("expected the chart's ci/ values files, found %v", files)
+	}
+	return files
 }
