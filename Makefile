@@ -89,9 +89,15 @@ demo: ## The reference scenario narrated on a local node with real Vault (first 
 # stopped when the foreground ends; log in dist/warm.log): it downloads every
 # module the toolchain and the workspace need while the foreground compiles,
 # and compiles our code's three flavours at the lowest priority with the cores
-# the foreground leaves idle. The release module's unit tests (release/bundle
-# cross-compiles arm64) run last, after the e2e suites, whose waits leave the
-# most idle time for that. WARM=0 runs without it.
+# the foreground leaves idle. WARM=0 runs without it.
+#
+# After the toolchain, the foreground compiles the -race flavour once
+# (test-compile), then runs the e2e suites (two lanes, test-integration) and
+# the unit tests together (hack/together.sh): the suites mostly wait for
+# Pods, rollouts and faults (a third of two cores busy), and the unit tests,
+# at the lowest CPU priority, take what the suites leave idle without
+# slowing what they time. The release module's unit tests run last in the
+# unit lane (release/bundle cross-compiles arm64).
 WARM ?= 1
 WARM_TARGETS := all node deploy weed release
 define with_warm
@@ -103,11 +109,13 @@ endef
 
 .PHONY: test
 test: ## Run every test: unit (-race), the real API server and the manifests, a second API server and Vault trusting the issuer (directly, and through discovery published to nginx and SeaweedFS), the reference scenario (with the AWS SDK), the Helm chart, an upgrade from v0.1.0 and back, the short scale run, and a 3-minute soak on a real node (needs root).
-	$(call with_warm,$(WARM_TARGETS),$(MAKE) --no-print-directory $(TEST_TOOLS) build-standalone \
-	  && $(MAKE) --no-print-directory test-unit UNIT_MODULES="$(filter-out release,$(UNIT_MODULES))" \
-	  && $(MAKE) --no-print-directory test-integration \
-	  && $(MAKE) --no-print-directory test-unit UNIT_MODULES=release \
+	$(call with_warm,$(WARM_TARGETS),$(MAKE) --no-print-directory $(TEST_TOOLS) build-standalone test-compile \
+	  && bash hack/together.sh "e2e=$(MAKE) --no-print-directory test-integration" "unit:19=$(MAKE) --no-print-directory test-unit" \
 	  && $(MAKE) --no-print-directory testdata-check)
+
+.PHONY: test-compile
+test-compile: ## Compile the -race flavour of every module and of every package their tests import (what test-unit and test-integration link).
+	bash hack/compile.sh race
 
 # A golden blessed by `go test -update` must be committed; a test run that
 # leaves testdata/ changed fails, so CI can never bless a regression.
@@ -128,13 +136,13 @@ test-unit: ## Unit tests of every module, with -race (the release module builds 
 	@for m in $(UNIT_MODULES); do echo "== unit: $$m"; p=; [ $$m = release ] && p="-p 1"; \
 	  (cd $$m && go test -race -count=1 -timeout 30m $$p $(GO_TEST_FLAGS) ./...); done
 
-# -p 1: one suite at a time. The node suites run a kubelet each, and two
-# kubelets on one machine would fight over the same cgroups; the timing
-# assertions also want the two cores to themselves.
+# Two lanes at once (e2e/hack/lanes.sh): the suites that run a real node one
+# at a time (two kubelets on one machine would fight over the same cgroups),
+# beside them the suites that need only API servers, one at a time.
 .PHONY: test-integration
-test-integration: toolchain ## The e2e suites: real kube-apiserver + etcd (and a second one for othercluster); the manifests; a real node (containerd, kubelet) with Vault, the chart installed on it, the short soak.
+test-integration: toolchain ## The e2e suites in two lanes (node suites | API-server suites): real kube-apiserver + etcd (and a second one for othercluster); the manifests; a real node (containerd, kubelet) with Vault, the chart installed on it, the short soak.
 	cd e2e && KUBEBUILDER_ASSETS="$$(bash hack/toolchain.sh --print-dir all)" KUBE_STS_REQUIRE_CONTROLPLANE=1 \
-		go test -race -count=1 -v -p 1 -timeout 30m $(GO_TEST_FLAGS) ./...
+		bash hack/lanes.sh -timeout 30m $(GO_TEST_FLAGS)
 
 # The soak (e2e/soak): the chart on the real node with faults for
 # SOAK_DURATION; `make test` runs it for 3 minutes with 20 Pods.

@@ -8,8 +8,8 @@
 #    builds (e2e/hack/toolchain.sh --fetch), then of every module of the
 #    workspace, on their own and together. The foreground builds the toolchain
 #    one piece after another; each piece's modules are then already here.
-# 2. Unless --fetch-only, compiles the three flavours of our own code the
-#    tests build, in the order they are needed: the release flavour for amd64
+# 2. Unless --fetch-only, compiles (hack/compile.sh) the three flavours of our
+#    own code the tests build, in the order they are needed: the release flavour for amd64
 #    (static, trimmed, GOWORK=off: `make build-standalone`, the e2e suites'
 #    binaries and the release images), the -race flavour of the workspace with
 #    its test dependencies (the unit and e2e tests), and the release flavour
@@ -35,7 +35,6 @@ for a in "$@"; do
 done
 
 MODULES=(shared logging configfile issuer webhook sidecar release e2e)
-BINARY_MODULES=(issuer webhook sidecar)
 
 step() { printf '[warm] %s %s\n' "$(date +%T)" "$*"; }
 
@@ -64,26 +63,10 @@ if [ -w /proc/self/autogroup ] && [ "$(ps -o sid= -p $$ | tr -d ' ')" = "$$" ]; 
   echo 19 > /proc/self/autogroup 2>/dev/null || true
 fi
 
-# compile M ENV... go build ARGS...: one compile in module M.
-compile() {
-  local m="$1"; shift
-  (cd "$m" && env "$@") || step "compiling in $m failed (ignored)"
-}
-
-for m in "${BINARY_MODULES[@]}"; do
-  compile "$m" GOWORK=off CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -o /dev/null ./...
+for flavour in release-amd64 race release-arm64; do
+  if bash hack/compile.sh "$flavour"; then
+    step "$flavour flavour compiled"
+  else
+    step "compiling the $flavour flavour failed (ignored)"
+  fi
 done
-step "release flavour (amd64) compiled"
-
-# The -race flavour: every package of the workspace and every package its tests
-# import (test-only dependencies too), compiled without linking anything.
-for m in "${MODULES[@]}"; do
-  # shellcheck disable=SC2046 # one word per package
-  compile "$m" go build -race $(cd "$m" && go list -deps -test -f '{{if and (not .ForTest) (ne .Name "main") .GoFiles}}{{.ImportPath}}{{end}}' ./... 2>/dev/null | grep -v '\.test$')
-done
-step "-race flavour compiled"
-
-for m in "${BINARY_MODULES[@]}"; do
-  compile "$m" GOWORK=off CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -trimpath -o /dev/null ./...
-done
-step "release flavour (arm64) compiled"

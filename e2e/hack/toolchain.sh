@@ -46,6 +46,10 @@ PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.94.0}"
 SEAWEEDFS_VERSION="${SEAWEEDFS_VERSION:-v0.0.0-20261109003541-7506e5f91cd6}"
 
 LDFLAGS_EXTRA=""
+# Every binary is linked without debug information (-ldflags -w); compiling
+# none either saves a tenth of the compile (etcd from an empty build cache:
+# 88 s with, 79 s without, 2026-12-04). Stack traces do not need it.
+NO_DWARF="-gcflags=all=-dwarf=false"
 CACHE="${KUBE_STS_CACHE:-$HOME/.cache/kube-sts}"
 BIN="$CACHE/bin"
 SRC="$CACHE/src"
@@ -107,7 +111,7 @@ kube_component() {
   minor="${v#v1.}"; minor="${minor%%.*}"
   (cd "$dir" && GOFLAGS=-mod=mod go get "k8s.io/kubernetes/cmd/$name@$v" >/dev/null 2>&1 || true)
   if $FETCH; then fetch_deps "$dir" "k8s.io/kubernetes/cmd/$name"; return; fi
-  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$dir/$name" \
+  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath $NO_DWARF -o "$dir/$name" \
     -ldflags "-s -w \
       -X k8s.io/component-base/version.gitVersion=$v \
       -X k8s.io/component-base/version.gitMajor=1 \
@@ -143,7 +147,7 @@ module_build() {
   (cd "$dir" && go mod edit -require="$module@$v" "$@")
   (cd "$dir" && GOFLAGS=-mod=mod go get "$module@$v" >/dev/null 2>&1 || true)
   if $FETCH; then fetch_deps "$dir" "$pkg"; return; fi
-  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -tags "${BUILD_TAGS:-}" -ldflags "-s -w $LDFLAGS_EXTRA" -o "$dir/$name" "$pkg") \
+  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath $NO_DWARF -tags "${BUILD_TAGS:-}" -ldflags "-s -w $LDFLAGS_EXTRA" -o "$dir/$name" "$pkg") \
     || die "build of $name $key failed"
   install_bin "$name" "$key" "$dir/$name"
 }
@@ -225,7 +229,7 @@ promcheck() {
   (cd "$dir" && go mod edit -require="github.com/prometheus/prometheus@$PROMETHEUS_VERSION" \
     && GOFLAGS=-mod=mod go get "github.com/prometheus/prometheus@$PROMETHEUS_VERSION" >/dev/null 2>&1 || true)
   if $FETCH; then fetch_deps "$dir" .; return; fi
-  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$dir/$name" .) \
+  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath $NO_DWARF -ldflags "-s -w" -o "$dir/$name" .) \
     || die "build of $name failed"
   install_bin "$name" "$v" "$dir/$name"
 }

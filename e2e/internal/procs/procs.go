@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -95,17 +94,27 @@ func FreePort(t testing.TB) int {
 	return port
 }
 
+// PortsEnv names the range LoopbackPort picks from, "LOW-HIGH" (HIGH
+// excluded). `make test-integration` gives each of its two lanes of suites
+// a range of its own: a port handed out in one test binary stays unbound
+// for a while (until the process it was meant for listens), and a suite
+// running at the same time in another binary must not pick it meanwhile.
+const PortsEnv = "KUBE_STS_E2E_PORTS"
+
 // LoopbackPort is FreePort for code without a testing.TB. It never hands
 // out a port twice in one process (two calls in a row could otherwise get
 // the same one, the kernel's choice for port 0 being free again at once) and
 // picks below the kernel's ephemeral range, where outgoing connections take
 // their source ports and could take ours between the check and the bind.
 func LoopbackPort() (int, error) {
+	low, high, err := portRange(os.Getenv(PortsEnv), ephemeralLow())
+	if err != nil {
+		return 0, err
+	}
 	portsMu.Lock()
 	defer portsMu.Unlock()
-	low := ephemeralLow()
 	for range 1000 {
-		port := 20000 + rand.IntN(max(low-20000, 1)) // above the well-known ports of kubelet (10250), schedulers, Vault
+		port := low + rand.IntN(high-low)
 		if handedOut[port] {
 			continue
 		}
@@ -117,7 +126,23 @@ func LoopbackPort() (int, error) {
 		handedOut[port] = true
 		return port, nil
 	}
-	return 0, errors.New("no free loopback port below the ephemeral range after 1000 tries")
+	return 0, fmt.Errorf("no free loopback port in [%d, %d) after 1000 tries", low, high)
+}
+
+// portRange is the range of ports to pick from: spec ("LOW-HIGH") when set,
+// else from 20000 (above the well-known ports of the kubelet (10250),
+// schedulers, Vault) to the kernel's ephemeral range.
+func portRange(spec string, ephemeral int) (low, high int, err error) {
+	if spec == "" {
+		return 20000, max(ephemeral, 20001), nil
+	}
+	l, h, ok := strings.Cut(spec, "-")
+	low, err1 := strconv.Atoi(strings.TrimSpace(l))
+	high, err2 := strconv.Atoi(strings.TrimSpace(h))
+	if !ok || err1 != nil || err2 != nil || low < 1024 || high > 65536 || high-low < 100 {
+		return 0, 0, fmt.Errorf("%s=%q: want LOW-HIGH, 1024 <= LOW, LOW+100 <= HIGH <= 65536", PortsEnv, spec)
+	}
+	return low, high, nil
 }
 
 var (
