@@ -208,7 +208,7 @@ func Start(ctx context.Context, extraArgs map[string][]string) (*Env, error) {
 		}
 		args.Set(k, v...)
 	}
-	te.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog}
+	te.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog, DataDir: memoryDataDir()}
 
 	cfg, err := te.Start()
 	if err != nil {
@@ -265,7 +265,32 @@ func (e *Env) Stop() error {
 	e.stopRestarted()
 	err := e.env.Stop()
 	forgetChildren()
+	if dir := e.env.ControlPlane.Etcd.DataDir; dir != "" {
+		_ = os.RemoveAll(dir)
+	}
 	return err
+}
+
+// shmDir holds etcd's data when it exists: in memory, a test's etcd never
+// waits on the disk. Its fsyncs would otherwise stall for seconds whenever
+// something else writes much (a build, images imported on the node, another
+// suite's etcd), and every API call with them: the suites run beside each
+// other and beside the unit tests in `make test`, and time what they do.
+// A test control plane's data is thrown away at its end anyway.
+const shmDir = "/dev/shm"
+
+// memoryDataDir makes etcd's data directory under shmDir, named after this
+// process so that reapStale can remove one a crashed test left; "" (envtest
+// then makes one on disk) when shmDir is not there.
+func memoryDataDir() string {
+	if fi, err := os.Stat(shmDir); err != nil || !fi.IsDir() {
+		return ""
+	}
+	dir, err := os.MkdirTemp(shmDir, fmt.Sprintf("kube-sts-etcd-%d-", os.Getpid()))
+	if err != nil {
+		return ""
+	}
+	return dir
 }
 
 // Assets returns the directory with kube-apiserver and etcd: $KUBEBUILDER_ASSETS
@@ -351,8 +376,16 @@ func recordChildren() {
 
 func forgetChildren() { _ = os.Remove(pidFile(os.Getpid())) }
 
-// reapStale kills control planes whose test binary is gone.
+// reapStale kills control planes whose test binary is gone, and removes
+// the in-memory etcd data they left.
 func reapStale() {
+	dirs, _ := filepath.Glob(filepath.Join(shmDir, "kube-sts-etcd-*"))
+	for _, d := range dirs {
+		pid, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(d), "kube-sts-etcd-"), "-")
+		if owner, err := strconv.Atoi(pid); err == nil && !alive(owner) {
+			_ = os.RemoveAll(d)
+		}
+	}
 	files, _ := filepath.Glob(filepath.Join(pidDir(), "controlplane-*.pids"))
 	for _, f := range files {
 		owner, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(f), "controlplane-"), ".pids"))
