@@ -138,9 +138,10 @@ test-unit: ## Unit tests of every module, with -race (the release module builds 
 
 # Two lanes at once (e2e/hack/lanes.sh): the suites that run a real node one
 # at a time (two kubelets on one machine would fight over the same cgroups),
-# beside them the suites that need only API servers, one at a time.
+# beside them the suites that need only API servers, one at a time; then the
+# short scale run alone (a load test).
 .PHONY: test-integration
-test-integration: toolchain ## The e2e suites in two lanes (node suites | API-server suites): real kube-apiserver + etcd (and a second one for othercluster); the manifests; a real node (containerd, kubelet) with Vault, the chart installed on it, the short soak.
+test-integration: toolchain ## The e2e suites in two lanes (node suites | API-server suites), then the short scale run alone: real kube-apiserver + etcd (and a second one for othercluster); the manifests; a real node (containerd, kubelet) with Vault, the chart installed on it, the short soak.
 	cd e2e && KUBEBUILDER_ASSETS="$$(bash hack/toolchain.sh --print-dir all)" KUBE_STS_REQUIRE_CONTROLPLANE=1 \
 		bash hack/lanes.sh -timeout 30m $(GO_TEST_FLAGS)
 

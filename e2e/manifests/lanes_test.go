@@ -57,8 +57,9 @@ func TestTogetherFailsWhenOneFails(t *testing.T) {
 }
 
 // TestLanesCoverEverySuite: e2e/hack/lanes.sh puts every e2e package with
-// tests in exactly one lane, and the node lane holds exactly the packages
-// whose tests link the node harness (two kubelets must never run at once).
+// tests in exactly one lane, the node lane holds exactly the packages whose
+// tests link the node harness (two kubelets must never run at once), and
+// the scale run is alone.
 func TestLanesCoverEverySuite(t *testing.T) {
 	e2e := filepath.Join(procs.RepoRoot(), "e2e")
 	lines := func(name string, args ...string) []string {
@@ -72,6 +73,10 @@ func TestLanesCoverEverySuite(t *testing.T) {
 	}
 	node := lines("bash", "hack/lanes.sh", "--list", "node")
 	api := lines("bash", "hack/lanes.sh", "--list", "api")
+	solo := lines("bash", "hack/lanes.sh", "--list", "solo")
+	if !slices.Equal(solo, []string{"./scale"}) {
+		t.Errorf("the solo lane is %v, want [./scale]", solo)
+	}
 
 	var all []string
 	for _, dir := range lines("go", "list", "-f", "{{if or .TestGoFiles .XTestGoFiles}}{{.Dir}}{{end}}", "./...") {
@@ -81,7 +86,7 @@ func TestLanesCoverEverySuite(t *testing.T) {
 		}
 		all = append(all, "./"+rel)
 	}
-	lanes := append(slices.Clone(node), api...)
+	lanes := slices.Concat(node, api, solo)
 	slices.Sort(lanes)
 	slices.Sort(all)
 	if !slices.Equal(lanes, all) {
@@ -95,7 +100,7 @@ func TestLanesCoverEverySuite(t *testing.T) {
 	for _, pkg := range all {
 		deps := lines("go", "list", "-deps", "-test", pkg)
 		links := slices.Contains(deps, "github.com/kube-sts/kube-sts/e2e/internal/node")
-		if links != slices.Contains(node, pkg) {
+		if links != slices.Contains(node, pkg) && !slices.Contains(solo, pkg) {
 			t.Errorf("%s: links the node harness: %v; in the node lane: %v", pkg, links, slices.Contains(node, pkg))
 		}
 	}
