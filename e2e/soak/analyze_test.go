@@ -1,6 +1,10 @@
 package soak
 
 import (
+	"fmt"
+	"html"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -158,6 +162,71 @@ func TestTokenLooking(t *testing.T) {
 	} {
 		if got := tokenLooking.MatchString(line); got != want {
 			t.Errorf("%s: token-looking %v, want %v", line, got, want)
+		}
+	}
+}
+
+// TestTimelineLabelsLegible: the picture of a 15-minute soak (five cycles of
+// every fault, bands seconds apart) labels every band with its fault's
+// number, lists every fault's name once, and no two labels' boxes (as wide
+// as textWidth estimates) intersect; the labels sit above the Pods' rows.
+func TestTimelineLabelsLegible(t *testing.T) {
+	t0 := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	rec := &recorder{state: map[string]string{}}
+	cycle := 3 * time.Minute
+	var names []string
+	for c := range 5 {
+		for _, f := range faultCycle() {
+			from := t0.Add(time.Duration(c)*cycle + f.at)
+			rec.add(Event{Kind: "fault", Name: f.name, At: from.UnixMilli(), Until: from.Add(20 * time.Second).UnixMilli()})
+			if c == 0 {
+				names = append(names, f.name)
+			}
+		}
+	}
+	// Two bands a second apart, the closest the labels can meet.
+	rec.add(Event{Kind: "fault", Name: "one issuer replica killed", At: t0.Add(15 * time.Minute).UnixMilli(), Until: t0.Add(15*time.Minute + time.Second).UnixMilli()})
+	rec.add(Event{Kind: "fault", Name: "webhook down for 30s", At: t0.Add(15*time.Minute + time.Second).UnixMilli(), Until: t0.Add(16 * time.Minute).UnixMilli()})
+	rec.add(Event{Pod: "a", Kind: "state", State: "valid", JTI: "1", At: t0.UnixMilli()})
+	rep := analyze(rec, &logCollector{logs: map[string]string{}}, &podSet{created: map[string]time.Time{"a": t0}}, t0, t0.Add(17*time.Minute))
+	svg := rep.svg()
+
+	type box struct {
+		text       string
+		x0, y0, x1 float64
+		y1         float64
+	}
+	var labels, all []box
+	re := regexp.MustCompile(`<text class="(fault|fault-name)" x="([0-9.]+)" y="([0-9.]+)"[^>]*>([^<]*)</text>`)
+	for _, m := range re.FindAllStringSubmatch(svg, -1) {
+		x, _ := strconv.ParseFloat(m[2], 64)
+		y, _ := strconv.ParseFloat(m[3], 64)
+		b := box{text: html.UnescapeString(m[4]), x0: x, y0: y - 10, x1: x + textWidth(html.UnescapeString(m[4])), y1: y + 2}
+		all = append(all, b)
+		if m[1] == "fault" {
+			labels = append(labels, b)
+		}
+	}
+	if len(labels) != 27 {
+		t.Fatalf("%d band labels, want 27:\n%s", len(labels), svg)
+	}
+	for i, name := range names {
+		if n := strings.Count(svg, ">"+html.EscapeString(fmt.Sprintf("%d %s", i+1, name))+"<"); n != 1 {
+			t.Errorf("the fault %q is listed %d times as number %d, want once", name, n, i+1)
+		}
+	}
+	for i, a := range all {
+		for _, b := range all[i+1:] {
+			if a.x0 < b.x1 && b.x0 < a.x1 && a.y0 < b.y1 && b.y0 < a.y1 {
+				t.Errorf("labels %q at (%.0f, %.0f) and %q at (%.0f, %.0f) overlap", a.text, a.x0, a.y1, b.text, b.x0, b.y1)
+			}
+		}
+	}
+	firstRow := regexp.MustCompile(`<text class="pod" x="4" y="([0-9.]+)"`).FindStringSubmatch(svg)
+	rowY, _ := strconv.ParseFloat(firstRow[1], 64)
+	for _, l := range labels {
+		if l.y1 > rowY-9 {
+			t.Errorf("label %q (bottom %.0f) reaches into the Pods' rows (first at %.0f)", l.text, l.y1, rowY-9)
 		}
 	}
 }

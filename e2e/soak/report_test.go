@@ -709,9 +709,11 @@ var colors = map[string]string{"valid": "#2e9e44", "stale": "#e0a020", "absent":
 
 // svg draws one row per Pod, coloured by what its application read (green
 // valid, amber past its refresh point, red absent or invalid), each fault
-// as a numbered band, and deletions as black ticks.
+// as a band, and deletions as black ticks. A band is labelled with its
+// fault's number, listed with the names above the picture; labels that would
+// touch go to rows below each other (faultLabels).
 func (r *report) svg() string {
-	const left, top, rowH, width = 150.0, 70.0, 12.0, 1000.0
+	const left, rowH, width = 150.0, 12.0, 1000.0
 	from := r.start.Add(-30 * time.Second)
 	for _, p := range r.pods {
 		if len(p.segments) > 0 && p.segments[0].from.Before(from) {
@@ -720,6 +722,40 @@ func (r *report) svg() string {
 	}
 	span := r.end.Sub(from).Seconds()
 	x := func(t time.Time) float64 { return left + width*t.Sub(from).Seconds()/span }
+
+	// The faults' names, numbered in order of first appearance, as lines of
+	// "n name" entries no wider than the picture; then the bands' labels.
+	number := map[string]int{}
+	var kinds []string
+	for _, f := range r.faults {
+		if number[f.name] == 0 {
+			kinds = append(kinds, f.name)
+			number[f.name] = len(kinds)
+		}
+	}
+	var legendLines [][]string
+	lineW := width + left
+	for i, k := range kinds {
+		entry := fmt.Sprintf("%d %s", i+1, k)
+		if n := len(legendLines); n == 0 || lineW+textWidth(entry)+16 > width+left-8 {
+			legendLines = append(legendLines, nil)
+			lineW = 4
+		}
+		legendLines[len(legendLines)-1] = append(legendLines[len(legendLines)-1], entry)
+		lineW += textWidth(entry) + 16
+	}
+	labelTop := 34 + labelRowH*float64(len(legendLines))
+	xs, texts := make([]float64, len(r.faults)), make([]string, len(r.faults))
+	for i, f := range r.faults {
+		xs[i], texts[i] = x(f.from)+2, strconv.Itoa(number[f.name])
+	}
+	rows := faultLabels(xs, texts)
+	nRows := 0
+	for _, row := range rows {
+		nRows = max(nRows, row+1)
+	}
+	top := labelTop + labelRowH*float64(nRows) + 8
+
 	bottom := top + rowH*float64(len(r.pods))
 	h := bottom + 50
 	var b strings.Builder
@@ -728,11 +764,18 @@ func (r *report) svg() string {
 	fmt.Fprintf(&b, `<text x="4" y="14" font-size="12">kube-sts soak, %s UTC, %v: a row per Pod, coloured by what its application read every 100 ms</text>`+"\n",
 		r.start.UTC().Format("2006-01-02 15:04"), r.end.Sub(r.start).Round(time.Second))
 	bands := []string{"#3b5bdb", "#9c36b5"}
+	for l, line := range legendLines {
+		lx := 4.0
+		for _, entry := range line {
+			fmt.Fprintf(&b, `<text class="fault-name" x="%.1f" y="%.0f" fill="#333">%s</text>`+"\n", lx, 30+labelRowH*float64(l), html.EscapeString(entry))
+			lx += textWidth(entry) + 16
+		}
+	}
 	for i, f := range r.faults {
 		c := bands[i%2]
 		fmt.Fprintf(&b, `<rect x="%.1f" y="%.0f" width="%.1f" height="%.0f" fill="%s" fill-opacity="0.13" stroke="%s" stroke-opacity="0.5"/>`+"\n",
 			x(f.from), top-4, max(x(f.ended)-x(f.from), 1), bottom-top+8, c, c)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" fill="%s">%d %s</text>`+"\n", x(f.from)+2, 30+float64(i%3)*12, c, i+1, html.EscapeString(f.name))
+		fmt.Fprintf(&b, `<text class="fault" x="%.1f" y="%.0f" fill="%s">%s</text>`+"\n", xs[i], labelTop+labelRowH*float64(rows[i]), c, texts[i])
 	}
 	for i, p := range r.pods {
 		y := top + rowH*float64(i)
@@ -753,7 +796,7 @@ func (r *report) svg() string {
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" fill="#555">%s</text>`+"\n", x(t), bottom+16, t.UTC().Format("15:04:05"))
 	}
 	legend := []struct{ color, what string }{{colors["valid"], "valid token"}, {colors["stale"], "valid, past its refresh point"},
-		{colors["absent"], "no valid token (absent, expired or unreadable)"}, {colors["nokeys"], "not verifiable: JWKS unreachable"}, {"black", "Pod deleted"}, {bands[0], "fault (numbered above)"}}
+		{colors["absent"], "no valid token (absent, expired or unreadable)"}, {colors["nokeys"], "not verifiable: JWKS unreachable"}, {"black", "Pod deleted"}, {bands[0], "fault (its number: the names above)"}}
 	lx := left
 	for _, l := range legend {
 		fmt.Fprintf(&b, `<rect x="%.0f" y="%.0f" width="10" height="10" fill="%s"/><text x="%.0f" y="%.0f">%s</text>`+"\n", lx, bottom+28, l.color, lx+14, bottom+37, html.EscapeString(l.what))
@@ -761,4 +804,35 @@ func (r *report) svg() string {
 	}
 	b.WriteString("</svg>\n")
 	return b.String()
+}
+
+// labelRowH is the height of a row of fault labels (10 px text).
+const labelRowH = 12.0
+
+// textWidth is a generous estimate of a 10 px sans-serif text's width (the
+// widest common glyphs are about 6.5 px; digits 5.6).
+func textWidth(s string) float64 { return 7 * float64(len([]rune(s))) }
+
+// faultLabels gives each label (left edge xs[i], text texts[i]) the first
+// row in which its box touches no label placed before it, so that no two
+// labels' boxes intersect however close the bands are.
+func faultLabels(xs []float64, texts []string) []int {
+	type span struct{ from, to float64 }
+	rows := make([]int, len(xs))
+	var placed [][]span // per row
+	for i := range xs {
+		me := span{xs[i] - 2, xs[i] + textWidth(texts[i]) + 2}
+		row := 0
+		for ; row < len(placed); row++ {
+			if !slices.ContainsFunc(placed[row], func(o span) bool { return me.from < o.to && o.from < me.to }) {
+				break
+			}
+		}
+		if row == len(placed) {
+			placed = append(placed, nil)
+		}
+		placed[row] = append(placed[row], me)
+		rows[i] = row
+	}
+	return rows
 }
