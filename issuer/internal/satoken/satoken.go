@@ -11,9 +11,16 @@ package satoken
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -223,15 +230,12 @@ func (p private) binding(subject string) *Binding {
 // no binding). A nil error means the cluster made the token for audience;
 // whether its Pod and ServiceAccount still exist is the caller's question.
 func (v *Verifier) Verify(ctx context.Context, token, audience string) (*Binding, error) {
-	tok, err := jwt.ParseSigned(token, algorithms)
-	if err != nil {
+	// The header alone decides most refusals of tokens the cluster did not
+	// sign (a garbage flood's), before the payload and signature are decoded.
+	h, ok := peekHeader(token)
+	if !ok {
 		return nil, refuse("not_a_jwt", "subject_token is not a signed JWT")
 	}
-	if len(tok.Headers) != 1 {
-		return nil, refuse("not_a_jwt", "subject_token must carry exactly one signature")
-	}
-	kid := tok.Headers[0].KeyID
-
 	set := v.current.Load()
 	if set == nil {
 		if set, _ = v.refresh(ctx, nil); set == nil {
@@ -239,19 +243,33 @@ func (v *Verifier) Verify(ctx context.Context, token, audience string) (*Binding
 				Description: "the issuer could not load the cluster's service-account keys; retry"}
 		}
 	}
-	candidates := set.candidates(kid)
+	candidates := set.candidates(h.KeyID)
 	if len(candidates) == 0 {
 		// A key the cluster started to use after our last fetch, or garbage.
 		seen := set
 		set, _ = v.refresh(ctx, seen)
-		if candidates = set.candidates(kid); len(candidates) == 0 {
+		if candidates = set.candidates(h.KeyID); len(candidates) == 0 {
 			if set == seen {
 				// No new fetch allowed yet: this might be a brand-new key.
 				return nil, &Error{Reason: "unknown_key", Retryable: true, RetryAfter: v.minRefresh,
 					Description: "subject_token is signed with a key the issuer has not seen yet; retry shortly"}
 			}
-			return nil, refuse("bad_signature", "subject_token is not signed by this cluster's service-account keys")
+			return nil, errNotOurs
 		}
+	}
+	// Only a key of the header's algorithm can have signed it (a P-256
+	// signature under the kid of the cluster's RSA key is not the cluster's).
+	candidates = slices.DeleteFunc(slices.Clone(candidates), func(k jose.JSONWebKey) bool { return !fits(k, h.Algorithm) })
+	if len(candidates) == 0 {
+		return nil, errNotOurs
+	}
+
+	tok, err := jwt.ParseSigned(token, algorithms)
+	if err != nil {
+		return nil, refuse("not_a_jwt", "subject_token is not a signed JWT")
+	}
+	if len(tok.Headers) != 1 {
+		return nil, refuse("not_a_jwt", "subject_token must carry exactly one signature")
 	}
 	var claims jwt.Claims
 	var priv private
@@ -263,7 +281,7 @@ func (v *Verifier) Verify(ctx context.Context, token, audience string) (*Binding
 		}
 	}
 	if !verified {
-		return nil, refuse("bad_signature", "subject_token is not signed by this cluster's service-account keys")
+		return nil, errNotOurs
 	}
 	err = claims.ValidateWithLeeway(jwt.Expected{Issuer: set.issuer, AnyAudience: jwt.Audience{audience}, Time: v.now()}, Leeway)
 	switch {
@@ -279,6 +297,57 @@ func (v *Verifier) Verify(ctx context.Context, token, audience string) (*Binding
 		return nil, refuse("not_yet_valid", "subject_token is not valid yet (clock skew?)")
 	}
 	return nil, refuse("bad_claims", "subject_token has invalid claims")
+}
+
+// errNotOurs refuses a token the cluster's keys did not sign.
+var errNotOurs = refuse("bad_signature", "subject_token is not signed by this cluster's service-account keys")
+
+// header is what Verify reads of a token before anything else.
+type header struct {
+	Algorithm string `json:"alg"`
+	KeyID     string `json:"kid"`
+}
+
+// maxHeaderBytes bounds the header peekHeader decodes (a ServiceAccount
+// token's is about 100 bytes).
+const maxHeaderBytes = 1024
+
+// peekHeader decodes a compact JWS's protected header only; ok is false when
+// the token has not three segments, or the header is not base64url JSON
+// naming an algorithm a ServiceAccount token may be signed with.
+func peekHeader(token string) (header, bool) {
+	var h header
+	seg, rest, ok := strings.Cut(token, ".")
+	if !ok || strings.Count(rest, ".") != 1 || len(seg) > base64.RawURLEncoding.EncodedLen(maxHeaderBytes) {
+		return h, false
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(seg)
+	if err != nil || json.Unmarshal(raw, &h) != nil {
+		return h, false
+	}
+	return h, slices.Contains(algorithms, jose.SignatureAlgorithm(h.Algorithm))
+}
+
+// fits reports whether k can verify signatures of alg.
+func fits(k jose.JSONWebKey, alg string) bool {
+	switch pub := k.Key.(type) {
+	case *rsa.PublicKey:
+		return strings.HasPrefix(alg, "RS") || strings.HasPrefix(alg, "PS")
+	case *ecdsa.PublicKey:
+		switch alg {
+		case "ES256":
+			return pub.Curve == elliptic.P256()
+		case "ES384":
+			return pub.Curve == elliptic.P384()
+		case "ES512":
+			return pub.Curve == elliptic.P521()
+		}
+		return false
+	case ed25519.PublicKey:
+		return alg == "EdDSA"
+	}
+	// A key type this function does not know: let the signature decide.
+	return true
 }
 
 func (s *keySet) candidates(kid string) []jose.JSONWebKey {

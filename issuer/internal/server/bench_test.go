@@ -2,6 +2,10 @@ package server
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -134,4 +138,92 @@ func reportPercentiles(b *testing.B, lat []time.Duration) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}
+
+// BenchmarkGarbage compares what the issuer spends in process on a request
+// whose subject token the cluster did not sign with what it spends on a
+// legitimate exchange, both through ServeHTTP with the real local screen
+// (satoken.Verifier holding the cluster's RSA key) and the reviewer faked:
+//
+//	exchange         a ServiceAccount token the cluster signed: 200
+//	garbage-our-kid  ES256-signed, naming the cluster key's kid: 400 on the header alone
+//	garbage-new-kid  ES256-signed, naming a kid the cluster does not have: 503 retry shortly
+//
+// One goroutine, so ns/op is the CPU of a request; docs/performance.md
+// reports garbage / exchange.
+func BenchmarkGarbage(b *testing.B) {
+	const clusterIssuer = "https://kubernetes.default.svc.cluster.local"
+	clusterKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		b.Fatal(err)
+	}
+	jwk := jose.JSONWebKey{Key: clusterKey, KeyID: "cluster-key", Algorithm: string(jose.RS256), Use: "sig"}
+	get := func(_ context.Context, path string) ([]byte, error) {
+		if path == satoken.PathDiscovery {
+			return json.Marshal(map[string]string{"issuer": clusterIssuer, "jwks_uri": "https://10.0.0.1/openid/v1/jwks"})
+		}
+		return json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk.Public()}})
+	}
+	verifier := satoken.New(satoken.Options{Get: get, MinRefresh: time.Hour})
+
+	cfg, err := config.Parse([]byte(testConfig))
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv, err := New(Options{Config: cfg, Reviewer: instantReviewer{}, Verifier: verifier, Log: zap.NewNop(), PerTokenPerSecond: 1 << 30})
+	if err != nil {
+		b.Fatal(err)
+	}
+	k, err := keys.Generate(keys.ES256, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	set, _ := keys.NewSet(k, []*keys.Key{k})
+	if err := srv.Endpoint("vault").SetKeys(set); err != nil {
+		b.Fatal(err)
+	}
+
+	now := time.Now()
+	sa := jwt.Claims{Issuer: clusterIssuer, Audience: jwt.Audience{cfg.Endpoints[0].SubjectAudience}, Subject: "system:serviceaccount:test-vault:for-vault",
+		IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(time.Hour))}
+	private := map[string]any{"kubernetes.io": map[string]any{"namespace": "test-vault",
+		"pod": map[string]string{"name": "p", "uid": "u"}, "serviceaccount": map[string]string{"name": "for-vault", "uid": "s"}}}
+	signWith := func(key any, alg jose.SignatureAlgorithm, kid string) string {
+		s, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: jose.JSONWebKey{Key: key, KeyID: kid}}, (&jose.SignerOptions{}).WithType("JWT"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		tok, err := jwt.Signed(s).Claims(sa).Claims(private).Serialize()
+		if err != nil {
+			b.Fatal(err)
+		}
+		return tok
+	}
+	attacker, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		token  string
+		status int
+	}{
+		{"exchange", signWith(clusterKey, jose.RS256, jwk.KeyID), http.StatusOK},
+		{"garbage-our-kid", signWith(attacker, jose.ES256, jwk.KeyID), http.StatusBadRequest},
+		{"garbage-new-kid", signWith(attacker, jose.ES256, "no-such-key"), http.StatusServiceUnavailable},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			body := exchangeBody(c.token)
+			b.ReportAllocs()
+			for b.Loop() {
+				r := httptest.NewRequest(http.MethodPost, "https://sts.kube-sts.test/vault/token", strings.NewReader(body))
+				r.Header.Set("Content-Type", exchange.ContentTypeForm)
+				w := httptest.NewRecorder()
+				srv.ServeHTTP(w, r)
+				if w.Code != c.status {
+					b.Fatalf("status %d, want %d: %s", w.Code, c.status, w.Body)
+				}
+			}
+		})
+	}
 }
