@@ -4,7 +4,7 @@
 package limit
 
 import (
-	"crypto/sha256"
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,9 +53,14 @@ type PerKey struct {
 	maxKeys int
 	now     func() time.Time
 
+	// Keys are counted by a 64-bit hash under this process's random seed:
+	// nobody outside can aim two tokens at one count, and by chance two of
+	// one window's tokens share one with a probability of about 2^-64 a pair
+	// (they would then share a budget). No copy of the token is kept.
+	seed   maphash.Seed
 	mu     sync.Mutex
 	start  time.Time
-	counts map[[16]byte]int
+	counts map[uint64]int
 }
 
 // NewPerKey allows limit uses of a key per window; now is the clock (time.Now when nil).
@@ -63,7 +68,7 @@ func NewPerKey(limit int, window time.Duration, maxKeys int, now func() time.Tim
 	if now == nil {
 		now = time.Now
 	}
-	return &PerKey{limit: limit, window: window, maxKeys: maxKeys, now: now, counts: map[[16]byte]int{}}
+	return &PerKey{limit: limit, window: window, maxKeys: maxKeys, now: now, seed: maphash.MakeSeed(), counts: map[uint64]int{}}
 }
 
 // Limit is the number of uses allowed per window.
@@ -72,9 +77,7 @@ func (p *PerKey) Limit() int { return p.limit }
 // Allow counts one use of key; when the key is over its limit it returns
 // false and how long until the window ends.
 func (p *PerKey) Allow(key string) (bool, time.Duration) {
-	sum := sha256.Sum256([]byte(key))
-	var k [16]byte
-	copy(k[:], sum[:16])
+	k := maphash.String(p.seed, key)
 	now := p.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()

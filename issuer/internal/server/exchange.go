@@ -115,7 +115,7 @@ func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Tok
 		// Tokens in a URL end up in access logs; RFC 6749 §3.2 wants the body.
 		return none, mint.Token{}, bad("query_parameters", "parameters in the URL query are not accepted; send them in the %s body", exchange.ContentTypeForm)
 	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != exchange.ContentTypeForm {
+	if !isForm(r.Header.Get("Content-Type")) {
 		return none, mint.Token{}, bad("bad_content_type", "send the request as %s", exchange.ContentTypeForm)
 	}
 	if r.ContentLength > exchange.MaxRequestBytes {
@@ -178,6 +178,16 @@ func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Tok
 		return id, mint.Token{}, &failure{Reason: "signing_failed", Identity: id, OAuth: exchange.Errorf(exchange.ServerError, "signing failed")}
 	}
 	return id, tok, nil
+}
+
+// isForm reports whether a Content-Type names a form body; the exact value
+// every client sends is recognised without parsing.
+func isForm(ct string) bool {
+	if ct == exchange.ContentTypeForm {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == exchange.ContentTypeForm
 }
 
 // nodeUnverified says why the node claim cannot be issued for id, or "".

@@ -21,8 +21,9 @@ func Precheck(tok string) error {
 	if strings.Count(tok, ".") != 2 {
 		return errors.New("a JWT has three dot-separated segments")
 	}
-	segs := strings.SplitN(tok, ".", 3)
-	for i, seg := range segs {
+	rest, first := tok, ""
+	for i := range 3 {
+		seg, after, _ := strings.Cut(rest, ".")
 		if seg == "" {
 			return fmt.Errorf("segment %d is empty", i+1)
 		}
@@ -31,8 +32,12 @@ func Precheck(tok string) error {
 				return fmt.Errorf("segment %d is not base64url", i+1)
 			}
 		}
+		if i == 0 {
+			first = seg
+		}
+		rest = after
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(segs[0])
+	raw, err := base64.RawURLEncoding.DecodeString(first)
 	if err != nil {
 		return errors.New("header is not base64url")
 	}

@@ -227,6 +227,8 @@ func TestExchangeFaults(t *testing.T) {
 		"not a JWT":                 {body: exchangeBody("hello-world"), code: 400, errCode: exchange.InvalidRequest, reason: "not_a_jwt"},
 		"alg none":                  {body: exchangeBody(base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none"}`)) + ".e30.c2ln"), code: 400, errCode: exchange.InvalidRequest, reason: "not_a_jwt"},
 		"json content type":         {body: exchangeBody(fakeToken("x")), ctype: "application/json", code: 400, errCode: exchange.InvalidRequest, reason: "bad_content_type"},
+		"form with a charset":       {body: exchangeBody(fakeToken("x")), ctype: "Application/X-WWW-Form-Urlencoded; charset=UTF-8", code: 400, errCode: exchange.InvalidRequest, reason: "not_authenticated"}, // past the type check
+		"form-like content type":    {body: exchangeBody(fakeToken("x")), ctype: exchange.ContentTypeForm + "x", code: 400, errCode: exchange.InvalidRequest, reason: "bad_content_type"},
 		"GET":                       {method: http.MethodGet, code: 405, errCode: exchange.InvalidRequest},
 		"API-server-audience token": {status: &authnv1.TokenReviewStatus{Authenticated: false, Error: ""}, code: 400, errCode: exchange.InvalidRequest, reason: "not_authenticated", descIn: "minted for another audience"},
 		"audience missing in status": {status: func() *authnv1.TokenReviewStatus {
