@@ -9,7 +9,6 @@ package mint
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"time"
 
 	"github.com/kube-sts/kube-sts/issuer/internal/keys"
@@ -66,7 +65,9 @@ func Mint(key *keys.Key, r Request) (Token, error) {
 		Node:      r.Node,
 		Extra:     r.Extra,
 	}
-	payload, err := json.Marshal(c)
+	// MarshalJSON directly: through json.Marshal its output would be
+	// checked and compacted once more.
+	payload, err := c.MarshalJSON()
 	if err != nil {
 		return Token{}, err
 	}
