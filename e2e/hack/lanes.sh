@@ -7,7 +7,11 @@
 #         cgroups;
 #   api   every other package with tests, one at a time: each suite starts
 #         its own API server(s), issuers, Vault or nginx and needs no node;
-#   solo  after both lanes, alone: the load tests (scale), whose short
+#   tools beside them, at nice 10: the pinned tools only late suites need
+#         (SeaweedFS for othercluster, last in the api lane; make test does
+#         not build it first). A suite that asks for one still being built
+#         waits for the toolchain's lock (controlplane.Binary);
+#   solo  after the lanes, alone: the load tests (scale), whose short
 #         version drives the API server to what 2 cores give and whose
 #         invariants (API calls per exchange, refusal and recovery bounds)
 #         do not hold beside another suite's load (measured: mode
@@ -29,6 +33,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SOLO=(./scale)
+# Built in the tools lane; the api lane runs the suites that need them last.
+LATE_TOOLS=(weed)
+LAST=(./othercluster)
 
 # A package with tests is in the node lane when its test binary links the
 # node harness (e2e/internal/node, directly or through another harness
@@ -61,6 +68,17 @@ fi
 
 mapfile -t node < <(lane node)
 mapfile -t api < <(lane api)
+# The LAST suites at the end of the api lane, so that the late tools have
+# the longest time to build.
+for last in "${LAST[@]}"; do
+  found=false
+  for i in "${!api[@]}"; do
+    if [ "${api[$i]}" = "$last" ]; then unset 'api[i]'; found=true; fi
+  done
+  $found || { echo "lanes.sh: $last (LAST) is not in the api lane" >&2; exit 1; }
+  api+=("$last")
+done
+api=("${api[@]}")
 mapfile -t solo < <(lane solo)
 if [ "${#node[@]}" -eq 0 ] || [ "${#api[@]}" -eq 0 ] || [ "${#solo[@]}" -ne "${#SOLO[@]}" ]; then
   echo "lanes.sh: found node: ${node[*]}; api: ${api[*]}; solo: ${solo[*]} (want ${SOLO[*]})" >&2
@@ -72,6 +90,7 @@ flags="$(printf '%q ' "$@")"
 rc=0
 bash ../hack/together.sh \
   "node=KUBE_STS_E2E_PORTS=20000-26000 go test -race -count=1 -v -p 1 $flags${node[*]}" \
-  "api=KUBE_STS_E2E_PORTS=26000-32000 go test -race -count=1 -v -p 1 $flags${api[*]}" || rc=$?
+  "api=KUBE_STS_E2E_PORTS=26000-32000 go test -race -count=1 -v -p 1 $flags${api[*]}" \
+  "tools:10=bash hack/toolchain.sh ${LATE_TOOLS[*]}" || rc=$?
 bash ../hack/together.sh "solo=go test -race -count=1 -v -p 1 $flags${solo[*]}" || rc=$?
 exit "$rc"

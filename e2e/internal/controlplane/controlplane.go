@@ -315,9 +315,18 @@ func Assets(ctx context.Context) (string, error) {
 	return strings.TrimSpace(out.String()), nil
 }
 
+// toolBuildTimeout bounds Binary: the longest pinned build (kube-apiserver)
+// takes about 10 minutes on 2 cores.
+const toolBuildTimeout = 30 * time.Minute
+
 // Binary returns the path of a pinned third-party binary (kubelet, vault,
 // vault-k8s, ...), building it with e2e/hack/toolchain.sh when not cached.
+// The build, or the wait for another process building into the same cache
+// (make test builds weed beside the suites), is not what the caller's
+// deadline times: it has a bound of its own, toolBuildTimeout.
 func Binary(ctx context.Context, name string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), toolBuildTimeout)
+	defer cancel()
 	script := filepath.Join(moduleRoot(), "hack", "toolchain.sh")
 	var out, errb bytes.Buffer
 	cmd := exec.CommandContext(ctx, "bash", script, "--print-bin="+name)
