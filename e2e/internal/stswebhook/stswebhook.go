@@ -33,13 +33,13 @@ const (
 	Namespace = "kube-sts"
 )
 
-// Webhook is a running sts-webhook.
 // SelfSecret is the webhook's default --self-secret.
 const SelfSecret = "sts-webhook-tls"
 
 // SelfCertDir is the folder (in Webhook.Dir) where self mode writes its pair.
 const SelfCertDir = "self-certs"
 
+// Webhook is a running sts-webhook.
 type Webhook struct {
 	*procs.Proc
 	URL        string // https://<host>:<port>/mutate
@@ -63,6 +63,9 @@ type Options struct {
 	SelfSecret string
 	// NoWait returns once the process runs; call WaitReady.
 	NoWait bool
+	// LogLevel is --log-level: debug when empty (the suites read the
+	// webhook's decisions in its log); benchmarks pass the shipped "info".
+	LogLevel string
 }
 
 // Manifest loads the shipped MutatingWebhookConfiguration.
@@ -115,6 +118,9 @@ func Start(t testing.TB, env *controlplane.Env, o Options) *Webhook {
 	if o.SelfSecret == "" {
 		o.SelfSecret = SelfSecret
 	}
+	if o.LogLevel == "" {
+		o.LogLevel = "debug"
+	}
 	if err := setupRBAC(ctx, env, o.ConfigName, o.SelfSecret); err != nil {
 		t.Fatalf("webhook RBAC: %v", err)
 	}
@@ -135,7 +141,7 @@ func Start(t testing.TB, env *controlplane.Env, o Options) *Webhook {
 		"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", mport),
 		"--kubeconfig", kcFile,
 		"--namespace", Namespace,
-		"--log-level", "debug",
+		"--log-level", o.LogLevel,
 	}
 	if o.CA != nil {
 		certDir := filepath.Join(dir, "certs")
