@@ -230,10 +230,20 @@ func (p private) binding(subject string) *Binding {
 // no binding). A nil error means the cluster made the token for audience;
 // whether its Pod and ServiceAccount still exist is the caller's question.
 func (v *Verifier) Verify(ctx context.Context, token, audience string) (*Binding, error) {
+	h, ok := ParseHeader(token)
+	if !ok {
+		return nil, refuse("not_a_jwt", "subject_token is not a signed JWT")
+	}
+	return v.VerifyHeader(ctx, token, h, audience)
+}
+
+// VerifyHeader is Verify for a caller that has decoded the token's header
+// already (with ParseHeader, or as sts-issuer's precheck does): the header
+// is not decoded twice.
+func (v *Verifier) VerifyHeader(ctx context.Context, token string, h Header, audience string) (*Binding, error) {
 	// The header alone decides most refusals of tokens the cluster did not
 	// sign (a garbage flood's), before the payload and signature are decoded.
-	h, ok := peekHeader(token)
-	if !ok {
+	if !slices.Contains(algorithms, jose.SignatureAlgorithm(h.Algorithm)) {
 		return nil, refuse("not_a_jwt", "subject_token is not a signed JWT")
 	}
 	set := v.current.Load()
@@ -259,8 +269,8 @@ func (v *Verifier) Verify(ctx context.Context, token, audience string) (*Binding
 	}
 	// Only a key of the header's algorithm can have signed it (a P-256
 	// signature under the kid of the cluster's RSA key is not the cluster's).
-	candidates = slices.DeleteFunc(slices.Clone(candidates), func(k jose.JSONWebKey) bool { return !fits(k, h.Algorithm) })
-	if len(candidates) == 0 {
+	fitting := func(k jose.JSONWebKey) bool { return fits(k, h.Algorithm) }
+	if !slices.ContainsFunc(candidates, fitting) {
 		return nil, errNotOurs
 	}
 
@@ -275,6 +285,9 @@ func (v *Verifier) Verify(ctx context.Context, token, audience string) (*Binding
 	var priv private
 	verified := false
 	for _, k := range candidates {
+		if !fitting(k) {
+			continue
+		}
 		if err := tok.Claims(k.Key, &claims, &priv); err == nil {
 			verified = true
 			break
@@ -302,21 +315,23 @@ func (v *Verifier) Verify(ctx context.Context, token, audience string) (*Binding
 // errNotOurs refuses a token the cluster's keys did not sign.
 var errNotOurs = refuse("bad_signature", "subject_token is not signed by this cluster's service-account keys")
 
-// header is what Verify reads of a token before anything else.
-type header struct {
+// Header is what Verify reads of a token before anything else: its
+// protected header's algorithm and key ID.
+type Header struct {
 	Algorithm string `json:"alg"`
 	KeyID     string `json:"kid"`
 }
 
-// maxHeaderBytes bounds the header peekHeader decodes (a ServiceAccount
+// maxHeaderBytes bounds the header ParseHeader decodes (a ServiceAccount
 // token's is about 100 bytes).
 const maxHeaderBytes = 1024
 
-// peekHeader decodes a compact JWS's protected header only; ok is false when
-// the token has not three segments, or the header is not base64url JSON
-// naming an algorithm a ServiceAccount token may be signed with.
-func peekHeader(token string) (header, bool) {
-	var h header
+// ParseHeader decodes a compact JWS's protected header only; ok is false when
+// the token has not three segments, or the header is not base64url JSON of
+// at most maxHeaderBytes. Whether the algorithm is one a ServiceAccount
+// token may be signed with is VerifyHeader's question.
+func ParseHeader(token string) (Header, bool) {
+	var h Header
 	seg, rest, ok := strings.Cut(token, ".")
 	if !ok || strings.Count(rest, ".") != 1 || len(seg) > base64.RawURLEncoding.EncodedLen(maxHeaderBytes) {
 		return h, false
@@ -325,7 +340,7 @@ func peekHeader(token string) (header, bool) {
 	if err != nil || json.Unmarshal(raw, &h) != nil {
 		return h, false
 	}
-	return h, slices.Contains(algorithms, jose.SignatureAlgorithm(h.Algorithm))
+	return h, true
 }
 
 // fits reports whether k can verify signatures of alg.

@@ -107,26 +107,24 @@ func reason(err error) string {
 
 func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
-func TestPeekHeader(t *testing.T) {
+func TestParseHeader(t *testing.T) {
 	for _, tc := range []struct {
 		name, token string
 		ok          bool
-		kid         string
+		alg, kid    string
 	}{
-		{"RS256 with kid", b64(`{"alg":"RS256","kid":"abc"}`) + ".x.y", true, "abc"},
-		{"ES256 without kid", b64(`{"alg":"ES256"}`) + ".x.y", true, ""},
-		{"two segments", b64(`{"alg":"RS256"}`) + ".x", false, ""},
-		{"four segments", b64(`{"alg":"RS256"}`) + ".x.y.z", false, ""},
-		{"not base64url", "eyJ+.x.y", false, ""},
-		{"not JSON", b64("alg") + ".x.y", false, ""},
-		{"alg none", b64(`{"alg":"none"}`) + ".x.y", false, ""},
-		{"HS256", b64(`{"alg":"HS256"}`) + ".x.y", false, ""},
-		{"no alg", b64(`{"kid":"k"}`) + ".x.y", false, ""},
-		{"header too long", b64(`{"alg":"RS256","kid":"`+strings.Repeat("k", 2000)+`"}`) + ".x.y", false, ""},
+		{"RS256 with kid", b64(`{"alg":"RS256","kid":"abc"}`) + ".x.y", true, "RS256", "abc"},
+		{"ES256 without kid", b64(`{"alg":"ES256"}`) + ".x.y", true, "ES256", ""},
+		{"two segments", b64(`{"alg":"RS256"}`) + ".x", false, "", ""},
+		{"four segments", b64(`{"alg":"RS256"}`) + ".x.y.z", false, "", ""},
+		{"not base64url", "eyJ+.x.y", false, "", ""},
+		{"not JSON", b64("alg") + ".x.y", false, "", ""},
+		{"alg none: decoded, refused by VerifyHeader", b64(`{"alg":"none"}`) + ".x.y", true, "none", ""},
+		{"header too long", b64(`{"alg":"RS256","kid":"`+strings.Repeat("k", 2000)+`"}`) + ".x.y", false, "", ""},
 	} {
-		h, ok := peekHeader(tc.token)
-		if ok != tc.ok || (ok && h.KeyID != tc.kid) {
-			t.Errorf("%s: peekHeader = %+v, %v; want ok %v, kid %q", tc.name, h, ok, tc.ok, tc.kid)
+		h, ok := ParseHeader(tc.token)
+		if ok != tc.ok || (ok && (h.KeyID != tc.kid || h.Algorithm != tc.alg)) {
+			t.Errorf("%s: ParseHeader = %+v, %v; want ok %v, alg %q, kid %q", tc.name, h, ok, tc.ok, tc.alg, tc.kid)
 		}
 	}
 }
@@ -165,6 +163,8 @@ func TestVerify(t *testing.T) {
 		{"not yet valid", sign(t, k1, future), "not_yet_valid"},
 		{"not a jwt", "a.b.c", "not_a_jwt"},
 		{"alg none", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.", "not_a_jwt"},
+		{"HS256", b64(`{"alg":"HS256","kid":"k1"}`) + ".e30.c2ln", "not_a_jwt"},
+		{"no alg", b64(`{"kid":"k1"}`) + ".e30.c2ln", "not_a_jwt"},
 		// Refused on the header alone: the payload and signature are never
 		// decoded (here they are not even base64url).
 		{"ES256 under the cluster's RSA kid", b64(`{"alg":"ES256","kid":"k1"}`) + ".!!.!!", "bad_signature"},

@@ -24,7 +24,7 @@ import (
 // cluster's, "newkey*" carry a key not fetched yet.
 type screen struct{}
 
-func (screen) Verify(_ context.Context, token, _ string) (*satoken.Binding, error) {
+func (screen) VerifyHeader(_ context.Context, token string, _ satoken.Header, _ string) (*satoken.Binding, error) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
 		return nil, &satoken.Error{Reason: "not_a_jwt", Description: "subject_token is not a signed JWT"}

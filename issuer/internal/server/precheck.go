@@ -7,29 +7,32 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/kube-sts/kube-sts/issuer/internal/satoken"
 	"github.com/kube-sts/kube-sts/shared/exchange"
 )
 
 // Precheck rejects subject tokens that cannot be ServiceAccount tokens before
 // the API server is bothered with them: a compact JWS of three base64url
 // segments whose header is a JSON object naming a real signature algorithm.
-// It does not verify anything; the TokenReview does.
-func Precheck(tok string) error {
+// It does not verify anything (the TokenReview and the Verifier do); it
+// returns the header it decoded, so that the Verifier need not decode it again.
+func Precheck(tok string) (satoken.Header, error) {
+	var h satoken.Header
 	if len(tok) > exchange.MaxSubjectTokenBytes {
-		return fmt.Errorf("longer than %d bytes", exchange.MaxSubjectTokenBytes)
+		return h, fmt.Errorf("longer than %d bytes", exchange.MaxSubjectTokenBytes)
 	}
 	if strings.Count(tok, ".") != 2 {
-		return errors.New("a JWT has three dot-separated segments")
+		return h, errors.New("a JWT has three dot-separated segments")
 	}
 	rest, first := tok, ""
 	for i := range 3 {
 		seg, after, _ := strings.Cut(rest, ".")
 		if seg == "" {
-			return fmt.Errorf("segment %d is empty", i+1)
+			return h, fmt.Errorf("segment %d is empty", i+1)
 		}
 		for j := 0; j < len(seg); j++ {
 			if !isB64URL(seg[j]) {
-				return fmt.Errorf("segment %d is not base64url", i+1)
+				return h, fmt.Errorf("segment %d is not base64url", i+1)
 			}
 		}
 		if i == 0 {
@@ -39,18 +42,15 @@ func Precheck(tok string) error {
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(first)
 	if err != nil {
-		return errors.New("header is not base64url")
-	}
-	var h struct {
-		Alg string `json:"alg"`
+		return h, errors.New("header is not base64url")
 	}
 	if err := json.Unmarshal(raw, &h); err != nil {
-		return errors.New("header is not a JSON object")
+		return h, errors.New("header is not a JSON object")
 	}
-	if h.Alg == "" || strings.EqualFold(h.Alg, "none") {
-		return errors.New("header names no signature algorithm")
+	if h.Algorithm == "" || strings.EqualFold(h.Algorithm, "none") {
+		return h, errors.New("header names no signature algorithm")
 	}
-	return nil
+	return h, nil
 }
 
 func isB64URL(c byte) bool {

@@ -29,7 +29,7 @@ func TestPrecheck(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			err := Precheck(tc.tok)
+			_, err := Precheck(tc.tok)
 			if tc.wantIn == "" {
 				if err != nil {
 					t.Fatalf("Precheck: %v", err)
@@ -49,7 +49,7 @@ func FuzzPrecheck(f *testing.F) {
 	f.Add("..")
 	f.Add(strings.Repeat(".", 1000))
 	f.Fuzz(func(t *testing.T, tok string) {
-		if Precheck(tok) != nil {
+		if _, err := Precheck(tok); err != nil {
 			return
 		}
 		if strings.Count(tok, ".") != 2 || len(tok) > exchange.MaxSubjectTokenBytes {

@@ -41,7 +41,7 @@ type Reviewer interface {
 // Verifier checks subject tokens locally before they cost an API call;
 // *satoken.Verifier is one. Its *satoken.Error says why it refused.
 type Verifier interface {
-	Verify(ctx context.Context, token, audience string) (*satoken.Binding, error)
+	VerifyHeader(ctx context.Context, token string, h satoken.Header, audience string) (*satoken.Binding, error)
 }
 
 // Endpoint is one configured issuer and its current keys and documents.
