@@ -65,8 +65,23 @@ staging_version() { echo "v0.${1#v1.}"; }
 # bindir NAME VERSION prints the cache directory of one binary.
 bindir() { echo "$BIN/$1-$2"; }
 
-# have NAME VERSION succeeds when the binary is cached and runs.
-have() { [ -x "$(bindir "$1" "$2")/$1" ]; }
+# have NAME VERSION succeeds when the binary is cached and runs. A build
+# takes the cache's lock first (one build at a time per cache: parallel runs
+# wait instead of racing) and looks again, since the holder may have built
+# it; a cached binary is answered without the lock, so that a suite asking
+# for one never waits for a build of another (make test builds weed beside
+# the suites).
+LOCKED=false
+have() {
+  [ -x "$(bindir "$1" "$2")/$1" ] && return 0
+  $FETCH && return 1
+  if ! $LOCKED; then
+    exec 9>"$CACHE/.toolchain.lock"
+    flock 9
+    LOCKED=true
+  fi
+  [ -x "$(bindir "$1" "$2")/$1" ]
+}
 
 # wrapper DIR MODULE writes a fresh wrapper module into DIR.
 wrapper() {
@@ -278,10 +293,6 @@ WORK="$SRC"
 if $FETCH; then
   WORK="$SRC/fetch"
   mkdir -p "$WORK"
-else
-  # One build at a time per cache: parallel `make test` runs wait instead of racing.
-  exec 9>"$CACHE/.toolchain.lock"
-  flock 9
 fi
 
 for t in "${targets[@]}"; do

@@ -2,11 +2,14 @@ package manifests
 
 import (
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/kube-sts/kube-sts/e2e/internal/procs"
 )
@@ -103,5 +106,74 @@ func TestLanesCoverEverySuite(t *testing.T) {
 		if links != slices.Contains(node, pkg) && !slices.Contains(solo, pkg) {
 			t.Errorf("%s: links the node harness: %v; in the node lane: %v", pkg, links, slices.Contains(node, pkg))
 		}
+	}
+}
+
+// TestToolchainAnswersCachedWithoutLock: while one toolchain.sh builds (the
+// tools lane builds weed beside the suites), another asking for a cached
+// tool is answered at once; only a build waits for the cache's lock.
+func TestToolchainAnswersCachedWithoutLock(t *testing.T) {
+	script := filepath.Join(procs.RepoRoot(), "e2e", "hack", "toolchain.sh")
+	out, err := exec.Command("bash", script, "versions").Output()
+	if err != nil {
+		t.Fatalf("toolchain.sh versions: %v", err)
+	}
+	_, helmVersion, _ := strings.Cut(string(out), "HELM_VERSION=")
+	helmVersion, _, _ = strings.Cut(helmVersion, " ")
+	cache := t.TempDir()
+	stub := filepath.Join(cache, "bin", "helm-"+helmVersion, "helm")
+	if err := os.MkdirAll(filepath.Dir(stub), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stub, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Another process holds the lock, as a build does.
+	holder := exec.Command("flock", filepath.Join(cache, ".toolchain.lock"), "sleep", "60")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
+	for i := 0; ; i++ { // until the holder has the lock
+		if err := exec.Command("flock", "-n", filepath.Join(cache, ".toolchain.lock"), "true").Run(); err != nil {
+			break
+		}
+		if i == 100 {
+			t.Fatal("the holder never took the lock")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// ask runs toolchain.sh --print-bin=name for up to 3 seconds: its
+	// path, its log, and whether it finished.
+	ask := func(name string) (path, log string, finished bool) {
+		cmd := exec.Command("bash", script, "--print-bin="+name)
+		cmd.Env = append(os.Environ(), "KUBE_STS_CACHE="+cache)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("toolchain.sh --print-bin=%s: %v\n%s", name, err, stderr.String())
+			}
+			return strings.TrimSpace(stdout.String()), stderr.String(), true
+		case <-time.After(3 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+			return "", stderr.String(), false
+		}
+	}
+	if got, log, finished := ask("helm"); !finished || got != stub {
+		t.Errorf("a cached helm while the lock is held: %q (finished: %v); want %s at once\n%s", got, finished, stub, log)
+	}
+	// A tool that is not cached waits for the lock before it starts to build.
+	if _, log, finished := ask("kustomize"); finished || strings.Contains(log, "building") {
+		t.Errorf("an uncached kustomize while the lock is held did not wait for it (finished: %v):\n%s", finished, log)
 	}
 }
