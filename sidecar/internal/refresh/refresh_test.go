@@ -198,8 +198,12 @@ func TestFirstTokenFastAndSubjectReread(t *testing.T) {
 	started := f.start()
 	took := waitFor(t, 2*time.Second, "first token", func() bool { _, ok := f.file(); return ok })
 	first := time.Since(started)
-	if first > 100*time.Millisecond {
-		t.Errorf("first token on disk after %v, want within 100ms of start", first)
+	// At once, not after a refresh interval (these 2 s tokens would be
+	// refreshed after 1.6 s): the bound is loose because this runs under
+	// -race at the lowest priority beside the e2e suites (129 ms seen there,
+	// about 1 ms alone); how fast is the benchmarks' question.
+	if first > time.Second {
+		t.Errorf("first token on disk after %v, want it at once (well within the 1.6 s a refresh would wait)", first)
 	}
 	t.Logf("first token on disk %v after start (%v polling)", first, took)
 	tok, _ := f.file()
