@@ -144,7 +144,7 @@ test-unit: ## Unit tests of every module, with -race (the release module builds 
 # beside them the suites that need only API servers, one at a time; then the
 # short scale run alone (a load test).
 .PHONY: test-integration
-test-integration: toolchain ## The e2e suites in two lanes (node suites | API-server suites), then the short scale run alone: real kube-apiserver + etcd (and a second one for othercluster); the manifests; a real node (containerd, kubelet) with Vault, the chart installed on it, the short soak.
+test-integration: toolchain ## The e2e suites in two lanes (node suites | API-server suites, SeaweedFS built beside them), then the short scale run alone: real kube-apiserver + etcd (and a second one for othercluster); the manifests; a real node (containerd, kubelet) with Vault, the chart installed on it, the short soak.
 	cd e2e && KUBEBUILDER_ASSETS="$$(bash hack/toolchain.sh --print-dir all)" KUBE_STS_REQUIRE_CONTROLPLANE=1 \
 		bash hack/lanes.sh -timeout 30m $(GO_TEST_FLAGS)
 
