@@ -35,14 +35,16 @@ func (instantReviewer) Review(context.Context, string, string, *satoken.Binding)
 	return review.Identity{Namespace: "test-vault", ServiceAccount: "for-vault", PodName: "p", PodUID: "u"}, nil
 }
 
-func benchServer(b *testing.B, alg string) (*Server, *keys.Key) {
+// benchServer is a server with one endpoint signing with alg; verifier is
+// the local screen (nil: none).
+func benchServer(b *testing.B, alg string, verifier Verifier) (*Server, *keys.Key) {
 	cfg, err := config.Parse([]byte(strings.Replace(testConfig, "algorithm: ES256", "algorithm: "+alg, 1)))
 	if err != nil {
 		b.Fatal(err)
 	}
 	// One token is presented thousands of times a second here: the per-token
 	// limit is lifted, the path is otherwise the shipped one.
-	srv, err := New(Options{Config: cfg, Reviewer: instantReviewer{}, Log: zap.NewNop(), PerTokenPerSecond: 1 << 30})
+	srv, err := New(Options{Config: cfg, Reviewer: instantReviewer{}, Verifier: verifier, Log: zap.NewNop(), PerTokenPerSecond: 1 << 30})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -68,7 +70,7 @@ func BenchmarkExchange(b *testing.B) {
 	for _, alg := range []string{keys.RS256, keys.ES256, keys.EdDSA, keys.ES256 + "/httptest"} {
 		b.Run(alg, func(b *testing.B) {
 			alg, viaHTTPTest := strings.CutSuffix(alg, "/httptest")
-			srv, key := benchServer(b, alg)
+			srv, key := benchServer(b, alg, nil)
 			body := exchangeBody(fakeToken("bench"))
 			tmpl := httptest.NewRequest(http.MethodPost, "https://sts.kube-sts.test/vault/token", nil)
 			tmpl.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -85,11 +87,7 @@ func BenchmarkExchange(b *testing.B) {
 					srv.ServeHTTP(rec, r)
 					w.code, w.body = rec.Code, *rec.Body
 				} else {
-					r := *tmpl
-					r.Body = io.NopCloser(strings.NewReader(body))
-					r.ContentLength = int64(len(body))
-					w.reset()
-					srv.ServeHTTP(w, &r)
+					w.serve(srv, tmpl, body)
 				}
 				if w.code != 200 {
 					b.Fatalf("status %d: %s", w.code, w.body.String())
@@ -134,6 +132,15 @@ func (w *benchWriter) Write(p []byte) (int, error) {
 // http.ResponseController (which answers errNotSupported, allocating, for a
 // writer without it).
 func (w *benchWriter) SetReadDeadline(time.Time) error { return nil }
+
+// serve answers a shallow copy of tmpl carrying body into w.
+func (w *benchWriter) serve(srv *Server, tmpl *http.Request, body string) {
+	r := *tmpl
+	r.Body = io.NopCloser(strings.NewReader(body))
+	r.ContentLength = int64(len(body))
+	w.reset()
+	srv.ServeHTTP(w, &r)
+}
 
 func (w *benchWriter) reset() {
 	clear(w.h)
@@ -221,18 +228,7 @@ func BenchmarkGarbage(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv, err := New(Options{Config: cfg, Reviewer: instantReviewer{}, Verifier: verifier, Log: zap.NewNop(), PerTokenPerSecond: 1 << 30})
-	if err != nil {
-		b.Fatal(err)
-	}
-	k, err := keys.Generate(keys.ES256, time.Now())
-	if err != nil {
-		b.Fatal(err)
-	}
-	set, _ := keys.NewSet(k, []*keys.Key{k})
-	if err := srv.Endpoint("vault").SetKeys(set); err != nil {
-		b.Fatal(err)
-	}
+	srv, _ := benchServer(b, keys.ES256, verifier)
 
 	now := time.Now()
 	sa := jwt.Claims{Issuer: clusterIssuer, Audience: jwt.Audience{cfg.Endpoints[0].SubjectAudience}, Subject: "system:serviceaccount:test-vault:for-vault",
@@ -270,11 +266,7 @@ func BenchmarkGarbage(b *testing.B) {
 			w := &benchWriter{h: http.Header{}}
 			b.ReportAllocs()
 			for b.Loop() {
-				r := *tmpl
-				r.Body = io.NopCloser(strings.NewReader(body))
-				r.ContentLength = int64(len(body))
-				w.reset()
-				srv.ServeHTTP(w, &r)
+				w.serve(srv, tmpl, body)
 				if w.code != c.status {
 					b.Fatalf("status %d, want %d: %s", w.code, c.status, w.body.String())
 				}
