@@ -54,11 +54,7 @@ func setup(t testing.TB, extraArgs ...string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyDir, err := os.MkdirTemp("", "kube-sts-keys-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(keyDir, "tls.key")
+	keyFile := filepath.Join(t.TempDir(), "tls.key")
 	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	der, _ := x509.MarshalECPrivateKey(ec)
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {

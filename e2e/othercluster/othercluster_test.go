@@ -116,7 +116,10 @@ func TestClusterBTrustsKubeSTS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = envB.Stop() })
+	t.Cleanup(func() {
+		_ = envB.Stop()
+		envB.TidyLogs(t.Failed())
+	})
 	grantInB(ctx, t, envB.Clientset)
 
 	// A Pod of cluster A, payments/api, exchanges its bound token.

@@ -138,7 +138,10 @@ func TestPublishedDiscovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = envB.Stop() })
+	t.Cleanup(func() {
+		_ = envB.Stop()
+		envB.TidyLogs(t.Failed())
+	})
 	grantInB(ctx, t, envB.Clientset)
 
 	// Relying party 2: Vault's JWT auth, discovering the public URL.

@@ -133,6 +133,9 @@ func (h *Harness) Main(m *testing.M) int {
 			code = 1
 		}
 	}
+	if env != nil {
+		env.TidyLogs(code != 0)
+	}
 	if err != nil && InCI() && code == 0 {
 		// No test asked for the control plane, but CI expected one.
 		code = 1
@@ -269,6 +272,17 @@ func (e *Env) Stop() error {
 		_ = os.RemoveAll(dir)
 	}
 	return err
+}
+
+// TidyLogs removes LogDir after a pass; after a failure it keeps it, as the
+// logs are what the failure is read from, and says where it is. Call it after
+// Stop.
+func (e *Env) TidyLogs(failed bool) {
+	if failed {
+		fmt.Fprintf(os.Stderr, "controlplane: logs kept in %s\n", e.LogDir)
+		return
+	}
+	_ = os.RemoveAll(e.LogDir)
 }
 
 // shmDir holds etcd's data when it exists: in memory, a test's etcd never
