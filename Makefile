@@ -212,13 +212,15 @@ tidy: ## Run `go mod tidy` in every module.
 	@for m in $(MODULES); do (cd $$m && go mod tidy); done
 
 .PHONY: fuzz
-fuzz: ## Fuzz the network-facing parsers for FUZZTIME each (default 30s).
+fuzz: ## Fuzz the network-facing parsers, and the JSON writer of tokens and responses, for FUZZTIME each (default 30s).
 	cd shared && go test -run '^$$' -fuzz FuzzParseRequest -fuzztime $${FUZZTIME:-30s} ./exchange
+	cd shared && go test -run '^$$' -fuzz FuzzAppend -fuzztime $${FUZZTIME:-30s} ./jsonstr
 	cd shared && go test -run '^$$' -fuzz FuzzParseID -fuzztime $${FUZZTIME:-30s} ./contract
 	cd sidecar && go test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./internal/jwtinfo
 	cd issuer && go test -run '^$$' -fuzz FuzzPrecheck -fuzztime $${FUZZTIME:-30s} ./internal/server
 	cd issuer && go test -run '^$$' -fuzz FuzzExchangeForm -fuzztime $${FUZZTIME:-30s} ./internal/server
 	cd issuer && go test -run '^$$' -fuzz FuzzVerify -fuzztime $${FUZZTIME:-30s} ./internal/satoken
+	cd issuer && go test -run '^$$' -fuzz FuzzDecodeHeader -fuzztime $${FUZZTIME:-30s} ./internal/satoken
 	cd webhook && go test -run '^$$' -fuzz FuzzAnnotations -fuzztime $${FUZZTIME:-30s} ./internal/inject
 
 .PHONY: bench

@@ -1,10 +1,13 @@
 package keys
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/base64"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,6 +48,64 @@ func TestGenerateSignVerify(t *testing.T) {
 			again, err := New(priv, alg, time.Now())
 			if err != nil || again.ID != k.ID {
 				t.Fatalf("kid after round trip %q, want %q (%v)", again.ID, k.ID, err)
+			}
+		})
+	}
+}
+
+// TestSignCompactForm pins what Sign writes besides what go-jose checks
+// above: exactly three parts, a header with alg, kid and typ and nothing
+// else, the payload's bytes unchanged, and a signature of the size RFC 7518
+// gives (ES256: R||S, 64 bytes, not ASN.1), for a 4096-bit RSA key too.
+func TestSignCompactForm(t *testing.T) {
+	priv4096, err := rsa.GenerateKey(rand.Reader, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsa4096, err := New(priv4096, RS256, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := []byte(`{"sub":"c:ns:sa","exp":1768237089,"x":"\u003c/>"}`)
+	for name, want := range map[string]int{RS256: 256, ES256: 64, EdDSA: 64, "RS256-4096": 512} {
+		t.Run(name, func(t *testing.T) {
+			k := rsa4096
+			if name != "RS256-4096" {
+				if k, err = Generate(name, time.Now()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			jws, err := k.Sign(payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			parts := strings.Split(jws, ".")
+			if len(parts) != 3 {
+				t.Fatalf("%d parts", len(parts))
+			}
+			dec := func(s string) []byte {
+				b, err := base64.RawURLEncoding.DecodeString(s)
+				if err != nil {
+					t.Fatalf("part %q: %v", s, err)
+				}
+				return b
+			}
+			if got, want := string(dec(parts[0])), `{"alg":"`+k.Algorithm+`","kid":"`+k.ID+`","typ":"JWT"}`; got != want {
+				t.Errorf("header %s, want %s", got, want)
+			}
+			if got := dec(parts[1]); !bytes.Equal(got, payload) {
+				t.Errorf("payload %s, want %s", got, payload)
+			}
+			if got := len(dec(parts[2])); got != want {
+				t.Errorf("signature of %d bytes, want %d", got, want)
+			}
+			parsed, err := jose.ParseSignedCompact(jws, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(k.Algorithm)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub := k.Public()
+			if _, err := parsed.Verify(&pub); err != nil {
+				t.Fatalf("verify: %v", err)
 			}
 		})
 	}

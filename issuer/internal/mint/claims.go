@@ -1,14 +1,16 @@
 package mint
 
 import (
-	"encoding/json"
 	"fmt"
 	"maps"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/kube-sts/kube-sts/shared/jsonstr"
 )
 
 // This file is the home of the token's claims: their names, the optional
@@ -38,48 +40,77 @@ type Claims struct {
 	Extra map[string]string `json:"-"`
 }
 
-// MarshalJSON writes the standard claims, then the extra ones in name order.
+// MarshalJSON writes the standard claims in field order (an optional one
+// only when set), then the extra ones in name order: what encoding/json
+// writes for the struct and for a map, without its reflection per field
+// and its second pass (a test holds the two equal).
 func (c Claims) MarshalJSON() ([]byte, error) {
-	type standard Claims
-	b, err := json.Marshal(standard(c))
-	if err != nil || len(c.Extra) == 0 {
-		return b, err
-	}
-	extra := map[string]string{}
-	for k, v := range c.Extra {
-		if !IsReserved(k) {
-			extra[k] = v
+	v := reflect.ValueOf(&c).Elem()
+	b := make([]byte, 0, 384)
+	b = append(b, '{')
+	for _, f := range claimFields {
+		fv := v.Field(f.index)
+		if f.optional && fv.IsZero() {
+			continue
 		}
+		b = append(b, f.key...)
+		if f.integer {
+			b = strconv.AppendInt(b, fv.Int(), 10)
+		} else {
+			b = jsonstr.Append(b, fv.String())
+		}
+		b = append(b, ',')
 	}
-	if len(extra) == 0 {
-		return b, nil
+	for _, k := range slices.Sorted(maps.Keys(c.Extra)) {
+		if IsReserved(k) {
+			continue
+		}
+		b = jsonstr.Append(b, k)
+		b = append(b, ':')
+		b = jsonstr.Append(b, c.Extra[k])
+		b = append(b, ',')
 	}
-	e, err := json.Marshal(extra)
-	if err != nil {
-		return nil, err
-	}
-	return append(append(b[:len(b)-1], ','), e[1:]...), nil
+	b[len(b)-1] = '}' // the last comma; iss is always there
+	return b, nil
 }
 
 // StandardClaims are the names of the fields of Claims (read from their
 // json tags), in the order a token carries them: extra claims never take
 // them.
-var StandardClaims, optionalClaims = claimNames()
+var StandardClaims, optionalClaims, claimFields = claimTable()
 
-func claimNames() (all []string, optional map[string]bool) {
+// claimField is how MarshalJSON writes one field of Claims.
+type claimField struct {
+	index    int
+	key      string // "name":
+	integer  bool   // int64; otherwise a string
+	optional bool   // omitempty
+}
+
+func claimTable() (all []string, optional map[string]bool, fields []claimField) {
 	optional = map[string]bool{}
 	t := reflect.TypeFor[Claims]()
 	for i := range t.NumField() {
-		name, opts, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		sf := t.Field(i)
+		name, opts, _ := strings.Cut(sf.Tag.Get("json"), ",")
 		if name == "-" {
 			continue
 		}
 		all = append(all, name)
-		if opts == "omitempty" {
+		f := claimField{index: i, key: `"` + name + `":`, optional: opts == "omitempty"}
+		switch sf.Type.Kind() {
+		case reflect.Int64:
+			f.integer = true
+		case reflect.String:
+		default:
+			panic(fmt.Sprintf("claim %s is a %s; MarshalJSON writes strings and int64s", name, sf.Type))
+		}
+		if f.optional {
 			optional[name] = true
 		}
+		fields = append(fields, f)
 	}
-	return all, optional
+	return all, optional, fields
 }
 
 // ReservedClaims are names relying parties give a meaning of their own

@@ -1,6 +1,7 @@
 package mint
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -88,5 +89,46 @@ func TestValidate(t *testing.T) {
 	}
 	if len(errs) != 5 {
 		t.Errorf("want 5 problems, got %d:\n%s", len(errs), got)
+	}
+}
+
+// TestClaimsJSONAsEncodingJSON: MarshalJSON writes what encoding/json
+// writes for the struct (omitempty honoured) followed by the extra claims
+// as a map (sorted, reserved names dropped), for plain and awkward values.
+func TestClaimsJSONAsEncodingJSON(t *testing.T) {
+	reference := func(c Claims) string {
+		type standard Claims
+		b, err := json.Marshal(standard(c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		extra := map[string]string{}
+		for k, v := range c.Extra {
+			if !IsReserved(k) {
+				extra[k] = v
+			}
+		}
+		if len(extra) == 0 {
+			return string(b)
+		}
+		e, err := json.Marshal(extra)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b[:len(b)-1]) + "," + string(e[1:])
+	}
+	full := Claims{Issuer: "https://sts.example/vault", Audience: "https://vault.example/", Expiry: 1768237089, NotBefore: 1768236129, IssuedAt: -1,
+		ID: "ZAnw_QfexOtJPQ_v1ZNoSA", Subject: "c:ns:sa", Cluster: "c", Namespace: "ns", SAName: "sa", Pod: "web-0", PodUID: "u-1", Node: "node-a"}
+	awkward := full
+	awkward.Pod, awkward.Node = "", ""
+	awkward.Extra = map[string]string{"team": `"quoted" <b>&\`, "zone": "ü\x00\n", "Sub": "x", "a": "", "groups": "admins"}
+	for name, c := range map[string]Claims{"zero": {}, "standard": full, "optional unset, awkward extras": awkward} {
+		got, err := c.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := reference(c); string(got) != want {
+			t.Errorf("%s:\n got %s\nwant %s", name, got, want)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package satoken
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -32,6 +33,27 @@ func FuzzVerify(f *testing.F) {
 		}
 		if len(token) >= 12 && strings.Contains(e.Description, token) {
 			t.Fatalf("the error quotes the token: %q", e.Description)
+		}
+	})
+}
+
+// FuzzDecodeHeader: DecodeHeader reads every header as json.Unmarshal into
+// Header does, whether its fast path or encoding/json reads it.
+func FuzzDecodeHeader(f *testing.F) {
+	for _, h := range []string{`{"alg":"RS256","kid":"ktXTkqV5Z0bIvAfJJF7EUWK3tbGGuE2FYFDzUOPJ5Bo"}`, `{"alg":"ES256","kid":""}`,
+		`{"kid":"k","alg":"RS256"}`, `{"alg":"RS256","kid":"k","typ":"JWT"}`, `{"alg":"RS\u0032","kid":"k"}`, `{"ALG":"RS256","kid":"k"}`,
+		`{"alg":"RS256","kid":"k"} `, `{"alg":"RS256","kid":"\xff"}`, `null`, `[]`, `{"alg":1}`, `{"alg":"RS256","alg":"none","kid":"k"}`} {
+		f.Add([]byte(h))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var want Header
+		wantOK := json.Unmarshal(raw, &want) == nil
+		if !wantOK {
+			want = Header{}
+		}
+		got, ok := DecodeHeader(raw)
+		if ok != wantOK || got != want {
+			t.Fatalf("DecodeHeader(%q) = %+v, %v; json.Unmarshal: %+v, %v", raw, got, ok, want, wantOK)
 		}
 	})
 }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -44,7 +43,8 @@ func Precheck(tok string) (satoken.Header, error) {
 	if err != nil {
 		return h, errors.New("header is not base64url")
 	}
-	if err := json.Unmarshal(raw, &h); err != nil {
+	h, ok := satoken.DecodeHeader(raw)
+	if !ok {
 		return h, errors.New("header is not a JSON object")
 	}
 	if h.Algorithm == "" || strings.EqualFold(h.Algorithm, "none") {
