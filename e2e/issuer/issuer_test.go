@@ -24,12 +24,17 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 	capjwt "github.com/hashicorp/cap/jwt"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kube-sts/kube-sts/e2e/internal/controlplane"
 	"github.com/kube-sts/kube-sts/e2e/internal/kube"
 	"github.com/kube-sts/kube-sts/e2e/internal/stsissuer"
 	"github.com/kube-sts/kube-sts/e2e/internal/testca"
+	"github.com/kube-sts/kube-sts/shared/exchange"
 )
 
 var cp = controlplane.New()
@@ -69,6 +74,7 @@ endpoints:
   audience: %[2]s
   keys:
     managed: {secret: vault-keys, namespace: kube-sts}
+  podTTL: {allow: false}
   allow:
   - namespace: "test-*"
   deny:
@@ -78,6 +84,7 @@ endpoints:
   audience: %[2]s
   algorithm: ES256
   ttl: 5m
+  podTTL: {min: 2m}
   keys:
     files: [%[3]s]
     reloadInterval: 200ms
@@ -155,6 +162,40 @@ func TestIssuer(t *testing.T) {
 		}
 	})
 
+	t.Run("a Pod's lifetime: shorter granted down to podTTL.min, never longer, not where forbidden", func(t *testing.T) {
+		for _, tc := range []struct {
+			issuer      string
+			asked, want time.Duration
+			noteIn      string
+		}{
+			{f.files, 3 * time.Minute, 3 * time.Minute, ""},
+			{f.files, time.Minute, 2 * time.Minute, "shorter than endpoint files's podTTL.min 2m0s"},
+			{f.files, 10 * time.Minute, 5 * time.Minute, "longer than endpoint files's ttl 5m0s"},
+			{f.vault, 3 * time.Minute, 15 * time.Minute, "endpoint vault does not let Pods choose the token lifetime"},
+		} {
+			subject := kube.PodToken(ctx, t, cs, pod, tc.issuer)
+			req := exchange.NewRequest(subject)
+			req.Lifetime = tc.asked
+			res, err := f.iss.ExchangeRequest(ctx, tc.issuer, req)
+			if err != nil || res.Status != 200 {
+				t.Fatalf("%s asking %v: %v %+v", tc.issuer, tc.asked, err, res)
+			}
+			f.track(t, res.Response.AccessToken, subject)
+			tok, err := jwt.ParseSigned(res.Response.AccessToken, []jose.SignatureAlgorithm{jose.RS256, jose.ES256})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var claims jwt.Claims
+			if err := tok.UnsafeClaimsWithoutVerification(&claims); err != nil {
+				t.Fatal(err)
+			}
+			note := res.Response.LifetimeNote
+			if got := claims.Expiry.Time().Sub(claims.IssuedAt.Time()); got != tc.want || (tc.noteIn == "") != (note == "") || !strings.Contains(note, tc.noteIn) {
+				t.Errorf("%s asking %v: lifetime %v, note %q; want %v and a note with %q", tc.issuer, tc.asked, got, note, tc.want, tc.noteIn)
+			}
+		}
+	})
+
 	t.Run("disallowed namespace refused", func(t *testing.T) {
 		for _, ns := range []string{"test-denied", "prod"} {
 			p := kube.Workload(ctx, t, cs, ns, "for-vault", "app")
@@ -164,6 +205,70 @@ func TestIssuer(t *testing.T) {
 			if err != nil || res.Status != 400 || !strings.Contains(res.Error.Description, "may not use endpoint vault") {
 				t.Fatalf("%s: exchange = %v %+v, want a policy refusal", ns, err, res)
 			}
+		}
+	})
+
+	t.Run("a refused Pod gets a TokenRefused Event within 5 s; a flood of refusals a bounded count", func(t *testing.T) {
+		p := kube.Workload(ctx, t, cs, "test-denied", "for-vault", "told")
+		subject := kube.PodToken(ctx, t, cs, p, f.vault)
+		f.track(t, subject)
+		refusedAt := time.Now()
+		if res, err := f.iss.Exchange(ctx, f.vault, subject); err != nil || res.Status != 400 {
+			t.Fatalf("exchange = %v %+v, want a policy refusal", err, res)
+		}
+		sel := "involvedObject.uid=" + string(p.UID) + ",reason=TokenRefused"
+		var ev corev1.Event
+		for {
+			list, err := cs.CoreV1().Events(p.Namespace).List(ctx, metav1.ListOptions{FieldSelector: sel})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(list.Items) > 0 {
+				ev = list.Items[0]
+				break
+			}
+			if time.Since(refusedAt) > 5*time.Second {
+				t.Fatalf("no TokenRefused Event on Pod %s/%s within 5 s of the refusal", p.Namespace, p.Name)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Logf("Event after %v: %s", time.Since(refusedAt).Round(time.Millisecond), ev.Message)
+		if ev.Type != corev1.EventTypeWarning || ev.Source.Component != "sts-issuer" ||
+			!strings.HasPrefix(ev.Message, "endpoint vault refused the token exchange: invalid_request: ServiceAccount test-denied/for-vault may not use endpoint vault") {
+			t.Errorf("Event %s %s from %q: %q", ev.Type, ev.Reason, ev.Source.Component, ev.Message)
+		}
+		for _, seg := range strings.Split(subject, ".") {
+			if strings.Contains(ev.Message, seg) {
+				t.Fatal("the Event quotes the subject token")
+			}
+		}
+
+		// A flood from one Pod: client-go's correlator counts repeats into
+		// one Event and lets 25 writes a Pod through, then one per 5 minutes.
+		// Twenty tokens of the Pod, each presented within the per-token
+		// limit (5 a second), so that every refusal is the rule's.
+		const flood = 100
+		for range flood / 5 {
+			tok := kube.PodToken(ctx, t, cs, p, f.vault)
+			f.track(t, tok)
+			for range 5 {
+				if res, err := f.iss.Exchange(ctx, f.vault, tok); err != nil || res.Status != 400 {
+					t.Fatalf("exchange = %v %+v, want a policy refusal", err, res)
+				}
+			}
+		}
+		time.Sleep(2 * time.Second) // the recorder writes in the background
+		list, err := cs.CoreV1().Events(p.Namespace).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.uid=" + string(p.UID)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		total := int32(0)
+		for _, e := range list.Items {
+			total += e.Count
+		}
+		t.Logf("%d refusals made %d Event objects counting %d", flood+1, len(list.Items), total)
+		if len(list.Items) != 1 || total < 2 || total > 25 {
+			t.Errorf("%d refusals made %d Events counting %d; want one Event counting at most the correlator's burst of 25", flood+1, len(list.Items), total)
 		}
 	})
 

@@ -392,8 +392,9 @@ func TestHostNetworkReplicasRoll(t *testing.T) {
 	}
 }
 
-// TestLeastPrivilege: the issuer may create TokenReviews, get Pods and read
-// the service-account issuer discovery cluster-wide and nothing else there
+// TestLeastPrivilege: the issuer may create TokenReviews, get Pods, create
+// and patch Events (on refused Pods) and read the service-account issuer
+// discovery cluster-wide and nothing else there
 // (in review mode watch, and only then, a second ClusterRole adds get, list
 // and watch on Pods and ServiceAccounts); Secrets are written only by name; no rule anywhere
 // uses a wildcard.
@@ -416,6 +417,7 @@ func TestLeastPrivilege(t *testing.T) {
 					want := fmt.Sprint([]rbacv1.PolicyRule{
 						{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
 						{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
+						{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 						{Verbs: []string{"get"}, NonResourceURLs: []string{"/.well-known/openid-configuration", "/openid/v1/jwks"}},
 					})
 					if got != want {

@@ -41,7 +41,8 @@ func reviewMode(t *testing.T, r Objects) string {
 
 // TestReviewModeRights applies each rendering's RBAC to the real API server
 // and asks it (SubjectAccessReview) what the issuer's ServiceAccount may do
-// with Pods and ServiceAccounts: in review mode tokenreview get Pods and
+// with Pods, ServiceAccounts and Events (create and patch, in every mode:
+// the Events of refused Pods): in review mode tokenreview get Pods and
 // nothing more (no list: a list reads every Pod spec); in mode watch list and
 // watch Pods and ServiceAccounts cluster-wide and get both, which its caches
 // need. A rendering that runs the mode without its rights, or grants them
@@ -80,6 +81,10 @@ func TestReviewModeRights(t *testing.T) {
 				{"create", "pods", false},
 				{"delete", "pods", false},
 				{"update", "serviceaccounts", false},
+				{"create", "events", true},
+				{"patch", "events", true},
+				{"delete", "events", false},
+				{"list", "events", false},
 			} {
 				// Cluster-wide (namespace ""), as the issuer asks. The
 				// authorizer sees new bindings moments after their create:

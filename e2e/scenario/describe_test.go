@@ -16,10 +16,11 @@ import (
 
 // testDescribeSaysWhy: `kubectl describe pod` (the real kubectl) says why a
 // token is missing, in the two places a Pod can be without one:
-//   - at start (native sidecar): the issuer refuses the exchange; no probe
-//     runs during the postStart hook, so the hook fails at once, the kubelet
-//     restarts the sidecar, and the sidecar's last state (its termination
-//     message) carries the issuer's reason;
+//   - at start (native sidecar): the issuer refuses the exchange and says so
+//     in a TokenRefused Event on the Pod; no probe runs during the postStart
+//     hook, so the hook fails at once, the kubelet restarts the sidecar, and
+//     the sidecar's last state (its termination message) carries the
+//     issuer's reason too;
 //   - while running: the issuer is gone for longer than a token lives; the
 //     sidecar's readiness probe fails, the Pod turns NotReady, and the
 //     Unhealthy event carries the last failure.
@@ -73,6 +74,9 @@ func testDescribeSaysWhy(ctx context.Context, t *testing.T, s *scenario.Stack) {
 		"the issuer refused",
 		"ServiceAccount " + scenario.RefusedNamespace + "/" + scenario.ServiceAccount + " may not use",
 		"FailedPostStartHook",
+		// The issuer's own Event (issuer/internal/events), stuck in Init or not.
+		"TokenRefused",
+		"endpoint vault refused the token exchange: invalid_request: ServiceAccount " + scenario.RefusedNamespace + "/" + scenario.ServiceAccount + " may not use",
 	}, time.Minute)
 	t.Logf("refused at start: %v after the create, kubectl describe pod shows\n%s", time.Since(created).Round(time.Second), line)
 	if p, err = pods.Pods(scenario.RefusedNamespace).Get(ctx, p.Name, metav1.GetOptions{}); err != nil {

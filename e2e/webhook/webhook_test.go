@@ -140,6 +140,20 @@ func TestWebhook(t *testing.T) {
 		}
 	})
 
+	t.Run("kube-sts.io/ttl reaches the sidecar; a malformed one is refused", func(t *testing.T) {
+		p, err := pods.Pods("test-vault").Create(ctx, labeledPod("test-vault", "short-lived", map[string]string{contract.AnnotationTTL: "10m"}), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		if got := env0(p.Spec.InitContainers[0], contract.EnvLifetime); got != "10m0s" {
+			t.Errorf("sidecar %s = %q, want 10m0s", contract.EnvLifetime, got)
+		}
+		_, err = pods.Pods("test-vault").Create(ctx, labeledPod("test-vault", "bad-ttl", map[string]string{contract.AnnotationTTL: "ten minutes"}), metav1.CreateOptions{})
+		if err == nil || !strings.Contains(err.Error(), `annotation kube-sts.io/ttl="ten minutes" is not a duration such as 10m`) {
+			t.Fatalf("create with kube-sts.io/ttl=\"ten minutes\": %v, want the webhook's refusal", err)
+		}
+	})
+
 	t.Run("the reference's other annotations: its own token volume, non-root, skipped containers", func(t *testing.T) {
 		in := labeledPod("test-vault", "own-volume", map[string]string{
 			contract.AnnotationCreateVolume: "false", contract.AnnotationNonRoot: "true", contract.SkipContainersAnnotation: "shipper"})

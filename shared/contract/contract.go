@@ -9,6 +9,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Labels and annotations on user Pods.
@@ -246,6 +247,25 @@ type Token struct {
 	CAPEM  string `json:"caPEM,omitempty"`
 }
 
+// AnnotationTTL on a Pod asks for a shorter lifetime than the endpoints'
+// ttl, as a Go duration ("10m"). The webhook checks its form and passes it
+// to the sidecar (EnvLifetime); the issuer decides what it grants (never
+// longer than the endpoint's ttl; an endpoint may forbid or bound it).
+const AnnotationTTL = "kube-sts.io/ttl"
+
+// ParseTTL reads an AnnotationTTL value: a Go duration of whole seconds,
+// from 1m to 24h (what an issuer endpoint's ttl may be).
+func ParseTTL(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("annotation %s=%q is not a duration such as 10m", AnnotationTTL, v)
+	case d < time.Minute || d > 24*time.Hour || d%time.Second != 0:
+		return 0, fmt.Errorf("annotation %s=%q must be whole seconds from 1m to 24h", AnnotationTTL, v)
+	}
+	return d, nil
+}
+
 // InjectedAnnotation marks a Pod the webhook has mutated, with the injector's
 // name, so that re-invocations reconcile instead of refusing our own names.
 const InjectedAnnotation = "kube-sts.io/injected"
@@ -283,6 +303,9 @@ const (
 	EnvTerminationLog   = "STS_TERMINATION_LOG"
 	EnvLogLevel         = "STS_LOG_LEVEL"
 	EnvFileMode         = "STS_FILE_MODE"
+	// EnvLifetime carries the Pod's AnnotationTTL: the lifetime the
+	// sidecar asks for at every exchange, of every token of the Pod.
+	EnvLifetime = "STS_LIFETIME"
 	// EnvTokens is a JSON list of Token: the tokens of a Pod's
 	// further injectors, kept beside the first.
 	EnvTokens = "STS_TOKENS"

@@ -11,7 +11,11 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
+	"strings"
+	"time"
 
+	"github.com/kube-sts/kube-sts/shared/jsonstr"
 	"github.com/kube-sts/kube-sts/shared/redact"
 )
 
@@ -47,7 +51,16 @@ const (
 	// not supported; they are refused rather than ignored.
 	ParamActorToken     = "actor_token"
 	ParamActorTokenType = "actor_token_type"
+	// ParamLifetime asks for a shorter lifetime than the endpoint's, in whole
+	// seconds (the Pod's kube-sts.io/ttl). RFC 8693 has no such parameter;
+	// this one is ours, with the vendor prefix RFC 6749 §8.2 asks for. The
+	// issuer decides: it never grants longer than its endpoint's lifetime,
+	// may forbid or bound shorter ones, and says so in LifetimeNote.
+	ParamLifetime = "kube_sts_lifetime"
 )
+
+// MaxLifetime bounds ParamLifetime (an issuer endpoint's longest lifetime).
+const MaxLifetime = 24 * time.Hour
 
 // Limits applied before anything else looks at a request.
 const (
@@ -65,9 +78,6 @@ const (
 	MaxTargets = 8
 )
 
-// multi are the parameters that RFC 8693 lets a request repeat.
-var multi = map[string]bool{ParamAudience: true, ParamResource: true}
-
 // Request is a token-exchange request.
 type Request struct {
 	// SubjectToken is the presented ServiceAccount token. Never log it.
@@ -80,6 +90,8 @@ type Request struct {
 	// the issuer answers invalid_target unless it can serve them.
 	Audiences []string
 	Resources []string
+	// Lifetime is the lifetime asked for (ParamLifetime); 0: the endpoint's.
+	Lifetime time.Duration
 }
 
 // NewRequest returns the request the sidecar sends for a ServiceAccount token.
@@ -102,6 +114,9 @@ func (r Request) Encode() string {
 	for _, a := range r.Resources {
 		v.Add(ParamResource, a)
 	}
+	if r.Lifetime > 0 {
+		v.Set(ParamLifetime, strconv.FormatInt(int64(r.Lifetime/time.Second), 10))
+	}
 	return v.Encode()
 }
 
@@ -117,39 +132,101 @@ func ParseRequest(body []byte) (Request, error) {
 	if len(body) > MaxRequestBytes {
 		return Request{}, Errorf(InvalidRequest, "request body is larger than %d bytes", MaxRequestBytes)
 	}
-	form, err := url.ParseQuery(string(body))
-	if err != nil {
+	f, ok := parseForm(string(body))
+	if !ok {
 		return Request{}, Errorf(InvalidRequest, "request body is not a valid form encoding")
 	}
-	for name, values := range form {
-		values = slices.DeleteFunc(values, func(v string) bool { return v == "" })
-		if len(values) == 0 {
-			delete(form, name)
+	return f.request()
+}
+
+// params are what ParseRequest reads of a body: the non-empty values of each
+// parameter given once at most (singleParams), the targets in order, and
+// whether delegation was asked for (actor_token, else actor_token_type).
+type params struct {
+	count                [len(singleParams)]int
+	value                [len(singleParams)]string
+	audiences, resources []string
+	actor                string
+}
+
+// parseForm does what url.ParseQuery does, into params' slots instead of a
+// map: the issuer parses every request it answers, garbage included. ok is
+// false when url.ParseQuery would fail.
+func parseForm(body string) (f params, ok bool) {
+	for rest := body; rest != ""; {
+		var pair string
+		pair, rest, _ = strings.Cut(rest, "&")
+		if strings.Contains(pair, ";") {
+			return params{}, false
+		}
+		if pair == "" {
 			continue
 		}
-		form[name] = values
+		k, v, _ := strings.Cut(pair, "=")
+		k, kerr := unescape(k)
+		v, verr := unescape(v)
 		switch {
-		case multi[name] && len(values) > MaxTargets:
-			return Request{}, Errorf(InvalidRequest, "parameter %s is given %d times; at most %d are accepted", name, len(values), MaxTargets)
-		case !multi[name] && len(values) != 1 && known(name):
-			return Request{}, Errorf(InvalidRequest, "parameter %s is given %d times; give it once", name, len(values))
-		case name == ParamActorToken || name == ParamActorTokenType:
-			return Request{}, Errorf(InvalidRequest, "delegation (%s) is not supported; send only the subject token", name)
+		case kerr != nil || verr != nil:
+			return params{}, false
+		case v == "":
+			// RFC 6749 §3.1: a parameter without a value counts as omitted.
+		case k == ParamAudience:
+			f.audiences = append(f.audiences, v)
+		case k == ParamResource:
+			f.resources = append(f.resources, v)
+		case k == ParamActorToken:
+			f.actor = k
+		case k == ParamActorTokenType:
+			if f.actor == "" {
+				f.actor = k
+			}
+		default:
+			if n := slices.Index(singleParams[:], k); n >= 0 {
+				if f.count[n]++; f.count[n] == 1 {
+					f.value[n] = v
+				}
+			}
 		}
 	}
-	switch g := form.Get(ParamGrantType); g {
+	return f, true
+}
+
+// request checks the form and builds the Request.
+func (f *params) request() (Request, error) {
+	count, value, actor := f.count, f.value, f.actor
+	r := Request{Audiences: f.audiences, Resources: f.resources}
+	for n, c := range count {
+		if c > 1 {
+			return Request{}, Errorf(InvalidRequest, "parameter %s is given %d times; give it once", singleParams[n], c)
+		}
+	}
+	for _, p := range [...]struct {
+		name string
+		n    int
+	}{{ParamAudience, len(r.Audiences)}, {ParamResource, len(r.Resources)}} {
+		if p.n > MaxTargets {
+			return Request{}, Errorf(InvalidRequest, "parameter %s is given %d times; at most %d are accepted", p.name, p.n, MaxTargets)
+		}
+	}
+	if actor != "" {
+		return Request{}, Errorf(InvalidRequest, "delegation (%s) is not supported; send only the subject token", actor)
+	}
+	switch g := value[paramGrantType]; g {
 	case GrantTypeTokenExchange:
 	case "":
 		return Request{}, Errorf(InvalidRequest, "missing %s; use %s", ParamGrantType, GrantTypeTokenExchange)
 	default:
 		return Request{}, Errorf(UnsupportedGrantType, "the %s is not supported; use %s", ParamGrantType, GrantTypeTokenExchange)
 	}
-	r := Request{
-		SubjectToken:       form.Get(ParamSubjectToken),
-		SubjectTokenType:   form.Get(ParamSubjectTokenType),
-		RequestedTokenType: form.Get(ParamRequestedTokenType),
-		Audiences:          form[ParamAudience],
-		Resources:          form[ParamResource],
+	r.SubjectToken = value[paramSubjectToken]
+	r.SubjectTokenType = value[paramSubjectTokenType]
+	r.RequestedTokenType = value[paramRequestedTokenType]
+	if v := value[paramLifetime]; v != "" {
+		secs, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || secs < 1 || secs > int64(MaxLifetime/time.Second) {
+			return Request{}, Errorf(InvalidRequest, "%s must be a whole number of seconds from 1 to %d", ParamLifetime, int64(MaxLifetime/time.Second))
+		}
+		r.Lifetime = time.Duration(secs) * time.Second
 	}
 	switch {
 	case r.SubjectToken == "":
@@ -166,15 +243,29 @@ func ParseRequest(body []byte) (Request, error) {
 	return r, nil
 }
 
-// known reports whether name is a parameter of RFC 6749 or RFC 8693 that
-// must not repeat.
-func known(name string) bool {
-	switch name {
-	case ParamGrantType, ParamSubjectToken, ParamSubjectTokenType, ParamRequestedTokenType, ParamScope, ParamActorToken, ParamActorTokenType:
-		return true
+// unescape is url.QueryUnescape, which walks every byte; a subject token
+// (1-2 KiB of base64url) has nothing to unescape, and two IndexByte scans
+// say so much faster.
+func unescape(s string) (string, error) {
+	if strings.IndexByte(s, '%') < 0 && strings.IndexByte(s, '+') < 0 {
+		return s, nil
 	}
-	return false
+	return url.QueryUnescape(s)
 }
+
+// singleParams are the parameters of RFC 6749 and RFC 8693 (and ours) that
+// must not repeat, in the order of the indexes below; audience and
+// resource may (RFC 8693 §2.1), and delegation is refused.
+var singleParams = [...]string{ParamGrantType, ParamSubjectToken, ParamSubjectTokenType, ParamRequestedTokenType, ParamScope, ParamLifetime}
+
+const (
+	paramGrantType = iota
+	paramSubjectToken
+	paramSubjectTokenType
+	paramRequestedTokenType
+	_ // scope: ignored
+	paramLifetime
+)
 
 // Response is a successful exchange (RFC 8693 §2.2.1). Servers send it with
 // Cache-Control: no-store.
@@ -185,6 +276,28 @@ type Response struct {
 	TokenType       string `json:"token_type"`
 	// ExpiresIn is the token's remaining lifetime in seconds.
 	ExpiresIn int64 `json:"expires_in"`
+	// LifetimeNote says why the lifetime asked for (ParamLifetime) was not
+	// granted as asked; empty when it was, or when none was asked for.
+	LifetimeNote string `json:"kube_sts_lifetime_note,omitempty"`
+}
+
+// AppendJSON appends r as encoding/json would write it, and a newline (as
+// json.Encoder does); the issuer answers every exchange with it, without
+// reflection.
+func (r Response) AppendJSON(b []byte) []byte {
+	b = append(b, `{"access_token":`...)
+	b = jsonstr.Append(b, r.AccessToken)
+	b = append(b, `,"issued_token_type":`...)
+	b = jsonstr.Append(b, r.IssuedTokenType)
+	b = append(b, `,"token_type":`...)
+	b = jsonstr.Append(b, r.TokenType)
+	b = append(b, `,"expires_in":`...)
+	b = strconv.AppendInt(b, r.ExpiresIn, 10)
+	if r.LifetimeNote != "" {
+		b = append(b, `,"kube_sts_lifetime_note":`...)
+		b = jsonstr.Append(b, r.LifetimeNote)
+	}
+	return append(b, "}\n"...)
 }
 
 // NewResponse returns the response for a minted JWT.
@@ -228,6 +341,18 @@ type Error struct {
 // Errorf returns an *Error with a formatted description.
 func Errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Description: fmt.Sprintf(format, args...)}
+}
+
+// AppendJSON appends e as encoding/json would write it, and a newline (as
+// json.Encoder does): the issuer's refusals, without reflection.
+func (e *Error) AppendJSON(b []byte) []byte {
+	b = append(b, `{"error":`...)
+	b = jsonstr.Append(b, e.Code)
+	if e.Description != "" {
+		b = append(b, `,"error_description":`...)
+		b = jsonstr.Append(b, e.Description)
+	}
+	return append(b, "}\n"...)
 }
 
 func (e *Error) Error() string {

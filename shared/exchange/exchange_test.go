@@ -1,6 +1,7 @@
 package exchange
 
 import (
+	"encoding/json"
 	"errors"
 	"github.com/kube-sts/kube-sts/shared/redact"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func form(kv ...string) []byte {
@@ -98,6 +100,21 @@ func TestParseRequest(t *testing.T) {
 		"oversized body": {
 			body: append(form("grant_type", GrantTypeTokenExchange, "subject_token_type", TokenTypeJWT, "subject_token", "x"), strings.Repeat("x", MaxRequestBytes)...), wantCode: InvalidRequest, wantIn: "larger than 18432",
 		},
+		"lifetime asked for": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", TokenTypeJWT, "kube_sts_lifetime", "600"),
+		},
+		"lifetime not a number": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", TokenTypeJWT, "kube_sts_lifetime", "10m"), wantCode: InvalidRequest, wantIn: "kube_sts_lifetime must be a whole number of seconds from 1 to 86400",
+		},
+		"lifetime zero": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", TokenTypeJWT, "kube_sts_lifetime", "0"), wantCode: InvalidRequest, wantIn: "kube_sts_lifetime must be",
+		},
+		"lifetime over a day": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", TokenTypeJWT, "kube_sts_lifetime", "86401"), wantCode: InvalidRequest, wantIn: "kube_sts_lifetime must be",
+		},
+		"lifetime twice": {
+			body: form("grant_type", GrantTypeTokenExchange, "subject_token", tok, "subject_token_type", TokenTypeJWT, "kube_sts_lifetime", "600", "kube_sts_lifetime", "60"), wantCode: InvalidRequest, wantIn: "kube_sts_lifetime is given 2 times",
+		},
 		"bad escape": {
 			body: []byte("grant_type=%zz"), wantCode: InvalidRequest, wantIn: "form encoding",
 		},
@@ -134,6 +151,7 @@ func TestRequestRoundTrip(t *testing.T) {
 		"requested type":  {SubjectToken: tok, SubjectTokenType: TokenTypeJWT, RequestedTokenType: TokenTypeJWT},
 		"needs escaping":  NewRequest("a+b/c=d&e"),
 		"unicode-ish jwt": NewRequest("ä.ö.ü"),
+		"lifetime":        {SubjectToken: tok, SubjectTokenType: TokenTypeJWT, Lifetime: 10 * time.Minute},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, err := ParseRequest([]byte(r.Encode()))
@@ -144,6 +162,37 @@ func TestRequestRoundTrip(t *testing.T) {
 				t.Fatalf("round trip = %+v, want %+v", got, r)
 			}
 		})
+	}
+}
+
+// TestResponseAppendJSON: AppendJSON writes what json.Encoder writes, so
+// that the names in the struct tags stay the one definition of the format.
+func TestResponseAppendJSON(t *testing.T) {
+	for _, r := range []Response{
+		NewResponse(tok, 900),
+		{AccessToken: tok, IssuedTokenType: TokenTypeJWT, TokenType: TokenTypeNA, ExpiresIn: 600, LifetimeNote: `1h0m0s is longer than endpoint "vault"'s ttl <15m0s>; issued for 15m0s`},
+		{},
+	} {
+		var want strings.Builder
+		if err := json.NewEncoder(&want).Encode(r); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(r.AppendJSON([]byte("x"))); got != "x"+want.String() {
+			t.Errorf("AppendJSON = %s, want x%s", got, want.String())
+		}
+	}
+}
+
+// TestErrorAppendJSON: AppendJSON writes what json.Encoder writes.
+func TestErrorAppendJSON(t *testing.T) {
+	for _, e := range []*Error{Errorf(InvalidRequest, "endpoint %s issues tokens for audience %q only", "vault", "https://v/<x>&"), {Code: ServerError}} {
+		var want strings.Builder
+		if err := json.NewEncoder(&want).Encode(e); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(e.AppendJSON(nil)); got != want.String() {
+			t.Errorf("AppendJSON = %s, want %s", got, want.String())
+		}
 	}
 }
 

@@ -136,7 +136,13 @@ type Result struct {
 // Post sends an RFC 8693 exchange of subjectToken to tokenURL and returns
 // the HTTP status and the (bounded) body.
 func Post(ctx context.Context, client *http.Client, tokenURL, subjectToken string) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tokenURL, strings.NewReader(exchange.NewRequest(subjectToken).Encode()))
+	return PostRequest(ctx, client, tokenURL, exchange.NewRequest(subjectToken))
+}
+
+// PostRequest posts r as the sidecar would, to tokenURL, and returns the
+// status and body.
+func PostRequest(ctx context.Context, client *http.Client, tokenURL string, r exchange.Request) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tokenURL, strings.NewReader(r.Encode()))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -152,17 +158,22 @@ func Post(ctx context.Context, client *http.Client, tokenURL, subjectToken strin
 
 // Exchange posts subjectToken to <issuer>/token.
 func (i *Issuer) Exchange(ctx context.Context, issuer, subjectToken string) (Result, error) {
-	status, body, err := Post(ctx, i.Client, issuer+"/token", subjectToken)
+	return i.ExchangeRequest(ctx, issuer, exchange.NewRequest(subjectToken))
+}
+
+// ExchangeRequest posts r to <issuer>/token.
+func (i *Issuer) ExchangeRequest(ctx context.Context, issuer string, r exchange.Request) (Result, error) {
+	status, body, err := PostRequest(ctx, i.Client, issuer+"/token", r)
 	if err != nil {
 		return Result{}, err
 	}
-	r := Result{Status: status}
+	res := Result{Status: status}
 	if status == http.StatusOK {
-		err = json.Unmarshal(body, &r.Response)
-		return r, err
+		err = json.Unmarshal(body, &res.Response)
+		return res, err
 	}
-	r.Error, err = exchange.ParseError(body)
-	return r, err
+	res.Error, err = exchange.ParseError(body)
+	return res, err
 }
 
 // JWKS fetches <issuer>/jwks.

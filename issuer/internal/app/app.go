@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/go-logr/zapr"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kube-sts/kube-sts/issuer/internal/config"
+	"github.com/kube-sts/kube-sts/issuer/internal/events"
 	"github.com/kube-sts/kube-sts/issuer/internal/metrics"
 	"github.com/kube-sts/kube-sts/issuer/internal/readiness"
 	"github.com/kube-sts/kube-sts/issuer/internal/satoken"
@@ -75,8 +77,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	host, _ := os.Hostname() // in a Pod, its name: which replica said it
 	srv, err := server.New(server.Options{
-		Config: cfg, Reviewer: rev.Reviewer, Status: rev.status, Verifier: verifier,
+		Config: cfg, Reviewer: rev.Reviewer, Status: rev.status, Verifier: verifier, Events: events.New(ctx, c.events, host),
 		MaxInFlight: o.MaxInFlight, MaxPending: o.MaxPending, MaxPendingPerAddress: o.MaxPendingPerAddress, PerTokenPerSecond: o.PerToken, Log: log, Metrics: m, APIReady: ready.Ready,
 		Publishing: pubs.check,
 	})

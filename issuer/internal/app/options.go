@@ -30,6 +30,12 @@ const (
 	// Pods is 200 calls when the API server cannot stream it).
 	watchQPS   = 50
 	watchBurst = 100
+	// Events of refused Pods: client-go's correlator already bounds each
+	// Pod's (a burst of 25, then one per 5 minutes); this bounds them all
+	// when many Pods are refused at once (a rule that refuses a namespace).
+	// Beyond it, Events wait in the recorder's queue (1000) and are dropped.
+	eventsQPS   = 10
+	eventsBurst = 50
 )
 
 // Connection bounds of the exchange server. Sidecars open one connection

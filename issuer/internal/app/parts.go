@@ -40,6 +40,8 @@ type clients struct {
 	control  kubernetes.Interface
 	// watch lists and watches Pods and ServiceAccounts (--review=watch).
 	watch kubernetes.Interface
+	// events writes the Events of refused Pods.
+	events kubernetes.Interface
 }
 
 func newClients(o *Options) (*clients, error) {
@@ -61,6 +63,9 @@ func newClients(o *Options) (*clients, error) {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	if c.watch, err = build(watchQPS, watchBurst); err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	if c.events, err = build(eventsQPS, eventsBurst); err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	return c, nil

@@ -21,9 +21,12 @@ import (
 
 // Limits and defaults.
 const (
-	DefaultTTL        = 15 * time.Minute
-	MinTTL            = time.Minute
-	MaxTTL            = 24 * time.Hour
+	DefaultTTL = 15 * time.Minute
+	MinTTL     = time.Minute
+	MaxTTL     = 24 * time.Hour
+	// DefaultPodTTLMin is the shortest lifetime a Pod may ask for by
+	// default (never above the endpoint's ttl): each refresh is an exchange.
+	DefaultPodTTLMin  = 5 * time.Minute
 	DefaultAlgorithm  = keys.RS256
 	DefaultJWKSMaxAge = 5 * time.Minute
 
@@ -128,6 +131,9 @@ type Endpoint struct {
 	SubjectAudience string `json:"subjectAudience,omitempty"`
 	// TTL of minted tokens, 1m to 24h, default 15m.
 	TTL metav1.Duration `json:"ttl,omitempty"`
+	// PodTTL says whether a Pod may ask for a shorter lifetime (its
+	// kube-sts.io/ttl annotation) and how short.
+	PodTTL PodTTL `json:"podTTL,omitempty"`
 	// Algorithm is RS256 (default), ES256 or EdDSA.
 	Algorithm string `json:"algorithm,omitempty"`
 	// Keys says where the signing keys come from.
@@ -140,6 +146,41 @@ type Endpoint struct {
 	// Publish copies the discovery document and JWKS to these targets,
 	// continuously; Issuer is then the public URL they are served at.
 	Publish []PublishTarget `json:"publish,omitempty"`
+}
+
+// PodTTL bounds the lifetime a Pod asks for with kube-sts.io/ttl (the
+// sidecar sends it with each exchange). A Pod can only shorten its tokens'
+// lifetime, never lengthen it past the endpoint's ttl.
+type PodTTL struct {
+	// Allow lets Pods ask (default true); false issues every token for ttl
+	// and says so in the response.
+	Allow *bool `json:"allow,omitempty"`
+	// Min is the shortest lifetime granted (default 5m, or ttl when that is
+	// shorter; at least 1m): a shorter request gets Min. Tokens are
+	// refreshed at 80% of their lifetime, so Min bounds how often each Pod
+	// costs an exchange.
+	Min metav1.Duration `json:"min,omitempty"`
+}
+
+// Allowed reports whether Pods may ask for a lifetime.
+func (p PodTTL) Allowed() bool { return p.Allow == nil || *p.Allow }
+
+// Lifetime is the lifetime of a token for a Pod that asked for requested
+// (0: asked for nothing), and, when that is not what was asked, why: the
+// note the response carries. e must have its defaults.
+func (e *Endpoint) Lifetime(requested time.Duration) (time.Duration, string) {
+	ttl := e.TTL.Duration
+	switch {
+	case requested <= 0 || requested == ttl:
+		return ttl, ""
+	case !e.PodTTL.Allowed():
+		return ttl, fmt.Sprintf("endpoint %s does not let Pods choose the token lifetime (podTTL.allow: false); issued for its ttl %v", e.Name, ttl)
+	case requested > ttl:
+		return ttl, fmt.Sprintf("%v is longer than endpoint %s's ttl %v; a Pod may only shorten it; issued for %v", requested, e.Name, ttl, ttl)
+	case requested < e.PodTTL.Min.Duration:
+		return e.PodTTL.Min.Duration, fmt.Sprintf("%v is shorter than endpoint %s's podTTL.min %v; issued for %v", requested, e.Name, e.PodTTL.Min.Duration, e.PodTTL.Min.Duration)
+	}
+	return requested, ""
 }
 
 // Keys is exactly one key source.
@@ -242,6 +283,9 @@ func (c *Config) Default(namespace string) {
 		if e.TTL.Duration == 0 {
 			e.TTL.Duration = DefaultTTL
 		}
+		if e.PodTTL.Min.Duration == 0 {
+			e.PodTTL.Min.Duration = min(DefaultPodTTLMin, e.TTL.Duration)
+		}
 		if e.Algorithm == "" {
 			e.Algorithm = DefaultAlgorithm
 		}
@@ -326,6 +370,9 @@ func (c *Config) Validate() error {
 		}
 		if e.TTL.Duration < MinTTL || e.TTL.Duration > MaxTTL {
 			bad(f+".ttl", "%v is outside the allowed %v to %v", e.TTL.Duration, MinTTL, MaxTTL)
+		}
+		if m := e.PodTTL.Min.Duration; m < MinTTL || m > e.TTL.Duration {
+			bad(f+".podTTL.min", "%v is outside %v to the endpoint's ttl %v", m, MinTTL, e.TTL.Duration)
 		}
 		switch e.Algorithm {
 		case keys.RS256, keys.ES256, keys.EdDSA:

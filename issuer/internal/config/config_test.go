@@ -39,6 +39,45 @@ func TestParseDefaults(t *testing.T) {
 	}
 }
 
+// TestLifetime: a Pod's kube-sts.io/ttl only shortens, down to podTTL.min,
+// and only when the endpoint allows it; each refusal says why.
+func TestLifetime(t *testing.T) {
+	c, err := Parse([]byte(`cluster: c
+endpoints:
+- {name: v, issuer: h/v, audience: a, keys: {files: [/k]}, allow: [{}]}
+- {name: fixed, issuer: h/f, audience: a, podTTL: {allow: false}, keys: {files: [/k]}, allow: [{}]}
+- {name: short, issuer: h/s, audience: a, ttl: 2m, keys: {files: [/k]}, allow: [{}]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, fixed, short := &c.Endpoints[0], &c.Endpoints[1], &c.Endpoints[2]
+	if v.PodTTL.Min.Duration != DefaultPodTTLMin || short.PodTTL.Min.Duration != 2*time.Minute {
+		t.Fatalf("podTTL.min defaults %v and %v, want %v and the shorter ttl 2m", v.PodTTL.Min.Duration, short.PodTTL.Min.Duration, DefaultPodTTLMin)
+	}
+	for _, tc := range []struct {
+		e         *Endpoint
+		requested time.Duration
+		want      time.Duration
+		noteIn    string
+	}{
+		{v, 0, 15 * time.Minute, ""},
+		{v, 15 * time.Minute, 15 * time.Minute, ""},
+		{v, 10 * time.Minute, 10 * time.Minute, ""},
+		{v, 5 * time.Minute, 5 * time.Minute, ""},
+		{v, time.Hour, 15 * time.Minute, "1h0m0s is longer than endpoint v's ttl 15m0s; a Pod may only shorten it; issued for 15m0s"},
+		{v, 2 * time.Minute, 5 * time.Minute, "2m0s is shorter than endpoint v's podTTL.min 5m0s; issued for 5m0s"},
+		{fixed, 10 * time.Minute, 15 * time.Minute, "endpoint fixed does not let Pods choose the token lifetime (podTTL.allow: false)"},
+		{fixed, 0, 15 * time.Minute, ""},
+		{short, time.Minute, 2 * time.Minute, "shorter than endpoint short's podTTL.min 2m0s"},
+	} {
+		got, note := tc.e.Lifetime(tc.requested)
+		if got != tc.want || (tc.noteIn == "") != (note == "") || !strings.Contains(note, tc.noteIn) {
+			t.Errorf("%s.Lifetime(%v) = %v, %q; want %v and a note with %q", tc.e.Name, tc.requested, got, note, tc.want, tc.noteIn)
+		}
+	}
+}
+
 func TestPublishDefaults(t *testing.T) {
 	c, err := Parse([]byte(reference + `  publish:
   - directory: {path: /srv/www}
@@ -81,6 +120,12 @@ endpoints:
 				"endpoints[0].keys: no key source", "endpoints[0].allow[0].namespace: \"[a\" is not a valid glob"}},
 		"ttl too long": {yaml: `cluster: c
 endpoints: [{name: v, issuer: h, audience: a, ttl: 25h, keys: {files: [/k]}, allow: [{}]}]`, wantIn: []string{"endpoints[0].ttl: 25h0m0s is outside the allowed 1m0s to 24h0m0s"}},
+		"pod ttl outside its bounds": {yaml: `cluster: c
+endpoints:
+- {name: v, issuer: h/v, audience: a, ttl: 10m, podTTL: {min: 30s}, keys: {files: [/k]}, allow: [{}]}
+- {name: w, issuer: h/w, audience: a, ttl: 10m, podTTL: {min: 11m}, keys: {files: [/k]}, allow: [{}]}`, wantIn: []string{
+			"endpoints[0].podTTL.min: 30s is outside 1m0s to the endpoint's ttl 10m0s",
+			"endpoints[1].podTTL.min: 11m0s is outside 1m0s to the endpoint's ttl 10m0s"}},
 		"trailing slash": {yaml: `cluster: c
 endpoints: [{name: v, issuer: "https://h/vault/", audience: a, keys: {files: [/k]}, allow: [{}]}]`, wantIn: []string{"must not end with '/'"}},
 		"query": {yaml: `cluster: c

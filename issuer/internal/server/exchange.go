@@ -21,7 +21,9 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/kube-sts/kube-sts/issuer/internal/events"
 	"github.com/kube-sts/kube-sts/issuer/internal/mint"
 	"github.com/kube-sts/kube-sts/issuer/internal/review"
 	"github.com/kube-sts/kube-sts/issuer/internal/satoken"
@@ -43,7 +45,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, e *Endpoint)
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyTimeout))
 	body := &trackedBody{ReadCloser: r.Body, done: r.Body == http.NoBody}
 	r.Body = body
-	tok, fail := s.exchange(r, e)
+	out, fail := s.exchange(r, e)
 	if !body.done {
 		dropBody(w, r)
 	}
@@ -55,7 +57,9 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, e *Endpoint)
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		w.Header().Set("Pragma", "no-cache")
-		_ = json.NewEncoder(w).Encode(exchange.NewResponse(tok.JWT, int64(tok.Expiry.Sub(start).Round(time.Second).Seconds())))
+		resp := exchange.NewResponse(out.JWT, int64(out.Expiry.Sub(start).Round(time.Second).Seconds()))
+		resp.LifetimeNote = out.lifetimeNote
+		_, _ = w.Write(resp.AppendJSON(make([]byte, 0, len(out.JWT)+160)))
 	}
 	s.metrics.Exchange(e.cfg.Name, result, s.now().Sub(start))
 }
@@ -70,17 +74,27 @@ type failure struct {
 	Identity   review.Identity
 	Status     int
 	RetryAfter time.Duration
+	// pod is the Pod a refusal is told to (an Event) when Identity has
+	// none: the one a token the cluster signed names.
+	pod events.Pod
 }
 
 func fromReview(f *review.Failure) *failure {
 	return &failure{Reason: f.Reason, OAuth: f.OAuth, Identity: f.Identity}
 }
 
+// issued is a minted token and why its lifetime is not the one the Pod
+// asked for ("" when it is, or none was asked for).
+type issued struct {
+	mint.Token
+	lifetimeNote string
+}
+
 // exchange runs the checks in order and mints; every outcome is audited once.
-func (s *Server) exchange(r *http.Request, e *Endpoint) (mint.Token, *failure) {
+func (s *Server) exchange(r *http.Request, e *Endpoint) (issued, *failure) {
 	id, tok, fail := s.decide(r, e)
 	// Room for every field of either outcome: one allocation.
-	fields := make([]zap.Field, 0, 7)
+	fields := make([]zap.Field, 0, 8)
 	fields = append(fields,
 		logging.Endpoint(e.cfg.Name),
 		zap.String("namespace", id.Namespace),
@@ -94,11 +108,40 @@ func (s *Server) exchange(r *http.Request, e *Endpoint) (mint.Token, *failure) {
 		} else {
 			s.audit.Info("exchange refused", fields...)
 		}
-		return mint.Token{}, fail
+		if p := fail.podToTell(); s.events != nil && p.UID != "" {
+			s.events.Refused(p, e.cfg.Name, fail.OAuth.Code, fail.OAuth.Description)
+		}
+		return issued{}, fail
+	}
+	if s.events != nil {
+		s.events.Issued(podOf(id), e.cfg.Name)
 	}
 	fields = append(fields, zap.String("result", "issued"), zap.String("jti", tok.ID), zap.Int64("exp", tok.Expiry.Unix()), zap.String("kid", tok.KeyID))
+	if tok.lifetimeNote != "" {
+		fields = append(fields, zap.String("lifetime_note", tok.lifetimeNote))
+	}
 	s.audit.Info("token issued", fields...)
 	return tok, nil
+}
+
+// podToTell is the Pod a refusal is about, zero when none is known.
+func (f *failure) podToTell() events.Pod {
+	if f.Identity.PodUID != "" {
+		return podOf(f.Identity)
+	}
+	return f.pod
+}
+
+func podOf(id review.Identity) events.Pod {
+	return events.Pod{Namespace: id.Namespace, Name: id.PodName, UID: types.UID(id.PodUID)}
+}
+
+// boundPod is the Pod a verified token names, zero for nil.
+func boundPod(b *satoken.Binding) events.Pod {
+	if b == nil {
+		return events.Pod{}
+	}
+	return events.Pod{Namespace: b.Namespace, Name: b.Pod, UID: types.UID(b.PodUID)}
 }
 
 func resultOf(f *failure) string {
@@ -108,24 +151,24 @@ func resultOf(f *failure) string {
 	return "refused"
 }
 
-func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Token, *failure) {
+func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, issued, *failure) {
 	var none review.Identity
 	bad := func(reason, format string, args ...any) *failure {
 		return &failure{Reason: reason, OAuth: exchange.Errorf(exchange.InvalidRequest, format, args...)}
 	}
 	if r.URL.RawQuery != "" {
 		// Tokens in a URL end up in access logs; RFC 6749 §3.2 wants the body.
-		return none, mint.Token{}, bad("query_parameters", "parameters in the URL query are not accepted; send them in the %s body", exchange.ContentTypeForm)
+		return none, issued{}, bad("query_parameters", "parameters in the URL query are not accepted; send them in the %s body", exchange.ContentTypeForm)
 	}
 	if !isForm(r.Header.Get("Content-Type")) {
-		return none, mint.Token{}, bad("bad_content_type", "send the request as %s", exchange.ContentTypeForm)
+		return none, issued{}, bad("bad_content_type", "send the request as %s", exchange.ContentTypeForm)
 	}
 	if r.ContentLength > exchange.MaxRequestBytes {
-		return none, mint.Token{}, bad("bad_body", "the request body is larger than %d bytes (a subject token is at most %d)", exchange.MaxRequestBytes, exchange.MaxSubjectTokenBytes)
+		return none, issued{}, bad("bad_body", "the request body is larger than %d bytes (a subject token is at most %d)", exchange.MaxRequestBytes, exchange.MaxSubjectTokenBytes)
 	}
 	body, err := readBody(r.Body, r.ContentLength)
 	if err != nil {
-		return none, mint.Token{}, bad("bad_body", "could not read the request body within %v", bodyTimeout)
+		return none, issued{}, bad("bad_body", "could not read the request body within %v", bodyTimeout)
 	}
 	req, err := exchange.ParseRequest(body)
 	if err != nil {
@@ -133,44 +176,45 @@ func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Tok
 		if !errors.As(err, &oe) {
 			oe = exchange.Errorf(exchange.InvalidRequest, "bad request")
 		}
-		return none, mint.Token{}, &failure{Reason: "bad_request", OAuth: oe}
+		return none, issued{}, &failure{Reason: "bad_request", OAuth: oe}
 	}
 	if f := e.checkTarget(req); f != nil {
-		return none, mint.Token{}, f
+		return none, issued{}, f
 	}
 	header, err := Precheck(req.SubjectToken)
 	if err != nil {
-		return none, mint.Token{}, bad("not_a_jwt", "subject_token is not a JWT: %v", err)
+		return none, issued{}, bad("not_a_jwt", "subject_token is not a JWT: %v", err)
 	}
 	d := e.docs.Load()
 	if d == nil {
-		return none, mint.Token{}, &failure{Reason: "keys_not_loaded", OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "the issuer has no signing key yet; retry")}
+		return none, issued{}, &failure{Reason: "keys_not_loaded", OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "the issuer has no signing key yet; retry")}
 	}
 	bound, f := s.admit(r.Context(), req.SubjectToken, header, e.cfg.SubjectAudience)
 	if f != nil {
-		return none, mint.Token{}, f
+		return none, issued{}, f
 	}
 	defer s.inflight.Leave()
 	id, err := s.reviewer.Review(r.Context(), req.SubjectToken, e.cfg.SubjectAudience, bound)
 	if err != nil {
 		var rf *review.Failure
 		if !errors.As(err, &rf) {
-			return review.Identity{}, mint.Token{}, &failure{Reason: "review_failed", OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "the review failed; retry")}
+			return review.Identity{}, issued{}, &failure{Reason: "review_failed", OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "the review failed; retry")}
 		}
-		return rf.Identity, mint.Token{}, fromReview(rf)
+		return rf.Identity, issued{}, fromReview(rf)
 	}
 	if ok, why := e.policy.Decide(id.Namespace, id.ServiceAccount); !ok {
-		return id, mint.Token{}, &failure{Reason: "denied", Identity: id,
+		return id, issued{}, &failure{Reason: "denied", Identity: id,
 			OAuth: exchange.Errorf(exchange.InvalidRequest, "ServiceAccount %s/%s may not use endpoint %s: %s", id.Namespace, id.ServiceAccount, e.cfg.Name, why)}
 	}
+	ttl, note := e.cfg.Lifetime(req.Lifetime)
 	mr := mint.Request{
 		Issuer: e.cfg.Issuer, Audience: e.cfg.Audience, Cluster: e.cluster,
 		Namespace: id.Namespace, ServiceAccount: id.ServiceAccount,
-		TTL: e.cfg.TTL.Duration, Now: s.now(),
+		TTL: ttl, Now: s.now(),
 	}
 	if e.cfg.Claims.Node {
 		if why := nodeUnverified(id); why != "" {
-			return id, mint.Token{}, &failure{Reason: "node_unverified", Identity: id,
+			return id, issued{}, &failure{Reason: "node_unverified", Identity: id,
 				OAuth: exchange.Errorf(exchange.InvalidRequest, "endpoint %s puts the Pod's node in its tokens, but %s", e.cfg.Name, why)}
 		}
 	}
@@ -178,9 +222,9 @@ func (s *Server) decide(r *http.Request, e *Endpoint) (review.Identity, mint.Tok
 	tok, err := mint.Mint(d.keys.Signing, mr)
 	if err != nil {
 		s.log.Error("signing failed", logging.Endpoint(e.cfg.Name), zap.Error(err))
-		return id, mint.Token{}, &failure{Reason: "signing_failed", Identity: id, OAuth: exchange.Errorf(exchange.ServerError, "signing failed")}
+		return id, issued{}, &failure{Reason: "signing_failed", Identity: id, OAuth: exchange.Errorf(exchange.ServerError, "signing failed")}
 	}
-	return id, tok, nil
+	return id, issued{Token: tok, lifetimeNote: note}, nil
 }
 
 // isForm reports whether a Content-Type names a form body; the exact value
@@ -237,15 +281,15 @@ func (s *Server) admit(ctx context.Context, token string, header satoken.Header,
 			if ve.Retryable {
 				return nil, &failure{Reason: ve.Reason, RetryAfter: ve.RetryAfter, OAuth: &exchange.Error{Code: exchange.TemporarilyUnavailable, Description: ve.Description}}
 			}
-			return nil, &failure{Reason: ve.Reason, OAuth: &exchange.Error{Code: exchange.InvalidRequest, Description: ve.Description}}
+			return nil, &failure{Reason: ve.Reason, pod: boundPod(bound), OAuth: &exchange.Error{Code: exchange.InvalidRequest, Description: ve.Description}}
 		}
 	}
 	if ok, wait := s.perToken.Allow(token); !ok {
-		return nil, &failure{Reason: "rate_limited", Status: http.StatusTooManyRequests, RetryAfter: wait,
+		return nil, &failure{Reason: "rate_limited", Status: http.StatusTooManyRequests, RetryAfter: wait, pod: boundPod(bound),
 			OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "this subject token was presented more than %d times in a second; retry after the Retry-After delay", s.perToken.Limit())}
 	}
 	if !s.inflight.TryEnter() {
-		return nil, &failure{Reason: "overloaded", RetryAfter: time.Second,
+		return nil, &failure{Reason: "overloaded", RetryAfter: time.Second, pod: boundPod(bound),
 			OAuth: exchange.Errorf(exchange.TemporarilyUnavailable, "the issuer is at its limit of exchanges in flight; retry after the Retry-After delay")}
 	}
 	return bound, nil
@@ -309,5 +353,5 @@ func writeError(w http.ResponseWriter, f *failure) {
 		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
 	}
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(e)
+	_, _ = w.Write(e.AppendJSON(make([]byte, 0, 64+len(e.Description))))
 }

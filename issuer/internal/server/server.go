@@ -22,6 +22,7 @@ import (
 
 	"github.com/kube-sts/kube-sts/issuer/internal/config"
 	"github.com/kube-sts/kube-sts/issuer/internal/discovery"
+	"github.com/kube-sts/kube-sts/issuer/internal/events"
 	"github.com/kube-sts/kube-sts/issuer/internal/keys"
 	"github.com/kube-sts/kube-sts/issuer/internal/limit"
 	"github.com/kube-sts/kube-sts/issuer/internal/metrics"
@@ -92,11 +93,18 @@ func (e *Endpoint) Keys() *keys.Set {
 	return nil
 }
 
+// Events tells Pods why their exchanges were refused; *events.Recorder is one.
+type Events interface {
+	Refused(p events.Pod, endpoint, code, description string)
+	Issued(p events.Pod, endpoint string)
+}
+
 // Server serves all endpoints.
 type Server struct {
 	endpoints []*Endpoint
 	reviewer  Reviewer
 	verifier  Verifier
+	events    Events
 	inflight  *limit.Gate
 	pending   *limit.Pending
 	perToken  *limit.PerKey
@@ -121,6 +129,9 @@ type Options struct {
 	// Verifier screens tokens before the Reviewer; nil skips the screen
 	// (tests with fake tokens only: sts-issuer always sets it).
 	Verifier Verifier
+	// Events, when set, tells a Pod why its exchange was refused, and when
+	// it got a token again (Kubernetes Events).
+	Events Events
 	// MaxInFlight bounds the exchanges waiting on the API server; beyond it
 	// the answer is 503 with Retry-After. Default DefaultMaxInFlight.
 	MaxInFlight int
@@ -183,6 +194,7 @@ func New(o Options) (*Server, error) {
 	s := &Server{
 		reviewer: o.Reviewer,
 		verifier: o.Verifier,
+		events:   o.Events,
 		inflight: limit.NewGate(o.MaxInFlight),
 		pending:  limit.NewPending(o.MaxPending, o.MaxPendingPerAddress),
 		log:      o.Log,

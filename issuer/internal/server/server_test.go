@@ -29,8 +29,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/kube-sts/kube-sts/issuer/internal/config"
+	"github.com/kube-sts/kube-sts/issuer/internal/events"
 	"github.com/kube-sts/kube-sts/issuer/internal/keys"
 	"github.com/kube-sts/kube-sts/issuer/internal/metrics"
 	"github.com/kube-sts/kube-sts/issuer/internal/mint"
@@ -424,6 +426,92 @@ func TestExchangeIssues(t *testing.T) {
 	}
 	if api.reviews.Load() != n+1 {
 		t.Fatal("the second exchange did not review the token again")
+	}
+}
+
+// TestPodLifetime: the lifetime a Pod asks for (kube_sts_lifetime) is
+// granted when shorter than the endpoint's; a longer one is not, and the
+// response and the audit line say why; a malformed one is refused.
+func TestPodLifetime(t *testing.T) {
+	const uid = "5b0e7c1a-1c1d-4a51-9e0b-3a0c7e6f1d2e"
+	srv, api, logs, _ := newHarness(t, pod("test-vault", "live", uid, "for-vault"))
+	tok := fakeToken("lifetime")
+	api.statuses[tok] = status("test-vault", "for-vault", "live", uid)
+	ask := func(lifetime string) (exchange.Response, int, string) {
+		t.Helper()
+		w := post(srv, formBody("grant_type", exchange.GrantTypeTokenExchange, "subject_token", tok,
+			"subject_token_type", exchange.TokenTypeJWT, exchange.ParamLifetime, lifetime))
+		var resp exchange.Response
+		_ = json.Unmarshal(w.Body.Bytes(), &resp)
+		return resp, w.Code, w.Body.String()
+	}
+	lifetimeOf := func(jwt string) float64 {
+		t.Helper()
+		jws, err := jose.ParseSignedCompact(jwt, []jose.SignatureAlgorithm{jose.ES256})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c map[string]any
+		if err := json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &c); err != nil {
+			t.Fatal(err)
+		}
+		return c["exp"].(float64) - c["iat"].(float64)
+	}
+
+	resp, code, body := ask("600")
+	if code != 200 || resp.ExpiresIn < 599 || resp.ExpiresIn > 600 || resp.LifetimeNote != "" || lifetimeOf(resp.AccessToken) != 600 {
+		t.Fatalf("10 minutes asked: %d %s", code, body)
+	}
+	resp, code, body = ask("3600")
+	if code != 200 || resp.ExpiresIn < 899 || resp.ExpiresIn > 900 || lifetimeOf(resp.AccessToken) != 900 ||
+		!strings.Contains(resp.LifetimeNote, "1h0m0s is longer than endpoint vault's ttl 15m0s") {
+		t.Fatalf("an hour asked, the endpoint's 15 minutes granted with a note: %d %s", code, body)
+	}
+	audited := logs.FilterMessage("token issued").All()
+	if n := len(audited); n != 2 || audited[0].ContextMap()["lifetime_note"] != nil || audited[1].ContextMap()["lifetime_note"] != resp.LifetimeNote {
+		t.Fatalf("audit lines %v: only the second should carry the note", audited)
+	}
+	for _, bad := range []string{"0", "-60", "ten", "600.5", "86401"} {
+		if resp, code, body := ask(bad); code != 400 || !strings.Contains(body, "kube_sts_lifetime must be a whole number of seconds") || resp.AccessToken != "" {
+			t.Errorf("kube_sts_lifetime=%s: %d %s, want 400 invalid_request", bad, code, body)
+		}
+	}
+}
+
+// TestEventsToldToPods: a refusal of a known Pod is a TokenRefused Event on
+// it with the OAuth error (no token); its next token is one TokenIssued; a
+// refusal before any Pod is known (garbage) is told to nobody.
+func TestEventsToldToPods(t *testing.T) {
+	const uid = "7d3a4c1e-2b5f-4e6a-9c8d-1f0e2d3c4b5a"
+	fake := record.NewFakeRecorder(10)
+	srv, api, _, _ := newHarnessWith(t, func(o *Options) { o.Events = events.NewWith(fake) }, pod("test-vault", "live", uid, "for-vault"))
+	tok := fakeToken("told")
+	api.statuses[tok] = status("test-vault", "for-vault", "live", uid)
+
+	api.podErr = apierrors.NewNotFound(schema.GroupResource{Resource: "pods"}, "live")
+	if w := post(srv, exchangeBody(tok)); w.Code != 400 {
+		t.Fatalf("Pod gone: %d %s", w.Code, w.Body)
+	}
+	api.podErr = nil
+	for range 2 {
+		if w := post(srv, exchangeBody(tok)); w.Code != 200 {
+			t.Fatalf("Pod back: %d %s", w.Code, w.Body)
+		}
+	}
+	if w := post(srv, exchangeBody("garbage.garbage.garbage")); w.Code != 400 {
+		t.Fatalf("garbage: %d", w.Code)
+	}
+	close(fake.Events)
+	var got []string
+	for e := range fake.Events {
+		got = append(got, e)
+	}
+	want := []string{
+		"Warning TokenRefused endpoint vault refused the token exchange: invalid_request: pod test-vault/live no longer exists",
+		"Normal TokenIssued endpoint vault issued a token after refusing earlier exchanges",
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events\n %q\nwant\n %q", got, want)
 	}
 }
 

@@ -231,7 +231,7 @@ func newLoop(o options.Options, t contract.Token, log *zap.Logger) (*loop, error
 		BackoffMax:       o.BackoffMax,
 		RefusedRetry:     o.RefusedRetry,
 		StatusFile:       contract.StatusPath(t.OutputFile),
-	}, &exchanger.Client{URL: t.ExchangeURL, HTTP: httpClient, Now: time.Now}, log)
+	}, &exchanger.Client{URL: t.ExchangeURL, HTTP: httpClient, Now: time.Now, Lifetime: o.Lifetime}, log)
 	return &loop{r: r, url: t.ExchangeURL, log: log}, nil
 }
 

@@ -66,6 +66,9 @@ type Token struct {
 	Claims jwtinfo.Claims
 	// Received is when the response arrived.
 	Received time.Time
+	// LifetimeNote is the issuer's word on why the lifetime asked for was
+	// not granted as asked (redacted; empty when it was).
+	LifetimeNote string
 }
 
 // Lifetime is the span the schedule divides: from iat (or receipt) to exp.
@@ -83,11 +86,15 @@ type Client struct {
 	HTTP *http.Client
 	// Now is the clock used to reject already-expired tokens.
 	Now func() time.Time
+	// Lifetime is asked for at every exchange (0: the endpoint's).
+	Lifetime time.Duration
 }
 
 // Exchange presents subjectToken and returns the minted token.
 func (c *Client) Exchange(ctx context.Context, subjectToken string) (Token, error) {
-	body := exchange.NewRequest(subjectToken).Encode()
+	er := exchange.NewRequest(subjectToken)
+	er.Lifetime = c.Lifetime
+	body := er.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, strings.NewReader(body))
 	if err != nil {
 		return Token{}, &Error{Kind: Refused, Err: fmt.Errorf("build request: %w", err)}
@@ -130,7 +137,7 @@ func (c *Client) Exchange(ctx context.Context, subjectToken string) (Token, erro
 	if !claims.Expiry.After(now) {
 		return Token{}, &Error{Kind: Transient, Status: resp.StatusCode, Err: fmt.Errorf("issuer returned a token that expired at %s, before it arrived (clock skew between the issuer and this node?)", claims.Expiry.UTC().Format(time.RFC3339))}
 	}
-	return Token{Raw: r.AccessToken, Claims: claims, Received: now}, nil
+	return Token{Raw: r.AccessToken, Claims: claims, Received: now, LifetimeNote: redact.Text(r.LifetimeNote)}, nil
 }
 
 func (c *Client) failure(resp *http.Response, data []byte) *Error {

@@ -46,6 +46,7 @@ type Issuer struct {
 	issuedAgo time.Duration
 	subjects  []string
 	times     []time.Time
+	lifetimes []time.Duration
 	minted    []string
 	seq       int
 	hugeSent  int64
@@ -95,6 +96,13 @@ func (i *Issuer) Requests() ([]string, []time.Time) {
 	return append([]string(nil), i.subjects...), append([]time.Time(nil), i.times...)
 }
 
+// Lifetimes returns the lifetime each request asked for (0: none).
+func (i *Issuer) Lifetimes() []time.Duration {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return append([]time.Duration(nil), i.lifetimes...)
+}
+
 // Count is the number of requests received.
 func (i *Issuer) Count() int { i.mu.Lock(); defer i.mu.Unlock(); return len(i.subjects) }
 
@@ -119,6 +127,7 @@ func (i *Issuer) serve(w http.ResponseWriter, r *http.Request) {
 	if perr == nil {
 		i.subjects = append(i.subjects, req.SubjectToken)
 		i.times = append(i.times, time.Now())
+		i.lifetimes = append(i.lifetimes, req.Lifetime)
 	}
 	i.seq++
 	seq := i.seq
@@ -165,8 +174,18 @@ func (i *Issuer) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	// As the issuer does: a shorter lifetime asked for is granted, a longer
+	// one is not, with a note.
+	note := ""
+	switch {
+	case req.Lifetime > lifetime:
+		note = fmt.Sprintf("%v is longer than the endpoint's %v; issued for %v", req.Lifetime, lifetime, lifetime)
+	case req.Lifetime > 0:
+		lifetime = req.Lifetime
+	}
 	tok := Mint(seq, now.Add(-ago), now.Add(lifetime))
 	resp := exchange.NewResponse(tok, int64(lifetime.Seconds()+0.5))
+	resp.LifetimeNote = note
 	switch b {
 	case MissingAccessToken:
 		resp.AccessToken = ""

@@ -20,6 +20,7 @@ import (
 	"github.com/kube-sts/kube-sts/logging"
 	"github.com/kube-sts/kube-sts/shared/cli"
 	"github.com/kube-sts/kube-sts/shared/contract"
+	"github.com/kube-sts/kube-sts/shared/exchange"
 )
 
 // Options configures sts-creds-sidecar.
@@ -62,6 +63,9 @@ type Options struct {
 	// kubelet creates it; kubectl describe pod shows it as the last state's
 	// message).
 	TerminationLog string
+	// Lifetime is asked for at every exchange (0: the endpoint's ttl): the
+	// Pod's kube-sts.io/ttl. The issuer decides what it grants.
+	Lifetime time.Duration
 	// Further are the tokens of a Pod's further injectors, each kept by its
 	// own loop beside the token above (which is then the Pod's first).
 	Further []contract.Token
@@ -239,6 +243,7 @@ func (o *Options) AddFlags(flags *flag.FlagSet) {
 	e.names["file-mode"] = contract.EnvFileMode
 	dur(&o.ProbeMargin, "probe-margin", contract.EnvProbeMargin, "probe fails when the token expires sooner than this")
 	dur(&o.AwaitTimeout, "await-timeout", contract.EnvAwaitTimeout, "how long await waits for the first token")
+	dur(&o.Lifetime, "lifetime", contract.EnvLifetime, "token lifetime to ask the issuer for, shorter than its endpoint's (0: the endpoint's); the issuer decides")
 	str(&o.TerminationLog, "termination-log", contract.EnvTerminationLog, "where run and once say why they ended without a token, if the file exists (the kubelet's termination message)")
 	flags.Var(tokensValue{&o.Further}, "tokens", "further tokens to keep, a JSON list of {name, exchangeURL, subjectTokenFile, outputFile, caFile, caPEM} ["+contract.EnvTokens+"]")
 	e.names["tokens"] = contract.EnvTokens
@@ -340,6 +345,9 @@ func (o *Options) Validate() error {
 		}
 		if o.RefusedRetry < o.BackoffMin {
 			bad("--refused-retry (%s) %v must be at least --backoff-min %v", contract.EnvRefusedRetry, o.RefusedRetry, o.BackoffMin)
+		}
+		if o.Lifetime < 0 || o.Lifetime%time.Second != 0 || o.Lifetime > exchange.MaxLifetime {
+			bad("--lifetime (%s) %v must be whole seconds from 0 (the endpoint's) to %v", contract.EnvLifetime, o.Lifetime, exchange.MaxLifetime)
 		}
 		if o.FileMode&^0o777 != 0 || o.FileMode&0o002 != 0 || o.FileMode&0o400 == 0 {
 			bad("--file-mode (%s) %04o must be a permission mode the owner can read and others cannot write", contract.EnvFileMode, uint32(o.FileMode))

@@ -54,13 +54,13 @@ func TestParse(t *testing.T) {
 				"STS_CA_FILE": "/ca.crt", "STS_CA_PEM": "PEM", "STS_HTTP_TIMEOUT": "3s", "STS_REFRESH_FRACTION": "0.7",
 				"STS_BACKOFF_MIN": "2s", "STS_BACKOFF_MAX": "1m", "STS_REFUSED_RETRY": "2m", "STS_LOG_LEVEL": "debug",
 				"STS_FILE_MODE": "0400", "STS_PROBE_MARGIN": "30s", "STS_AWAIT_TIMEOUT": "2m",
-				"STS_TERMINATION_LOG": "/dev/null",
+				"STS_TERMINATION_LOG": "/dev/null", "STS_LIFETIME": "10m0s",
 			},
 			check: func(t *testing.T, o Options) {
 				want := Options{Mode: "run", ExchangeURL: "https://sts.example/token", SubjectTokenFile: "/sa/token", OutputFile: "/out/t.jwt",
 					CAFile: "/ca.crt", CAPEM: "PEM", HTTPTimeout: 3 * time.Second, RefreshFraction: 0.7, BackoffMin: 2 * time.Second,
 					BackoffMax: time.Minute, RefusedRetry: 2 * time.Minute, LogLevel: "debug", FileMode: 0o400, ProbeMargin: 30 * time.Second,
-					AwaitTimeout: 2 * time.Minute, TerminationLog: "/dev/null"}
+					AwaitTimeout: 2 * time.Minute, TerminationLog: "/dev/null", Lifetime: 10 * time.Minute}
 				if !reflect.DeepEqual(o, want) {
 					t.Fatalf("got %+v, want %+v", o, want)
 				}
@@ -123,7 +123,9 @@ func TestParse(t *testing.T) {
 				"STS_TOKENS": `[{"name":"aws","exchangeURL":"https://x/aws/token","subjectTokenFile":"/s","outputFile":"/tokens/token.jwt"}]`},
 			wantIn: "outputFile /tokens/token.jwt is also the file of --output-file",
 		},
-		"missing url":         {wantIn: "--exchange-url (STS_EXCHANGE_URL) is required"},
+		"missing url": {wantIn: "--exchange-url (STS_EXCHANGE_URL) is required"},
+		"lifetime in fractions": {env: map[string]string{"STS_EXCHANGE_URL": "https://x/token", "STS_LIFETIME": "90.5s"},
+			wantIn: "--lifetime (STS_LIFETIME) 1m30.5s must be whole seconds from 0 (the endpoint's) to 24h0m0s"},
 		"bad url":             {env: map[string]string{"STS_EXCHANGE_URL": "ftp://x"}, wantIn: "is not an http(s) URL"},
 		"unknown mode":        {args: []string{"serve"}, env: base, wantIn: `unknown mode "serve"`},
 		"bad env duration":    {env: map[string]string{"STS_EXCHANGE_URL": "https://x/token", "STS_HTTP_TIMEOUT": "soon"}, wantIn: "env STS_HTTP_TIMEOUT"},

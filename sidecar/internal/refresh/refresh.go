@@ -86,6 +86,9 @@ type Refresher struct {
 	// Failures since the last good exchange, for StatusFile.
 	failures     int
 	failingSince time.Time
+	// lifetimeNote is the issuer's last note on the lifetime asked for,
+	// logged when it changes rather than at every refresh.
+	lifetimeNote string
 }
 
 // New returns a refresher.
@@ -326,7 +329,14 @@ func (r *Refresher) exchange(ctx context.Context) (exchanger.Token, error) {
 	if err != nil {
 		return exchanger.Token{}, err
 	}
-	return r.ex.Exchange(ctx, subject)
+	tok, err := r.ex.Exchange(ctx, subject)
+	if err == nil && tok.LifetimeNote != r.lifetimeNote {
+		r.lifetimeNote = tok.LifetimeNote
+		if tok.LifetimeNote != "" {
+			r.log.Warn("the issuer did not grant the lifetime asked for", zap.String("note", tok.LifetimeNote), zap.Duration("lifetime", tok.Lifetime().Round(time.Second)))
+		}
+	}
+	return tok, err
 }
 
 // cleanTemps removes what an earlier run left half-written beside the

@@ -105,7 +105,7 @@ func Mutate(pod *corev1.Pod, injs []*config.Injector, native bool) error {
 	if err := checkOwnVolume(pod, opts); err != nil {
 		return err
 	}
-	uid, gid, err := ids(pod, inj)
+	set, err := podSettings(pod, inj)
 	if err != nil {
 		return err
 	}
@@ -131,7 +131,7 @@ func Mutate(pod *corev1.Pod, injs []*config.Injector, native bool) error {
 	}
 	pod.Spec.Volumes = append(pod.Spec.Volumes, volumes(injs, opts.createVolume, groups)...)
 	if native {
-		c := sidecar(injs, groups, uid, gid, contract.ContainerName, contract.ModeRun)
+		c := sidecar(injs, groups, set, contract.ContainerName, contract.ModeRun)
 		c.ReadinessProbe = readinessProbe(injs)
 		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
 		// Later init containers (Vault's vault-agent-init) start only once
@@ -145,9 +145,9 @@ func Mutate(pod *corev1.Pod, injs []*config.Injector, native bool) error {
 		}}
 		pod.Spec.InitContainers = append([]corev1.Container{c}, pod.Spec.InitContainers...)
 	} else {
-		initC := sidecar(injs, groups, uid, gid, contract.InitContainerName, contract.ModeOnce)
+		initC := sidecar(injs, groups, set, contract.InitContainerName, contract.ModeOnce)
 		pod.Spec.InitContainers = append([]corev1.Container{initC}, pod.Spec.InitContainers...)
-		c := sidecar(injs, groups, uid, gid, contract.ContainerName, contract.ModeRun)
+		c := sidecar(injs, groups, set, contract.ContainerName, contract.ModeRun)
 		c.ReadinessProbe = readinessProbe(injs)
 		pod.Spec.Containers = append(pod.Spec.Containers, c)
 	}
@@ -270,25 +270,42 @@ func checkNamesFree(pod *corev1.Pod, o options) error {
 	return nil
 }
 
-// ids reads tremolo.io/user and tremolo.io/group, or the injector's defaults.
-func ids(pod *corev1.Pod, inj *config.Injector) (uid, gid int64, err error) {
-	uid, gid = *inj.User, *inj.Group
+// settings are what a Pod's annotations choose for its sidecar.
+type settings struct {
+	uid, gid int64
+	// lifetime is kube-sts.io/ttl, checked and written the Go way ("10m0s");
+	// "" when the Pod asks for none.
+	lifetime string
+}
+
+// podSettings reads tremolo.io/user and tremolo.io/group (or the injector's
+// defaults) and kube-sts.io/ttl, denying a value the sidecar could not use.
+func podSettings(pod *corev1.Pod, inj *config.Injector) (settings, error) {
+	s := settings{uid: *inj.User, gid: *inj.Group}
+	var err error
 	if v, ok := pod.Annotations[contract.AnnotationUser]; ok {
-		if uid, err = contract.ParseID(contract.AnnotationUser, v); err != nil {
-			return 0, 0, deny("%v", err)
+		if s.uid, err = contract.ParseID(contract.AnnotationUser, v); err != nil {
+			return settings{}, deny("%v", err)
 		}
-		if uid == 0 {
-			return 0, 0, deny("annotation %s=%q: the sidecar does not run as root; use the uid of the container that reads the token (Vault agent: 100)", contract.AnnotationUser, v)
+		if s.uid == 0 {
+			return settings{}, deny("annotation %s=%q: the sidecar does not run as root; use the uid of the container that reads the token (Vault agent: 100)", contract.AnnotationUser, v)
 		}
 	}
 	// gid 0 is accepted: the sidecar still runs as a non-root uid, and images
 	// built for arbitrary uids share files through group 0 (OpenShift's way).
 	if v, ok := pod.Annotations[contract.AnnotationGroup]; ok {
-		if gid, err = contract.ParseID(contract.AnnotationGroup, v); err != nil {
-			return 0, 0, deny("%v", err)
+		if s.gid, err = contract.ParseID(contract.AnnotationGroup, v); err != nil {
+			return settings{}, deny("%v", err)
 		}
 	}
-	return uid, gid, nil
+	if v, ok := pod.Annotations[contract.AnnotationTTL]; ok {
+		d, err := contract.ParseTTL(v)
+		if err != nil {
+			return settings{}, deny("%v; the issuer grants at most its endpoint's ttl", err)
+		}
+		s.lifetime = d.String()
+	}
+	return s, nil
 }
 
 // tokenPath is where the sidecar writes injs[i]'s token.
@@ -414,7 +431,7 @@ func volumes(injs []*config.Injector, createVolume bool, groups groups) []corev1
 	return v
 }
 
-func sidecar(injs []*config.Injector, groups groups, uid, gid int64, name, mode string) corev1.Container {
+func sidecar(injs []*config.Injector, groups groups, set settings, name, mode string) corev1.Container {
 	inj := injs[0]
 	env := []corev1.EnvVar{
 		{Name: contract.EnvExchangeURL, Value: inj.ExchangeURL},
@@ -423,6 +440,9 @@ func sidecar(injs []*config.Injector, groups groups, uid, gid int64, name, mode 
 	}
 	if c := groups.copies(injs, 0); len(c) > 0 {
 		env = append(env, corev1.EnvVar{Name: contract.EnvOutputCopies, Value: strings.Join(c, ",")})
+	}
+	if set.lifetime != "" {
+		env = append(env, corev1.EnvVar{Name: contract.EnvLifetime, Value: set.lifetime})
 	}
 	mounts := []corev1.VolumeMount{
 		{Name: contract.VolumeName, MountPath: contract.MountPath},
@@ -472,8 +492,8 @@ func sidecar(injs []*config.Injector, groups groups, uid, gid int64, name, mode 
 		Resources:                *inj.Resources.DeepCopy(),
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 		SecurityContext: &corev1.SecurityContext{
-			RunAsUser:                ptr.To(uid),
-			RunAsGroup:               ptr.To(gid),
+			RunAsUser:                ptr.To(set.uid),
+			RunAsGroup:               ptr.To(set.gid),
 			RunAsNonRoot:             ptr.To(true),
 			AllowPrivilegeEscalation: ptr.To(false),
 			ReadOnlyRootFilesystem:   ptr.To(true),

@@ -82,7 +82,7 @@ func mutate(t testing.TB, pod *corev1.Pod, native bool) (*corev1.Pod, error) {
 }
 
 func TestGolden(t *testing.T) {
-	for _, fixture := range []string{"reference-vault", "reference-sts", "init-containers", "vault-injected", "no-automount", "own-volume", "two-injectors"} {
+	for _, fixture := range []string{"reference-vault", "reference-sts", "init-containers", "vault-injected", "no-automount", "own-volume", "two-injectors", "lifetime"} {
 		for _, native := range []bool{true, false} {
 			name := fixture + map[bool]string{true: "-native", false: "-classic"}[native]
 			t.Run(name, func(t *testing.T) {
@@ -249,6 +249,12 @@ func TestRefusals(t *testing.T) {
 			wantIn: `annotation tremolo.io/non-root="yes": use "true" or "false"`},
 		"skip a container the Pod lacks": {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{"kube-sts.io/skip-containers": "app, sidekick"} }),
 			wantIn: `annotation kube-sts.io/skip-containers names container "sidekick", which the Pod does not have`},
+		"ttl not a duration": {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{contract.AnnotationTTL: "10 minutes"} }),
+			wantIn: `annotation kube-sts.io/ttl="10 minutes" is not a duration such as 10m`},
+		"ttl too short": {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{contract.AnnotationTTL: "30s"} }),
+			wantIn: `annotation kube-sts.io/ttl="30s" must be whole seconds from 1m to 24h`},
+		"ttl in fractions": {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{contract.AnnotationTTL: "90.5s"} }),
+			wantIn: `must be whole seconds from 1m to 24h`},
 		"other injector's pod": {pod: base(func(p *corev1.Pod) { p.Annotations = map[string]string{contract.InjectedAnnotation: "ouca-sts"} }), wantIn: `already injected by kube-sts injector "ouca-sts"`},
 	}
 	for name, tc := range tests {
