@@ -67,6 +67,11 @@ endpoints:
 // Cache-Control; a target that fails makes /readyz say so.
 func TestPublishedDiscovery(t *testing.T) {
 	envA := cp.Require(t)
+	// make test builds SeaweedFS beside the suites: the test's own time
+	// starts once it is there (a cold run met the deadline while waiting).
+	if _, err := controlplane.Binary(context.Background(), "weed"); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	ca, err := testca.New("published")
