@@ -4,9 +4,10 @@ package server
 // it: serveToken reads and answers; decide parses the form, checks the
 // target and the token's shape, admit screens the token locally (signature,
 // per-token rate, in-flight cap) before the review costs an API call; then
-// the review, the endpoint's rules, the claims and the signature. Every
-// outcome is audited once (exchange) and answered as RFC 8693 / RFC 6749
-// JSON (writeError).
+// the review, the endpoint's rules, the lifetime the Pod asked for, the
+// claims and the signature. Every outcome is audited once (exchange), told
+// to its Pod as an Event when the Pod is known (a refusal, and the first
+// token after one), and answered as RFC 8693 / RFC 6749 JSON (writeError).
 
 import (
 	"context"
