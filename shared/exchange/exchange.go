@@ -193,9 +193,8 @@ func parseForm(body string) (f params, ok bool) {
 
 // request checks the form and builds the Request.
 func (f *params) request() (Request, error) {
-	count, value, actor := f.count, f.value, f.actor
 	r := Request{Audiences: f.audiences, Resources: f.resources}
-	for n, c := range count {
+	for n, c := range f.count {
 		if c > 1 {
 			return Request{}, Errorf(InvalidRequest, "parameter %s is given %d times; give it once", singleParams[n], c)
 		}
@@ -208,20 +207,20 @@ func (f *params) request() (Request, error) {
 			return Request{}, Errorf(InvalidRequest, "parameter %s is given %d times; at most %d are accepted", p.name, p.n, MaxTargets)
 		}
 	}
-	if actor != "" {
-		return Request{}, Errorf(InvalidRequest, "delegation (%s) is not supported; send only the subject token", actor)
+	if f.actor != "" {
+		return Request{}, Errorf(InvalidRequest, "delegation (%s) is not supported; send only the subject token", f.actor)
 	}
-	switch g := value[paramGrantType]; g {
+	switch g := f.value[paramGrantType]; g {
 	case GrantTypeTokenExchange:
 	case "":
 		return Request{}, Errorf(InvalidRequest, "missing %s; use %s", ParamGrantType, GrantTypeTokenExchange)
 	default:
 		return Request{}, Errorf(UnsupportedGrantType, "the %s is not supported; use %s", ParamGrantType, GrantTypeTokenExchange)
 	}
-	r.SubjectToken = value[paramSubjectToken]
-	r.SubjectTokenType = value[paramSubjectTokenType]
-	r.RequestedTokenType = value[paramRequestedTokenType]
-	if v := value[paramLifetime]; v != "" {
+	r.SubjectToken = f.value[paramSubjectToken]
+	r.SubjectTokenType = f.value[paramSubjectTokenType]
+	r.RequestedTokenType = f.value[paramRequestedTokenType]
+	if v := f.value[paramLifetime]; v != "" {
 		secs, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || secs < 1 || secs > int64(MaxLifetime/time.Second) {
 			return Request{}, Errorf(InvalidRequest, "%s must be a whole number of seconds from 1 to %d", ParamLifetime, int64(MaxLifetime/time.Second))

@@ -119,10 +119,7 @@ func TestNewHTTPClientErrors(t *testing.T) {
 func TestExchangeAnswers(t *testing.T) {
 	iss := issuertest.New(time.Hour)
 	defer iss.Close()
-	hc, err := NewHTTPClient("", "", 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hc := plainClient(t)
 	c := &Client{URL: iss.TokenURL(), HTTP: hc, Now: time.Now}
 	tests := map[string]struct {
 		b      issuertest.Behavior
@@ -174,10 +171,7 @@ func TestExchangeAnswers(t *testing.T) {
 func TestLifetimeAsked(t *testing.T) {
 	iss := issuertest.New(time.Hour)
 	defer iss.Close()
-	hc, err := NewHTTPClient("", "", 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hc := plainClient(t)
 	for _, tc := range []struct {
 		asked, want time.Duration
 		noteIn      string
@@ -237,12 +231,9 @@ func TestNoRedirectFollowed(t *testing.T) {
 		http.Redirect(w, r, other.URL+"/token", http.StatusTemporaryRedirect)
 	}))
 	defer redirecting.Close()
-	hc, err := NewHTTPClient("", "", 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hc := plainClient(t)
 	c := &Client{URL: redirecting.URL + "/token", HTTP: hc, Now: time.Now}
-	_, err = c.Exchange(context.Background(), "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln")
+	_, err := c.Exchange(context.Background(), "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln")
 	var xe *Error
 	if !errors.As(err, &xe) || xe.Status != http.StatusTemporaryRedirect || !strings.Contains(err.Error(), "redirect") {
 		t.Fatalf("Exchange = %v, want a refusal naming the redirect", err)
@@ -271,4 +262,14 @@ func TestIssuerDescriptionRedacted(t *testing.T) {
 	if redact.Leaks(err.Error(), quoted) || redact.Leaks(xe.OAuth.Description, quoted) {
 		t.Fatalf("the issuer's quoted token survived: %q", err)
 	}
+}
+
+// plainClient is the sidecar's client for a plain-HTTP test issuer.
+func plainClient(t *testing.T) *http.Client {
+	t.Helper()
+	hc, err := NewHTTPClient("", "", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hc
 }
