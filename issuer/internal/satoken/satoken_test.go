@@ -327,4 +327,14 @@ func TestBinding(t *testing.T) {
 	if b, err := v.Verify(context.Background(), sign(t, k, claims(clk.t)), aud); err != nil || b != nil {
 		t.Fatalf("token without the claim: %+v %v, want no binding", b, err)
 	}
+	// Refused, but the cluster signed it: the binding comes with the
+	// refusal, so that its Pod can be told why (an Event).
+	tok := signPrivate("system:serviceaccount:ns:sa", podBound)
+	if b, err := v.Verify(context.Background(), tok, "https://someone-else.test"); reason(err) != "wrong_audience" || b == nil || *b != want {
+		t.Fatalf("pod-bound token for another audience: %+v %v, want wrong_audience with the binding", b, err)
+	}
+	clk.t = clk.t.Add(time.Hour)
+	if b, err := v.Verify(context.Background(), tok, aud); reason(err) != "expired" || b == nil || *b != want {
+		t.Fatalf("expired pod-bound token: %+v %v, want expired with the binding", b, err)
+	}
 }

@@ -37,6 +37,7 @@ import (
 	"github.com/kube-sts/kube-sts/issuer/internal/metrics"
 	"github.com/kube-sts/kube-sts/issuer/internal/mint"
 	"github.com/kube-sts/kube-sts/issuer/internal/review"
+	"github.com/kube-sts/kube-sts/issuer/internal/satoken"
 	"github.com/kube-sts/kube-sts/shared/exchange"
 )
 
@@ -512,6 +513,49 @@ func TestEventsToldToPods(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("events\n %q\nwant\n %q", got, want)
+	}
+}
+
+// screen is a Verifier that refuses every token with err, naming bound.
+type fixedScreen struct {
+	bound *satoken.Binding
+	err   error
+}
+
+func (v fixedScreen) VerifyHeader(context.Context, string, satoken.Header, string) (*satoken.Binding, error) {
+	return v.bound, v.err
+}
+
+// TestEventsForScreenedRefusals: a token the local screen refuses but the
+// cluster signed (another audience) names its Pod, which is told; one the
+// cluster did not sign names nobody.
+func TestEventsForScreenedRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		v    fixedScreen
+		want []string
+	}{
+		{"signed by the cluster, another audience", fixedScreen{
+			bound: &satoken.Binding{Namespace: "test-vault", ServiceAccount: "for-vault", Pod: "web-0", PodUID: "u-9"},
+			err:   &satoken.Error{Reason: "wrong_audience", Description: "subject_token is not valid for audience \"x\""}},
+			[]string{`Warning TokenRefused endpoint vault refused the token exchange: invalid_request: subject_token is not valid for audience "x"`}},
+		{"not signed by the cluster", fixedScreen{err: &satoken.Error{Reason: "bad_signature", Description: "not ours"}}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := record.NewFakeRecorder(10)
+			srv, _, _, _ := newHarnessWith(t, func(o *Options) { o.Events = events.NewWith(fake); o.Verifier = tc.v })
+			if w := post(srv, exchangeBody(fakeToken("screened"))); w.Code != 400 {
+				t.Fatalf("status %d: %s", w.Code, w.Body)
+			}
+			close(fake.Events)
+			var got []string
+			for e := range fake.Events {
+				got = append(got, e)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("events %q, want %q", got, tc.want)
+			}
+		})
 	}
 }
 
