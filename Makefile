@@ -159,17 +159,18 @@ soak: toolchain toolchain-node toolchain-deploy ## The long soak on the real nod
 
 # The scale run (e2e/scale): SCALE_PODS Pods on the real API server, one
 # sidecar refresh loop each in one load generator, two issuer replicas, both
-# review modes; `make test` runs it with 2,000 Pods, 1-minute tokens and the
-# outage only.
+# review modes; `make test` runs it with 2,000 Pods, 1-minute tokens, the
+# outage only and review mode watch only.
 SCALE_PODS   ?= 10000
 SCALE_LOOPS  ?=
 SCALE_TTL    ?= 1m
 SCALE_STEADY ?= 60s
 SCALE_FAULTS ?= outage,apiserver,replica
+SCALE_MODES  ?= tokenreview,watch
 .PHONY: scale
-scale: toolchain ## Scale run on the real API server (SCALE_PODS=10000 [SCALE_LOOPS=SCALE_PODS], SCALE_TTL=1m, SCALE_FAULTS=outage,apiserver,replica), both review modes: dist/scale/{summary.txt,results.json,<mode>.jsonl,<mode>.svg}.
+scale: toolchain ## Scale run on the real API server (SCALE_PODS=10000 [SCALE_LOOPS=SCALE_PODS], SCALE_TTL=1m, SCALE_FAULTS=outage,apiserver,replica, SCALE_MODES=tokenreview,watch): dist/scale/{summary.txt,results.json,<mode>.jsonl,<mode>.svg}.
 	cd e2e && KUBEBUILDER_ASSETS="$$(bash hack/toolchain.sh --print-dir all)" KUBE_STS_REQUIRE_CONTROLPLANE=1 \
-		SCALE_PODS=$(SCALE_PODS) SCALE_LOOPS=$(SCALE_LOOPS) SCALE_TTL=$(SCALE_TTL) SCALE_STEADY=$(SCALE_STEADY) SCALE_FAULTS=$(SCALE_FAULTS) \
+		SCALE_PODS=$(SCALE_PODS) SCALE_LOOPS=$(SCALE_LOOPS) SCALE_TTL=$(SCALE_TTL) SCALE_STEADY=$(SCALE_STEADY) SCALE_FAULTS=$(SCALE_FAULTS) SCALE_MODES=$(SCALE_MODES) \
 		go test -count=1 -v -timeout 120m -run TestScale ./scale/
 
 # The dependency rules of the Architecture section: shared uses only the

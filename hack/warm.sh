@@ -8,6 +8,7 @@
 #    builds (e2e/hack/toolchain.sh --fetch), then of every module of the
 #    workspace, on their own and together. The foreground builds the toolchain
 #    one piece after another; each piece's modules are then already here.
+#    As root, Debian's packages the node suites will install (download only).
 # 2. Unless --fetch-only, compiles (hack/compile.sh) the three flavours of our
 #    own code the tests build, in the order they are needed: the release flavour for amd64
 #    (static, trimmed, GOWORK=off: `make build-standalone`, the e2e suites'
@@ -46,6 +47,30 @@ for m in "${MODULES[@]}"; do
   (cd "$m" && GOWORK=off go mod download) || step "go mod download in $m failed (ignored)"
 done
 go mod download || step "go mod download in the workspace failed (ignored)"
+# Debian's packages the node suites and othercluster install when missing
+# (e2e/internal/node.EnsurePackages, e2e/internal/nginx.Ensure): downloaded
+# into apt's cache only, so that their install later unpacks and does not
+# wait on the network (about half a minute of the first node suite from a
+# fresh machine). Nothing is installed here.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  debs=()
+  for pair in containerd:containerd runc:runc busybox:busybox-static; do
+    command -v "${pair%%:*}" >/dev/null || debs+=("${pair#*:}")
+  done
+  [ -e /usr/lib/cni/loopback ] || debs+=(containernetworking-plugins)
+  nginx=false
+  command -v nginx >/dev/null || nginx=true
+  if [ "${#debs[@]}" -gt 0 ] || $nginx; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null 2>&1 || step "apt-get update failed (ignored)"
+    if [ "${#debs[@]}" -gt 0 ]; then
+      apt-get install -y -qq --download-only "${debs[@]}" >/dev/null 2>&1 || step "downloading ${debs[*]} failed (ignored)"
+    fi
+    if $nginx; then
+      apt-get install -y -qq --download-only --no-install-recommends nginx >/dev/null 2>&1 || step "downloading nginx failed (ignored)"
+    fi
+  fi
+fi
 step "downloads done"
 $fetch_only && exit 0
 
