@@ -98,6 +98,8 @@ func renderings(t *testing.T) []Objects {
 	}
 	// The review-watch component, as a user's overlay adds it.
 	out = append(out, Objects{Name: "kustomize/review-watch", Objs: decode(t, "review-watch", run(t, kustomize, "build", filepath.Join("testdata", "review-watch")))})
+	// The serviceaccount-opt-in component, as a user's overlay adds it.
+	out = append(out, Objects{Name: "kustomize/serviceaccount-opt-in", Objs: decode(t, "serviceaccount-opt-in", run(t, kustomize, "build", filepath.Join("testdata", "serviceaccount-opt-in")))})
 	return out
 }
 

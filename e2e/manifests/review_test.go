@@ -55,23 +55,11 @@ func TestReviewModeRights(t *testing.T) {
 	for i, r := range renderings(t) {
 		t.Run(r.Name, func(t *testing.T) {
 			ns := fmt.Sprintf("rbac-review-%d", i)
-			if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-				t.Fatal(err)
-			}
-			applyRBAC(ctx, t, cs, r, ns)
-			issuer := ""
-			for _, sa := range typed[corev1.ServiceAccount](t, r.Objs, "ServiceAccount") {
-				if strings.Contains(sa.Name, "issuer") {
-					issuer = sa.Name
-				}
-			}
+			issuer := withRBAC(ctx, t, cs, r, ns, "issuer")
 			mode := reviewMode(t, r)
 			seen[mode] = true
 			watch := mode == "watch"
-			for _, c := range []struct {
-				verb, resource string
-				want           bool
-			}{
+			checkRights(ctx, t, cs, ns, issuer, "review mode "+mode, []right{
 				{"get", "pods", true},
 				{"list", "pods", watch},
 				{"watch", "pods", watch},
@@ -85,24 +73,54 @@ func TestReviewModeRights(t *testing.T) {
 				{"patch", "events", true},
 				{"delete", "events", false},
 				{"list", "events", false},
-			} {
-				// Cluster-wide (namespace ""), as the issuer asks. The
-				// authorizer sees new bindings moments after their create:
-				// what must be allowed is awaited (the first check is one),
-				// so the refusals after it are the rules', not the delay's.
-				got := may(ctx, t, cs, ns, issuer, c.verb, c.resource)
-				for deadline := time.Now().Add(5 * time.Second); c.want && !got && time.Now().Before(deadline); {
-					time.Sleep(50 * time.Millisecond)
-					got = may(ctx, t, cs, ns, issuer, c.verb, c.resource)
-				}
-				if got != c.want {
-					t.Errorf("review mode %s: %s may %s %s cluster-wide: %v, want %v", mode, issuer, c.verb, c.resource, got, c.want)
-				}
-			}
+			})
 		})
 	}
 	if !seen["tokenreview"] || !seen["watch"] {
 		t.Errorf("renderings checked cover review modes %v; want both", seen)
+	}
+}
+
+// withRBAC applies the rendering's RBAC for namespace ns (created here) and
+// returns the name of its ServiceAccount whose name contains component.
+func withRBAC(ctx context.Context, t *testing.T, cs kubernetes.Interface, r Objects, ns, component string) string {
+	t.Helper()
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	applyRBAC(ctx, t, cs, r, ns)
+	for _, sa := range typed[corev1.ServiceAccount](t, r.Objs, "ServiceAccount") {
+		if strings.Contains(sa.Name, component) {
+			return sa.Name
+		}
+	}
+	t.Fatalf("no %s ServiceAccount in the rendering", component)
+	return ""
+}
+
+// right is a verb on a core resource, and whether a ServiceAccount should
+// have it cluster-wide.
+type right struct {
+	verb, resource string
+	want           bool
+}
+
+// checkRights asks the API server (SubjectAccessReview) whether
+// ServiceAccount sa of ns has each right cluster-wide, as the binaries ask.
+// The authorizer sees new bindings moments after their create: what must
+// be allowed is awaited (the first check is one), so the refusals after it
+// are the rules', not the delay's.
+func checkRights(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, sa, what string, rights []right) {
+	t.Helper()
+	for _, r := range rights {
+		got := may(ctx, t, cs, ns, sa, r.verb, r.resource)
+		for deadline := time.Now().Add(5 * time.Second); r.want && !got && time.Now().Before(deadline); {
+			time.Sleep(50 * time.Millisecond)
+			got = may(ctx, t, cs, ns, sa, r.verb, r.resource)
+		}
+		if got != r.want {
+			t.Errorf("%s: %s may %s %s cluster-wide: %v, want %v", what, sa, r.verb, r.resource, got, r.want)
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ package contract
 import (
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -264,6 +265,32 @@ func ParseTTL(v string) (time.Duration, error) {
 		return 0, fmt.Errorf("annotation %s=%q must be whole seconds from 1m to 24h", AnnotationTTL, v)
 	}
 	return d, nil
+}
+
+// AnnotationInject on a ServiceAccount names injectors, comma-separated
+// ("vault-sts" or "vault-sts,aws"): every Pod that uses the ServiceAccount
+// gets them as if labeled SelectionLabel(name): "true", in the namespaces
+// that enable ServiceAccount opt-in (LabelServiceAccountOptIn). A Pod's own
+// label for an injector wins over it: "false" opts that Pod out.
+const AnnotationInject = "kube-sts.io/inject"
+
+// LabelServiceAccountOptIn "true" on a namespace enables ServiceAccount
+// opt-in there (the chart's webhook.serviceAccountOptIn.namespaceLabel
+// default): the webhook's second registration entry selects such
+// namespaces, so that their unlabeled Pods reach it too.
+const LabelServiceAccountOptIn = "kube-sts.io/serviceaccount-opt-in"
+
+// ParseInject splits an AnnotationInject value into injector names: comma
+// separated, blanks around each trimmed, empty entries and repeats dropped.
+func ParseInject(v string) []string {
+	var names []string
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		if f != "" && !slices.Contains(names, f) {
+			names = append(names, f)
+		}
+	}
+	return names
 }
 
 // InjectedAnnotation marks a Pod the webhook has mutated, with the injector's

@@ -1,6 +1,7 @@
 package contract
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -167,5 +168,20 @@ func TestGroupVolumes(t *testing.T) {
 	}
 	if GroupVolumeName(3) != "sts-tokens-3" || !IsGroupVolume(GroupVolumeName(3)) {
 		t.Error("GroupVolumeName(3) is not a group volume's name")
+	}
+}
+
+func TestParseInject(t *testing.T) {
+	for in, want := range map[string][]string{
+		"":                      nil,
+		" , ,":                  nil,
+		"vault-sts":             {"vault-sts"},
+		" vault-sts , aws ":     {"vault-sts", "aws"},
+		"aws,vault-sts,aws,":    {"aws", "vault-sts"},
+		"vault-sts,,other-sts ": {"vault-sts", "other-sts"},
+	} {
+		if got := ParseInject(in); !slices.Equal(got, want) {
+			t.Errorf("ParseInject(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

@@ -52,3 +52,24 @@ func Names(samples map[string]float64) map[string]bool {
 	}
 	return names
 }
+
+// Sum adds up every series of the metric name in samples (all label
+// values), 0 when there is none.
+func Sum(samples map[string]float64, name string) float64 {
+	sum := 0.0
+	for series, v := range samples {
+		if n, _, _ := strings.Cut(series, "{"); n == name {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// SumAt scrapes url and sums the metric name over its series.
+func SumAt(url, name string) (float64, error) {
+	samples, err := Samples(url)
+	if err != nil {
+		return 0, err
+	}
+	return Sum(samples, name), nil
+}

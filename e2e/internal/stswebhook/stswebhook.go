@@ -6,6 +6,7 @@ package stswebhook
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -66,6 +67,9 @@ type Options struct {
 	// LogLevel is --log-level: debug when empty (the suites read the
 	// webhook's decisions in its log); benchmarks pass the shipped "info".
 	LogLevel string
+	// ServiceAccountOptIn runs it with --serviceaccount-opt-in, granted
+	// what the serviceaccount-opt-in component grants (rbac.yaml there).
+	ServiceAccountOptIn bool
 }
 
 // Manifest loads the shipped MutatingWebhookConfiguration.
@@ -111,6 +115,74 @@ func Register(ctx context.Context, t testing.TB, env *controlplane.Env, name, ur
 	})
 }
 
+// ServiceAccountOptInDir is the kustomize component that enables
+// ServiceAccount opt-in.
+func ServiceAccountOptInDir() string {
+	return filepath.Join(procs.RepoRoot(), "manifests", "components", "serviceaccount-opt-in")
+}
+
+// ServiceAccountOptInManifest is the shipped configuration with the
+// serviceaccount-opt-in component's changes (webhook-entry.yaml): the label
+// entry leaves the enabled namespaces out, the ServiceAccount entry (last)
+// takes them.
+func ServiceAccountOptInManifest(t testing.TB) *admissionregv1.MutatingWebhookConfiguration {
+	t.Helper()
+	cfg := Manifest(t)
+	data, err := os.ReadFile(filepath.Join(ServiceAccountOptInDir(), "webhook-entry.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops []struct {
+		Op    string          `json:"op"`
+		Path  string          `json:"path"`
+		Value json.RawMessage `json:"value"`
+	}
+	if err := yaml.UnmarshalStrict(data, &ops); err != nil {
+		t.Fatalf("the component's webhook-entry.yaml: %v", err)
+	}
+	for _, op := range ops {
+		switch {
+		case op.Op == "add" && op.Path == "/webhooks/0/namespaceSelector/matchExpressions/-":
+			var e metav1.LabelSelectorRequirement
+			if err := json.Unmarshal(op.Value, &e); err != nil {
+				t.Fatal(err)
+			}
+			cfg.Webhooks[0].NamespaceSelector.MatchExpressions = append(cfg.Webhooks[0].NamespaceSelector.MatchExpressions, e)
+		case op.Op == "add" && op.Path == "/webhooks/-":
+			var w admissionregv1.MutatingWebhook
+			if err := json.Unmarshal(op.Value, &w); err != nil {
+				t.Fatal(err)
+			}
+			cfg.Webhooks = append(cfg.Webhooks, w)
+		default:
+			t.Fatalf("webhook-entry.yaml: an operation this harness does not apply: %s %s", op.Op, op.Path)
+		}
+	}
+	return cfg
+}
+
+// RegisterServiceAccountOptIn registers ServiceAccountOptInManifest under
+// name, the label entry calling url, the ServiceAccount entry url +
+// "-serviceaccount" (/mutate-serviceaccount).
+func RegisterServiceAccountOptIn(ctx context.Context, t testing.TB, env *controlplane.Env, name, url string, caBundle []byte) {
+	t.Helper()
+	cfg := ServiceAccountOptInManifest(t)
+	cfg.Name = name
+	for i := range cfg.Webhooks {
+		u := url
+		if cfg.Webhooks[i].ClientConfig.Service != nil && *cfg.Webhooks[i].ClientConfig.Service.Path == "/mutate-serviceaccount" {
+			u = url + "-serviceaccount"
+		}
+		cfg.Webhooks[i].ClientConfig = admissionregv1.WebhookClientConfig{URL: ptr.To(u), CABundle: caBundle}
+	}
+	if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, cfg, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("register webhook: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+}
+
 // Start runs sts-webhook and waits until /readyz is 200.
 func Start(t testing.TB, env *controlplane.Env, o Options) *Webhook {
 	t.Helper()
@@ -123,6 +195,11 @@ func Start(t testing.TB, env *controlplane.Env, o Options) *Webhook {
 	}
 	if err := setupRBAC(ctx, env, o.ConfigName, o.SelfSecret); err != nil {
 		t.Fatalf("webhook RBAC: %v", err)
+	}
+	if o.ServiceAccountOptIn {
+		if err := (kube.ShippedRBAC{File: filepath.Join(ServiceAccountOptInDir(), "rbac.yaml"), User: User, Namespace: Namespace}).Apply(ctx, env.Clientset); err != nil {
+			t.Fatalf("webhook RBAC for ServiceAccount opt-in: %v", err)
+		}
 	}
 	dir := t.TempDir()
 	cfgFile := filepath.Join(dir, "webhook.yaml")
@@ -142,6 +219,9 @@ func Start(t testing.TB, env *controlplane.Env, o Options) *Webhook {
 		"--kubeconfig", kcFile,
 		"--namespace", Namespace,
 		"--log-level", o.LogLevel,
+	}
+	if o.ServiceAccountOptIn {
+		args = append(args, "--serviceaccount-opt-in")
 	}
 	if o.CA != nil {
 		certDir := filepath.Join(dir, "certs")

@@ -2,9 +2,11 @@ package admit
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -13,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/kube-sts/kube-sts/shared/contract"
 	"github.com/kube-sts/kube-sts/webhook/internal/config"
 	"github.com/kube-sts/kube-sts/webhook/internal/inject"
 )
@@ -55,7 +58,8 @@ func (m *Metrics) admission(injector, result string, d time.Duration) {
 	m.duration.WithLabelValues(injector).Observe(d.Seconds())
 }
 
-// Handler mutates labeled Pods.
+// Handler mutates labeled Pods, and with ServiceAccounts set the Pods whose
+// ServiceAccount opts in.
 type Handler struct {
 	Injectors []config.Injector
 	// Native says, per injector name, whether to inject a native sidecar.
@@ -63,8 +67,59 @@ type Handler struct {
 	Decoder admission.Decoder
 	Log     logr.Logger
 	Metrics *Metrics // nil: none
+	// ServiceAccounts, when set, reads the kube-sts.io/inject annotation of
+	// each Pod's ServiceAccount (inject.Select): the handler behind the
+	// registration entry of the namespaces that enable ServiceAccount
+	// opt-in, which sends every Pod create there, labeled or not. nil: Pod
+	// labels only (the per-injector entries select labeled Pods).
+	ServiceAccounts ServiceAccounts
 
 	cas caFiles
+}
+
+// ServiceAccounts answers what a ServiceAccount's kube-sts.io/inject
+// annotation says ("" when it has none or does not exist).
+type ServiceAccounts interface {
+	InjectAnnotation(ctx context.Context, namespace, name string) (string, error)
+}
+
+// podHead is the part of a Pod that decides whether the ServiceAccount
+// handler has anything to do: decoding only this keeps the answer for the
+// many Pods of an enabled namespace that ask for nothing cheap.
+type podHead struct {
+	Metadata struct {
+		Labels map[string]string `json:"labels"`
+	} `json:"metadata"`
+	Spec struct {
+		ServiceAccountName string `json:"serviceAccountName"`
+	} `json:"spec"`
+}
+
+// fromServiceAccount returns the injector names the Pod's ServiceAccount
+// asks for, and whether the Pod asks for anything at all (a label of ours
+// or the annotation); an error when the ServiceAccount cannot be read.
+func (h *Handler) fromServiceAccount(ctx context.Context, req admission.Request) ([]string, bool, error) {
+	var head podHead
+	if err := json.Unmarshal(req.Object.Raw, &head); err != nil {
+		return nil, true, nil // the full decode reports it
+	}
+	labeled := false
+	for k := range head.Metadata.Labels {
+		if strings.HasPrefix(k, contract.Prefix) {
+			labeled = true
+			break
+		}
+	}
+	sa := head.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	v, err := h.ServiceAccounts.InjectAnnotation(ctx, req.Namespace, sa)
+	if err != nil {
+		return nil, labeled, fmt.Errorf("read ServiceAccount %s/%s to see whether it opts in (annotation %s): %w", req.Namespace, sa, contract.AnnotationInject, err)
+	}
+	names := contract.ParseInject(v)
+	return names, labeled || len(names) > 0, nil
 }
 
 // Handle implements admission.Handler.
@@ -77,6 +132,20 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 	if req.Operation != admissionv1.Create || req.Kind.Kind != "Pod" {
 		return admission.Allowed("kube-sts only mutates Pods on create")
 	}
+	var fromSA []string
+	if h.ServiceAccounts != nil {
+		names, asks, err := h.fromServiceAccount(ctx, req)
+		if err != nil {
+			// Deterministic: never admitted without the sidecar it may ask for.
+			result = "error"
+			h.Log.Error(err, "ServiceAccount unavailable", "namespace", req.Namespace)
+			return admission.Errored(http.StatusServiceUnavailable, err)
+		}
+		if !asks {
+			return admission.Allowed("no kube-sts label and no ServiceAccount opt-in")
+		}
+		fromSA = names
+	}
 	pod := &corev1.Pod{}
 	if err := h.Decoder.Decode(req, pod); err != nil {
 		result = "error"
@@ -87,14 +156,14 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		name = pod.GenerateName + "*"
 	}
 	log := h.Log.WithValues("pod", name, "namespace", req.Namespace)
-	injs, err := inject.Select(pod, h.Injectors)
+	injs, err := inject.Select(pod, h.Injectors, fromSA)
 	if err != nil {
 		result = "denied"
 		log.Info("denied", "reason", err.Error())
 		return admission.Denied(err.Error())
 	}
 	if len(injs) == 0 {
-		return admission.Allowed("no kube-sts label")
+		return admission.Allowed("no kube-sts injector asked for")
 	}
 	injector = inject.Names(injs)
 	log = log.WithValues("injector", injector)

@@ -9,7 +9,9 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"math/big"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -293,4 +295,92 @@ func decodeContainers(t *testing.T, data []byte) []corev1.Container {
 		t.Fatalf("patch value %s: %v", data, err)
 	}
 	return []corev1.Container{one}
+}
+
+// fakeServiceAccounts answers from a map of namespace/name to the
+// kube-sts.io/inject annotation, and counts what it is asked.
+type fakeServiceAccounts struct {
+	inject map[string]string
+	err    error
+	asked  []string
+}
+
+func (f *fakeServiceAccounts) InjectAnnotation(_ context.Context, namespace, name string) (string, error) {
+	f.asked = append(f.asked, namespace+"/"+name)
+	return f.inject[namespace+"/"+name], f.err
+}
+
+// TestServiceAccountOptIn: behind the ServiceAccount entry, a Pod whose
+// ServiceAccount names an injector gets it; a Pod's label wins; a Pod that
+// asks for nothing is allowed from its labels and ServiceAccount alone
+// (the whole Pod is not decoded: the decoder here would panic); a
+// ServiceAccount that cannot be read fails the admission; the labels-only
+// handler never reads ServiceAccounts.
+func TestServiceAccountOptIn(t *testing.T) {
+	labeled, _, plain := threePods() // ServiceAccount "sa"
+	optedOut := labeled.DeepCopy()
+	optedOut.Labels["tremolo.io/vault-sts"] = "false"
+	otherSA := plain.DeepCopy()
+	otherSA.Spec.ServiceAccountName = "other"
+	noSA := plain.DeepCopy()
+	noSA.Spec.ServiceAccountName = ""
+	sas := &fakeServiceAccounts{inject: map[string]string{"test-vault/sa": "vault-sts", "test-vault/default": " vault-sts ,", "test-vault/typo": "vault"}}
+
+	h := handler(t)
+	h.ServiceAccounts = sas
+	for name, tc := range map[string]struct {
+		pod      *corev1.Pod
+		injected bool
+	}{
+		"unlabeled, ServiceAccount opts in":       {plain, true},
+		"no serviceAccountName means default":     {noSA, true},
+		"labeled and opted in":                    {labeled, true},
+		"the Pod's label false opts out":          {optedOut, false},
+		"unlabeled, ServiceAccount not annotated": {otherSA, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			resp := h.Handle(context.Background(), request(t, admissionv1.Create, tc.pod))
+			if !resp.Allowed || (len(resp.Patches) > 0) != tc.injected {
+				t.Fatalf("allowed=%v patches=%d (%s); want injected=%v", resp.Allowed, len(resp.Patches), resp.Result.Message, tc.injected)
+			}
+		})
+	}
+
+	t.Run("a Pod that asks for nothing is answered before the Pod is decoded", func(t *testing.T) {
+		fast := handler(t)
+		fast.ServiceAccounts, fast.Decoder = sas, nil // Decode would panic
+		resp := fast.Handle(context.Background(), request(t, admissionv1.Create, otherSA))
+		if !resp.Allowed || len(resp.Patches) != 0 || !strings.Contains(resp.Result.Message, "no ServiceAccount opt-in") {
+			t.Fatalf("allowed=%v patches=%d message=%q", resp.Allowed, len(resp.Patches), resp.Result.Message)
+		}
+	})
+	t.Run("an unknown injector in the annotation is refused", func(t *testing.T) {
+		typo := plain.DeepCopy()
+		typo.Spec.ServiceAccountName = "typo"
+		resp := h.Handle(context.Background(), request(t, admissionv1.Create, typo))
+		if resp.Allowed || !strings.Contains(resp.Result.Message, `ServiceAccount typo's annotation kube-sts.io/inject names "vault"`) {
+			t.Fatalf("allowed=%v message=%q", resp.Allowed, resp.Result.Message)
+		}
+	})
+	t.Run("a ServiceAccount that cannot be read fails the admission", func(t *testing.T) {
+		broken := handler(t)
+		broken.ServiceAccounts = &fakeServiceAccounts{err: errors.New("connection refused")}
+		resp := broken.Handle(context.Background(), request(t, admissionv1.Create, plain))
+		if resp.Allowed || resp.Result.Code != http.StatusServiceUnavailable || !strings.Contains(resp.Result.Message, "test-vault/sa") {
+			t.Fatalf("allowed=%v code=%d message=%q", resp.Allowed, resp.Result.Code, resp.Result.Message)
+		}
+	})
+	t.Run("the labels-only handler reads no ServiceAccount", func(t *testing.T) {
+		asked := len(sas.asked)
+		labelsOnly := handler(t)
+		if resp := labelsOnly.Handle(context.Background(), request(t, admissionv1.Create, labeled)); !resp.Allowed || len(resp.Patches) == 0 {
+			t.Fatalf("labeled Pod: allowed=%v patches=%d", resp.Allowed, len(resp.Patches))
+		}
+		if resp := labelsOnly.Handle(context.Background(), request(t, admissionv1.Create, plain)); !resp.Allowed || len(resp.Patches) != 0 {
+			t.Fatalf("unlabeled Pod: allowed=%v patches=%d", resp.Allowed, len(resp.Patches))
+		}
+		if len(sas.asked) != asked {
+			t.Fatalf("ServiceAccounts read %d times", len(sas.asked)-asked)
+		}
+	})
 }

@@ -185,7 +185,7 @@ func sortStrings(s []string) []string {
 func mutatePod(t *testing.T, h *Handler, raw []byte, native bool) *corev1.Pod {
 	t.Helper()
 	pod := decodePod(t, raw)
-	inj, err := inject.Select(pod, h.Injectors)
+	inj, err := inject.Select(pod, h.Injectors, nil)
 	if err != nil || len(inj) == 0 {
 		t.Fatalf("select: %v", err)
 	}

@@ -106,17 +106,31 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := crmetrics.Registry.Register(buildInfo); err != nil {
 		return fmt.Errorf("register sts_webhook_build_info: %w", err)
 	}
-	srv.Register(MutatePath, &webhook.Admission{Handler: &admit.Handler{
-		Injectors: cfg.Injectors, Native: native, Decoder: admission.NewDecoder(scheme), Log: log, Metrics: m,
-	}})
-	if err := probes(mgr, srv, certsReady); err != nil {
+	handler := func(sas admit.ServiceAccounts) *webhook.Admission {
+		return &webhook.Admission{Handler: &admit.Handler{
+			Injectors: cfg.Injectors, Native: native, Decoder: admission.NewDecoder(scheme), Log: log, Metrics: m, ServiceAccounts: sas,
+		}}
+	}
+	srv.Register(MutatePath, handler(nil))
+	var sas *serviceAccounts
+	if o.ServiceAccountOptIn {
+		sas = &serviceAccounts{cache: mgr.GetCache(), live: mgr.GetAPIReader()}
+		if err := sas.start(mgr); err != nil {
+			return err
+		}
+		if err := crmetrics.Registry.Register(sas.liveLookups()); err != nil {
+			return fmt.Errorf("register the ServiceAccount metrics: %w", err)
+		}
+		srv.Register(MutateServiceAccountPath, handler(sas))
+	}
+	if err := probes(mgr, srv, certsReady, sas); err != nil {
 		return err
 	}
 	for _, in := range cfg.Injectors {
 		log.Info("injector", "injector", in.Name, "exchange_url", in.ExchangeURL, "subject_audience", in.SubjectAudience,
 			"image", in.Image, "native_sidecar", native[in.Name])
 	}
-	log.Info("starting", "version", buildinfo.Version, "listen", o.Listen, "tls_mode", o.TLSMode)
+	log.Info("starting", "version", buildinfo.Version, "listen", o.Listen, "tls_mode", o.TLSMode, "serviceaccount_opt_in", o.ServiceAccountOptIn)
 	return mgr.Start(ctx)
 }
 
@@ -148,9 +162,14 @@ func newManager(restCfg *rest.Config, o *Options) (manager.Manager, *runtime.Sch
 		GracefulShutdownTimeout: ptr.To(10 * time.Second),
 	}
 	if o.TLSMode == TLSSelf {
-		opts.Cache = cache.Options{ByObject: map[client.Object]cache.ByObject{
+		opts.Cache.ByObject = map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}, Field: fields.OneTermEqualSelector("metadata.name", o.SelfSecret)},
-		}}
+		}
+	}
+	if o.ServiceAccountOptIn {
+		// ServiceAccounts are watched as metadata only (the annotation is
+		// all the webhook reads), without their managed fields.
+		opts.Cache.DefaultTransform = cache.TransformStripManagedFields()
 	}
 	mgr, err := ctrl.NewManager(restCfg, opts)
 	if err != nil {
@@ -211,10 +230,16 @@ func serving(ctx context.Context, mgr manager.Manager, o *Options, log logr.Logg
 }
 
 // probes: healthz answers while the process runs; readyz once the
-// certificate is in place and the webhook server answers TLS.
-func probes(mgr manager.Manager, srv webhook.Server, certsReady <-chan struct{}) error {
+// certificate is in place, the webhook server answers TLS and, with
+// ServiceAccount opt-in, the ServiceAccount cache has synced.
+func probes(mgr manager.Manager, srv webhook.Server, certsReady <-chan struct{}, sas *serviceAccounts) error {
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
+	}
+	if sas != nil {
+		if err := mgr.AddReadyzCheck("serviceaccounts", sas.ready); err != nil {
+			return err
+		}
 	}
 	started := srv.StartedChecker()
 	return mgr.AddReadyzCheck("webhook", func(req *http.Request) error {

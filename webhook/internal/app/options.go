@@ -10,6 +10,7 @@ import (
 
 	"github.com/kube-sts/kube-sts/logging"
 	"github.com/kube-sts/kube-sts/shared/cli"
+	"github.com/kube-sts/kube-sts/shared/contract"
 )
 
 // TLS modes.
@@ -42,9 +43,14 @@ type Options struct {
 	DNSName       string
 	ExtraDNSNames stringList
 	Kubeconfig    string
-	LogLevel      string
-	Version       bool
-	CheckConfig   bool
+	// ServiceAccountOptIn serves MutateServiceAccountPath: Pods whose
+	// ServiceAccount's kube-sts.io/inject annotation names injectors get
+	// them (read from a watch on ServiceAccounts' metadata, which needs
+	// list and watch on serviceaccounts cluster-wide).
+	ServiceAccountOptIn bool
+	LogLevel            string
+	Version             bool
+	CheckConfig         bool
 }
 
 type stringList []string
@@ -75,6 +81,7 @@ func (o *Options) AddFlags(flags *flag.FlagSet) {
 	flags.StringVar(&o.DNSName, "dns-name", o.DNSName, "DNS name in the self-managed serving certificate")
 	flags.Var(&o.ExtraDNSNames, "extra-dns-name", "additional DNS name for the self-managed certificate (repeatable)")
 	flags.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig; empty for in-cluster")
+	flags.BoolVar(&o.ServiceAccountOptIn, "serviceaccount-opt-in", o.ServiceAccountOptIn, "serve "+MutateServiceAccountPath+": inject Pods whose ServiceAccount is annotated "+contract.AnnotationInject+" (watches ServiceAccounts cluster-wide)")
 	flags.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
 	flags.BoolVar(&o.Version, "version", o.Version, "print the version and exit")
 	flags.BoolVar(&o.CheckConfig, "check-config", o.CheckConfig, "load and validate --config, print what is wrong, and exit")

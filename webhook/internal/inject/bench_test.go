@@ -17,7 +17,7 @@ func BenchmarkMutate(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		p = pod.DeepCopy()
-		in, err := Select(p, inj)
+		in, err := Select(p, inj, nil)
 		if err != nil || len(in) == 0 {
 			b.Fatal(err)
 		}

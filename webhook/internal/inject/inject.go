@@ -33,11 +33,15 @@ func (d *Denied) Error() string { return d.Msg }
 
 func deny(format string, args ...any) error { return &Denied{Msg: fmt.Sprintf(format, args...)} }
 
-// Select returns the injectors a Pod's labels ask for, in the order of the
+// Select returns the injectors a Pod asks for, in the order of the
 // configuration (the first keeps the single-injector names, see
-// contract.FurtherTokenPath), or none. A label naming no configured injector
-// is refused.
-func Select(pod *corev1.Pod, injectors []config.Injector) ([]*config.Injector, error) {
+// contract.FurtherTokenPath), or none. Per injector, the Pod's label
+// tremolo.io/<name> decides when present ("true" asks, any other value opts
+// out); without it, fromServiceAccount (the names of its ServiceAccount's
+// kube-sts.io/inject annotation, see contract.ParseInject; nil where
+// ServiceAccount opt-in is off) asks. A name that no configured injector
+// has is refused, whether a label or the ServiceAccount asks for it.
+func Select(pod *corev1.Pod, injectors []config.Injector, fromServiceAccount []string) ([]*config.Injector, error) {
 	var asked []string
 	for k, v := range pod.Labels {
 		name, ok := strings.CutPrefix(k, contract.Prefix)
@@ -47,14 +51,23 @@ func Select(pod *corev1.Pod, injectors []config.Injector) ([]*config.Injector, e
 		asked = append(asked, name)
 	}
 	sort.Strings(asked)
+	known := func(name string) bool {
+		return slices.ContainsFunc(injectors, func(in config.Injector) bool { return in.Name == name })
+	}
 	for _, name := range asked {
-		if !slices.ContainsFunc(injectors, func(in config.Injector) bool { return in.Name == name }) {
-			var known []string
-			for _, in := range injectors {
-				known = append(known, in.Name)
-			}
-			return nil, deny("label %s%s=true names no kube-sts injector; the configured ones are: %s", contract.Prefix, name, strings.Join(known, ", "))
+		if !known(name) {
+			return nil, deny("label %s%s=true names no kube-sts injector; the configured ones are: %s", contract.Prefix, name, injectorNames(injectors))
 		}
+	}
+	for _, name := range fromServiceAccount {
+		if _, labeled := pod.Labels[contract.SelectionLabel(name)]; labeled {
+			continue // the Pod's own label decides
+		}
+		if !known(name) {
+			return nil, deny("ServiceAccount %s's annotation %s names %q, which is no kube-sts injector; the configured ones are: %s (a Pod label %s%s: \"false\" opts a Pod out)",
+				serviceAccountName(pod), contract.AnnotationInject, name, injectorNames(injectors), contract.Prefix, name)
+		}
+		asked = append(asked, name)
 	}
 	var found []*config.Injector
 	for i := range injectors {
@@ -63,6 +76,23 @@ func Select(pod *corev1.Pod, injectors []config.Injector) ([]*config.Injector, e
 		}
 	}
 	return found, nil
+}
+
+// serviceAccountName is the Pod's ServiceAccount as the API server's
+// ServiceAccount admission plugin sets it before any webhook runs.
+func serviceAccountName(pod *corev1.Pod) string {
+	if pod.Spec.ServiceAccountName != "" {
+		return pod.Spec.ServiceAccountName
+	}
+	return "default"
+}
+
+func injectorNames(injectors []config.Injector) string {
+	known := make([]string, len(injectors))
+	for i, in := range injectors {
+		known[i] = in.Name
+	}
+	return strings.Join(known, ", ")
 }
 
 // Names lists injectors' names, comma-separated: the InjectedAnnotation's

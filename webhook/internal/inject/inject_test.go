@@ -3,6 +3,7 @@ package inject
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kube-sts/kube-sts/shared/contract"
@@ -74,7 +76,7 @@ func loadPod(t testing.TB, name string) *corev1.Pod {
 func mutate(t testing.TB, pod *corev1.Pod, native bool) (*corev1.Pod, error) {
 	t.Helper()
 	p := pod.DeepCopy()
-	injs, err := Select(p, injectors(t))
+	injs, err := Select(p, injectors(t), nil)
 	if err != nil || len(injs) == 0 {
 		return p, err
 	}
@@ -293,8 +295,49 @@ func TestUnlabeledUntouched(t *testing.T) {
 	// A label with another value does not select.
 	p := loadPod(t, "no-automount")
 	p.Labels["tremolo.io/vault-sts"] = "false"
-	if injs, err := Select(p, injectors(t)); len(injs) != 0 || err != nil {
+	if injs, err := Select(p, injectors(t), nil); len(injs) != 0 || err != nil {
 		t.Fatalf("Select = %v, %v", injs, err)
+	}
+}
+
+// TestSelectFromServiceAccount: the ServiceAccount's kube-sts.io/inject
+// names ask as labels do, a Pod's own label wins per injector, and an
+// unknown name is refused with the ServiceAccount named.
+func TestSelectFromServiceAccount(t *testing.T) {
+	injs := injectors(t)
+	names := func(found []*config.Injector) string { return Names(found) }
+	tests := map[string]struct {
+		labels  map[string]string
+		fromSA  []string
+		want    string
+		refusal string
+	}{
+		"no label, no opt-in":                 {want: ""},
+		"the ServiceAccount asks":             {fromSA: []string{"vault-sts"}, want: "vault-sts"},
+		"the ServiceAccount asks for two":     {fromSA: []string{"ouca-sts", "vault-sts"}, want: "vault-sts,ouca-sts"},
+		"the Pod opts out":                    {labels: map[string]string{"tremolo.io/vault-sts": "false"}, fromSA: []string{"vault-sts"}, want: ""},
+		"any value but true opts out":         {labels: map[string]string{"tremolo.io/vault-sts": ""}, fromSA: []string{"vault-sts"}, want: ""},
+		"the Pod opts out of one of two":      {labels: map[string]string{"tremolo.io/vault-sts": "false"}, fromSA: []string{"vault-sts", "ouca-sts"}, want: "ouca-sts"},
+		"label and ServiceAccount add up":     {labels: map[string]string{"tremolo.io/ouca-sts": "true"}, fromSA: []string{"vault-sts"}, want: "vault-sts,ouca-sts"},
+		"label and ServiceAccount agree":      {labels: map[string]string{"tremolo.io/vault-sts": "true"}, fromSA: []string{"vault-sts"}, want: "vault-sts"},
+		"an unknown name is refused":          {fromSA: []string{"vault-sts", "nope-sts"}, refusal: `ServiceAccount app's annotation kube-sts.io/inject names "nope-sts", which is no kube-sts injector; the configured ones are: vault-sts, ouca-sts`},
+		"an unknown name the Pod opts out of": {labels: map[string]string{"tremolo.io/nope-sts": "false"}, fromSA: []string{"nope-sts"}, want: ""},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: tc.labels}, Spec: corev1.PodSpec{ServiceAccountName: "app"}}
+			found, err := Select(p, injs, tc.fromSA)
+			if tc.refusal != "" {
+				var d *Denied
+				if !errors.As(err, &d) || !strings.Contains(d.Msg, tc.refusal) {
+					t.Fatalf("Select = %v, %v; want the refusal %q", names(found), err, tc.refusal)
+				}
+				return
+			}
+			if err != nil || names(found) != tc.want {
+				t.Fatalf("Select = %q, %v; want %q", names(found), err, tc.want)
+			}
+		})
 	}
 }
 

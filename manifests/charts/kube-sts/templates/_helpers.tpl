@@ -129,3 +129,22 @@ hostNetwork: true
 dnsPolicy: ClusterFirstWithHostNet
 {{- end }}
 {{- end -}}
+
+{{/*
+The part every entry of the MutatingWebhookConfiguration shares: Pod
+creates, the failure policy and timeout, reinvocation.
+*/}}
+{{- define "kube-sts.webhookRules" -}}
+rules:
+- apiGroups: [""]
+  apiVersions: [v1]
+  operations: [CREATE]
+  resources: [pods]
+  scope: Namespaced
+matchPolicy: Equivalent
+failurePolicy: {{ .Values.webhook.failurePolicy }}
+sideEffects: None
+timeoutSeconds: {{ .Values.webhook.timeoutSeconds }}
+# Containers added by later webhooks (Vault's injector) get /tokens too.
+reinvocationPolicy: IfNeeded
+{{- end }}
