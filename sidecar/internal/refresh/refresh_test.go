@@ -259,12 +259,25 @@ func TestOutageBackoffKeepExpireRecover(t *testing.T) {
 	if err := probe.Probe(f.out, time.Now(), 0); err != nil {
 		t.Fatalf("probe during the outage, before expiry: %v", err)
 	}
-	// Retries back off: the gaps between failed attempts grow.
-	_, times := f.issuer.Requests()
-	fails := times[before:]
-	if first, last := fails[1].Sub(fails[0]), fails[len(fails)-1].Sub(fails[len(fails)-2]); last <= first {
-		t.Errorf("backoff did not grow: first gap %v, last gap %v", first, last)
+	// Retries back off: each pause the loop picks (its retry_in) is longer
+	// than the last until the maximum; with ±30% jitter on a doubling
+	// interval the first is at most 1.3 and the second at least 1.4 times
+	// the minimum (without the doubling it would be at most 1.3). The pauses it
+	// picked are checked, not the gaps observed between requests: at the
+	// lowest priority beside the e2e suites the scheduler's delays swamp
+	// 50 and 100 ms (gaps of 159 then 129 ms were seen there).
+	var waits []time.Duration
+	for _, e := range f.logs.FilterMessage("exchange failed; retrying").All() {
+		if d, ok := e.ContextMap()["retry_in"].(time.Duration); ok {
+			waits = append(waits, d)
+		}
 	}
+	const backoffMin = 50 * time.Millisecond // the fixture's BackoffMin
+	if len(waits) < 2 || waits[1] <= waits[0] || waits[0] > backoffMin*13/10+time.Millisecond || waits[1] < backoffMin*14/10-time.Millisecond {
+		t.Errorf("backoff did not grow from %v: pauses %v", backoffMin, waits)
+	}
+	_, times := f.issuer.Requests()
+	t.Logf("pauses picked %v; requests %v", waits, times[before:])
 
 	// Past expiry with no replacement the file is gone and probe fails.
 	waitFor(t, 2*time.Second, "expired token removed", func() bool { _, ok := f.file(); return !ok })
