@@ -58,7 +58,7 @@ toolchain-node: ## Build the pinned kubelet, Vault and vault-k8s (cached) for th
 	bash $(TOOLCHAIN) node
 
 .PHONY: toolchain-deploy
-toolchain-deploy: ## Build the pinned kube-scheduler, kube-controller-manager, helm, kustomize, actionlint and promcheck (Prometheus's rule loader), and fetch the Prometheus Operator's CRDs (cached).
+toolchain-deploy: ## Build the pinned kube-scheduler, kube-controller-manager, helm, kustomize, actionlint and promcheck (Prometheus's rule loader), and fetch the Prometheus Operator's and the Gateway API's CRDs (cached).
 	bash $(TOOLCHAIN) deploy
 
 .PHONY: toolchain-publish

@@ -6,10 +6,10 @@
 #
 # Targets: kube-apiserver etcd kubelet kube-scheduler kube-controller-manager
 # vault vault-k8s helm kustomize actionlint weed cyclonedx-gomod promcheck
-# prometheus-operator-crds; all (= kube-apiserver etcd),
+# prometheus-operator-crds gateway-api-crds; all (= kube-apiserver etcd),
 # node (= kubelet vault vault-k8s, what the end-to-end suite adds),
 # deploy (= kube-scheduler kube-controller-manager helm kustomize actionlint
-# promcheck prometheus-operator-crds, what the manifest checks and
+# promcheck prometheus-operator-crds gateway-api-crds, what the manifest checks and
 # the in-cluster install add), release (= helm cyclonedx-gomod, what
 # `make release-local` and its test need).
 # Each binary lands in $KUBE_STS_CACHE/bin/<name>-<version>/<name> (default cache:
@@ -41,6 +41,7 @@ PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v0.316.0}"
 # The Prometheus Operator's CRDs (ServiceMonitor, PrometheusRule) the chart's
 # monitoring objects are dry-run against, from the module's example/ folder.
 PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.94.0}"
+GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-v1.6.3}"
 # SeaweedFS publishes no tagged Go module versions; this is its commit of
 # 2026-11-09 (weed 4.53), the S3 server the publishing tests write to.
 SEAWEEDFS_VERSION="${SEAWEEDFS_VERSION:-v0.0.0-20261109003541-7506e5f91cd6}"
@@ -248,6 +249,21 @@ promcheck() {
     || die "build of $name failed"
   install_bin "$name" "$v" "$dir/$name"
 }
+# The Gateway API's standard-channel CRDs (HTTPRoute, BackendTLSPolicy, ...),
+# as its module ships them: the chart's HTTPRoute is dry-run against them.
+gateway_api_crds() {
+  local name=gateway-api-crds v="$GATEWAY_API_VERSION" mod dest
+  have "$name" "$v" && { log "$name $v cached"; return; }
+  $FETCH && return # one small download, done by the build itself
+  mod="$(cd "$SRC" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/gateway-api@$v" \
+    | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
+  [ -d "$mod/config/crd/standard" ] || die "no CRDs in sigs.k8s.io/gateway-api@$v"
+  dest="$(bindir "$name" "$v")"
+  rm -rf "$dest" && mkdir -p "$dest/.tmp"
+  cp "$mod/config/crd/standard/"*.yaml "$dest/.tmp/"
+  mv "$dest/.tmp" "$dest/$name"
+  log "$name $v ready: $dest/$name"
+}
 cyclonedx_gomod() { module_build cyclonedx-gomod "$CYCLONEDX_GOMOD_VERSION" github.com/CycloneDX/cyclonedx-gomod//cmd/cyclonedx-gomod; }
 actionlint() {
   LDFLAGS_EXTRA="-X main.version=$ACTIONLINT_VERSION" \
@@ -266,6 +282,7 @@ version_of() {
     weed) echo "$SEAWEEDFS_VERSION" ;;
     cyclonedx-gomod) echo "$CYCLONEDX_GOMOD_VERSION" ;;
     prometheus-operator-crds) echo "$PROMETHEUS_OPERATOR_VERSION" ;;
+    gateway-api-crds) echo "$GATEWAY_API_VERSION" ;;
     promcheck) echo "$PROMETHEUS_VERSION-$(sha256sum "$(cd "$(dirname "$0")" && pwd)/promcheck/main.go" | cut -c1-12)" ;;
     *) die "unknown binary '$1'" ;;
   esac
@@ -310,11 +327,12 @@ for t in "${targets[@]}"; do
     cyclonedx-gomod) cyclonedx_gomod ;;
     promcheck) promcheck ;;
     prometheus-operator-crds) prometheus_operator_crds ;;
+    gateway-api-crds) gateway_api_crds ;;
     release) helm; cyclonedx_gomod ;;
     node) kube_component kubelet; vault; vault_k8s ;;
-    deploy) kube_component kube-scheduler; kube_component kube-controller-manager; helm; kustomize; actionlint; promcheck; prometheus_operator_crds ;;
-    versions) echo "KUBERNETES_VERSION=$KUBERNETES_VERSION ETCD_VERSION=$ETCD_VERSION VAULT_VERSION=$VAULT_VERSION VAULT_K8S_VERSION=$VAULT_K8S_VERSION HELM_VERSION=$HELM_VERSION KUSTOMIZE_VERSION=$KUSTOMIZE_VERSION ACTIONLINT_VERSION=$ACTIONLINT_VERSION SEAWEEDFS_VERSION=$SEAWEEDFS_VERSION CYCLONEDX_GOMOD_VERSION=$CYCLONEDX_GOMOD_VERSION PROMETHEUS_VERSION=$PROMETHEUS_VERSION PROMETHEUS_OPERATOR_VERSION=$PROMETHEUS_OPERATOR_VERSION" ;;
-    *) die "unknown target '$t' (known: all node deploy kube-apiserver etcd kubelet kube-scheduler kube-controller-manager vault vault-k8s helm kustomize actionlint weed cyclonedx-gomod promcheck prometheus-operator-crds release versions)" ;;
+    deploy) kube_component kube-scheduler; kube_component kube-controller-manager; helm; kustomize; actionlint; promcheck; prometheus_operator_crds; gateway_api_crds ;;
+    versions) echo "KUBERNETES_VERSION=$KUBERNETES_VERSION ETCD_VERSION=$ETCD_VERSION VAULT_VERSION=$VAULT_VERSION VAULT_K8S_VERSION=$VAULT_K8S_VERSION HELM_VERSION=$HELM_VERSION KUSTOMIZE_VERSION=$KUSTOMIZE_VERSION ACTIONLINT_VERSION=$ACTIONLINT_VERSION SEAWEEDFS_VERSION=$SEAWEEDFS_VERSION CYCLONEDX_GOMOD_VERSION=$CYCLONEDX_GOMOD_VERSION PROMETHEUS_VERSION=$PROMETHEUS_VERSION PROMETHEUS_OPERATOR_VERSION=$PROMETHEUS_OPERATOR_VERSION GATEWAY_API_VERSION=$GATEWAY_API_VERSION" ;;
+    *) die "unknown target '$t' (known: all node deploy kube-apiserver etcd kubelet kube-scheduler kube-controller-manager vault vault-k8s helm kustomize actionlint weed cyclonedx-gomod promcheck prometheus-operator-crds gateway-api-crds release versions)" ;;
   esac
 done
 

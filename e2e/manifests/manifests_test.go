@@ -180,9 +180,24 @@ func TestManifestsDryRun(t *testing.T) {
 			}
 		}
 	}
+	// The Gateway API's, as its module ships them, for the issuer's
+	// HTTPRoute and BackendTLSPolicy (ci/conventions-values.yaml).
+	gatewayCRDs := tool(t, "gateway-api-crds")
+	for _, f := range []string{"gateway.networking.k8s.io_httproutes.yaml", "gateway.networking.k8s.io_backendtlspolicies.yaml"} {
+		data, err := os.ReadFile(filepath.Join(gatewayCRDs, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range decode(t, f, data) {
+			if err := a.apply(ctx, o, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	waitFor(t, 30*time.Second, func() error {
 		mapper.Reset()
-		for _, gk := range []schema.GroupKind{{Group: "cert-manager.io", Kind: "Certificate"}, {Group: "monitoring.coreos.com", Kind: "ServiceMonitor"}, {Group: "monitoring.coreos.com", Kind: "PrometheusRule"}} {
+		for _, gk := range []schema.GroupKind{{Group: "cert-manager.io", Kind: "Certificate"}, {Group: "monitoring.coreos.com", Kind: "ServiceMonitor"}, {Group: "monitoring.coreos.com", Kind: "PrometheusRule"},
+			{Group: "gateway.networking.k8s.io", Kind: "HTTPRoute"}, {Group: "gateway.networking.k8s.io", Kind: "BackendTLSPolicy"}} {
 			if _, err := mapper.RESTMapping(gk, "v1"); err != nil {
 				return err
 			}
