@@ -2,7 +2,8 @@
 // every second it prints the file Vault's agent renders (or that it is not
 // there yet), like the write-up's `cat /etc/secrets/myenv` loop. As
 // `testapp consume ...` it is the soak's application (consume.go); as
-// `testapp aws` an AWS SDK user (aws.go).
+// `testapp aws` an AWS SDK user (aws.go); `testapp true` exits at once (the
+// soak's postStart exec hook that waits for nothing).
 package main
 
 import (
@@ -14,6 +15,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "true" {
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "aws" {
 		if err := awsCredentials(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "aws:", err)
