@@ -213,20 +213,26 @@ helm() {
     module_build helm "$HELM_VERSION" helm.sh/helm/v3//cmd/helm
 }
 kustomize() { module_build kustomize "$KUSTOMIZE_VERSION" sigs.k8s.io/kustomize/kustomize/v5; }
+# module_files NAME VERSION MODULE DIR copies the YAML files in DIR of the
+# module MODULE@VERSION (downloaded from the module proxy) into the cache as
+# NAME: CRDs the tests apply, from the project that ships them.
+module_files() {
+  local name="$1" v="$2" module="$3" sub="$4" mod dest
+  have "$name" "$v" && { log "$name $v cached"; return; }
+  $FETCH && return # one small download, done by the build itself
+  mod="$(cd "$SRC" && GOFLAGS=-mod=mod go mod download -json "$module@$v" \
+    | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
+  [ -d "$mod/$sub" ] || die "no $sub in $module@$v"
+  dest="$(bindir "$name" "$v")"
+  rm -rf "$dest" && mkdir -p "$dest/.tmp"
+  cp "$mod/$sub/"*.yaml "$dest/.tmp/"
+  mv "$dest/.tmp" "$dest/$name"
+  log "$name $v ready: $dest/$name"
+}
 # prometheus-operator-crds is a folder, not a binary: the CRDs as the
 # Prometheus Operator's module ships them.
 prometheus_operator_crds() {
-  local name=prometheus-operator-crds v="$PROMETHEUS_OPERATOR_VERSION" mod dest
-  have "$name" "$v" && { log "$name $v cached"; return; }
-  $FETCH && return # one small download, done by the build itself
-  mod="$(cd "$SRC" && GOFLAGS=-mod=mod go mod download -json "github.com/prometheus-operator/prometheus-operator@$v" \
-    | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
-  [ -d "$mod/example/prometheus-operator-crd" ] || die "no CRDs in github.com/prometheus-operator/prometheus-operator@$v"
-  dest="$(bindir "$name" "$v")"
-  rm -rf "$dest" && mkdir -p "$dest/.tmp"
-  cp "$mod/example/prometheus-operator-crd/"*.yaml "$dest/.tmp/"
-  mv "$dest/.tmp" "$dest/$name"
-  log "$name $v ready: $dest/$name"
+  module_files prometheus-operator-crds "$PROMETHEUS_OPERATOR_VERSION" github.com/prometheus-operator/prometheus-operator example/prometheus-operator-crd
 }
 
 # promcheck (e2e/hack/promcheck) checks rules files and lists the metrics
@@ -252,17 +258,7 @@ promcheck() {
 # The Gateway API's standard-channel CRDs (HTTPRoute, BackendTLSPolicy, ...),
 # as its module ships them: the chart's HTTPRoute is dry-run against them.
 gateway_api_crds() {
-  local name=gateway-api-crds v="$GATEWAY_API_VERSION" mod dest
-  have "$name" "$v" && { log "$name $v cached"; return; }
-  $FETCH && return # one small download, done by the build itself
-  mod="$(cd "$SRC" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/gateway-api@$v" \
-    | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
-  [ -d "$mod/config/crd/standard" ] || die "no CRDs in sigs.k8s.io/gateway-api@$v"
-  dest="$(bindir "$name" "$v")"
-  rm -rf "$dest" && mkdir -p "$dest/.tmp"
-  cp "$mod/config/crd/standard/"*.yaml "$dest/.tmp/"
-  mv "$dest/.tmp" "$dest/$name"
-  log "$name $v ready: $dest/$name"
+  module_files gateway-api-crds "$GATEWAY_API_VERSION" sigs.k8s.io/gateway-api config/crd/standard
 }
 cyclonedx_gomod() { module_build cyclonedx-gomod "$CYCLONEDX_GOMOD_VERSION" github.com/CycloneDX/cyclonedx-gomod//cmd/cyclonedx-gomod; }
 actionlint() {

@@ -166,31 +166,22 @@ func TestManifestsDryRun(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The Prometheus Operator's, as its module ships them, for the chart's
-	// monitoring objects (ci/monitoring-values.yaml).
-	promCRDs := tool(t, "prometheus-operator-crds")
-	for _, f := range []string{"monitoring.coreos.com_servicemonitors.yaml", "monitoring.coreos.com_prometheusrules.yaml"} {
-		data, err := os.ReadFile(filepath.Join(promCRDs, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, o := range decode(t, f, data) {
-			if err := a.apply(ctx, o, false); err != nil {
+	// The Prometheus Operator's and the Gateway API's, as their modules ship
+	// them, for the chart's monitoring objects (ci/monitoring-values.yaml)
+	// and the issuer's HTTPRoute and BackendTLSPolicy (ci/conventions-values.yaml).
+	for dir, files := range map[string][]string{
+		tool(t, "prometheus-operator-crds"): {"monitoring.coreos.com_servicemonitors.yaml", "monitoring.coreos.com_prometheusrules.yaml"},
+		tool(t, "gateway-api-crds"):         {"gateway.networking.k8s.io_httproutes.yaml", "gateway.networking.k8s.io_backendtlspolicies.yaml"},
+	} {
+		for _, f := range files {
+			data, err := os.ReadFile(filepath.Join(dir, f))
+			if err != nil {
 				t.Fatal(err)
 			}
-		}
-	}
-	// The Gateway API's, as its module ships them, for the issuer's
-	// HTTPRoute and BackendTLSPolicy (ci/conventions-values.yaml).
-	gatewayCRDs := tool(t, "gateway-api-crds")
-	for _, f := range []string{"gateway.networking.k8s.io_httproutes.yaml", "gateway.networking.k8s.io_backendtlspolicies.yaml"} {
-		data, err := os.ReadFile(filepath.Join(gatewayCRDs, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, o := range decode(t, f, data) {
-			if err := a.apply(ctx, o, false); err != nil {
-				t.Fatal(err)
+			for _, o := range decode(t, f, data) {
+				if err := a.apply(ctx, o, false); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 	}
