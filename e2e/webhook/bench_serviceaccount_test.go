@@ -97,10 +97,5 @@ func registerServiceAccountEntry(ctx context.Context, b *testing.B, env *control
 	w.NamespaceSelector.MatchExpressions = append(w.NamespaceSelector.MatchExpressions,
 		metav1.LabelSelectorRequirement{Key: "kube-sts.io/bench-sa", Operator: metav1.LabelSelectorOpIn, Values: []string{variant}})
 	w.ClientConfig = admissionregv1.WebhookClientConfig{URL: ptr.To(url), CABundle: caPEM}
-	if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, cfg, metav1.CreateOptions{}); err != nil {
-		b.Fatalf("register %s: %v", name, err)
-	}
-	b.Cleanup(func() {
-		_ = env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), name, metav1.DeleteOptions{})
-	})
+	stswebhook.Create(ctx, b, env, cfg)
 }

@@ -205,12 +205,7 @@ func registerFor(ctx context.Context, b *testing.B, env *controlplane.Env, name,
 	w := &cfg.Webhooks[0]
 	w.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"kube-sts.io/bench": variant}}
 	w.ClientConfig = admissionregv1.WebhookClientConfig{URL: ptr.To(url), CABundle: caPEM}
-	if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, cfg, metav1.CreateOptions{}); err != nil {
-		b.Fatalf("register %s: %v", name, err)
-	}
-	b.Cleanup(func() {
-		_ = env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), name, metav1.DeleteOptions{})
-	})
+	stswebhook.Create(ctx, b, env, cfg)
 }
 
 // patchFor asks sts-webhook directly what it patches the raw Pod with.

@@ -107,12 +107,7 @@ func Register(ctx context.Context, t testing.TB, env *controlplane.Env, name, ur
 	for i := range cfg.Webhooks {
 		cfg.Webhooks[i].ClientConfig = admissionregv1.WebhookClientConfig{URL: ptr.To(url), CABundle: caBundle}
 	}
-	if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, cfg, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("register webhook: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), name, metav1.DeleteOptions{})
-	})
+	Create(ctx, t, env, cfg)
 }
 
 // ServiceAccountOptInDir is the kustomize component that enables
@@ -175,11 +170,17 @@ func RegisterServiceAccountOptIn(ctx context.Context, t testing.TB, env *control
 		}
 		cfg.Webhooks[i].ClientConfig = admissionregv1.WebhookClientConfig{URL: ptr.To(u), CABundle: caBundle}
 	}
+	Create(ctx, t, env, cfg)
+}
+
+// Create registers cfg with the API server and deletes it when the test ends.
+func Create(ctx context.Context, t testing.TB, env *controlplane.Env, cfg *admissionregv1.MutatingWebhookConfiguration) {
+	t.Helper()
 	if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, cfg, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("register webhook: %v", err)
+		t.Fatalf("register webhook %s: %v", cfg.Name, err)
 	}
 	t.Cleanup(func() {
-		_ = env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), name, metav1.DeleteOptions{})
+		_ = env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), cfg.Name, metav1.DeleteOptions{})
 	})
 }
 

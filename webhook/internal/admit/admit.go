@@ -110,10 +110,7 @@ func (h *Handler) fromServiceAccount(ctx context.Context, req admission.Request)
 			break
 		}
 	}
-	sa := head.Spec.ServiceAccountName
-	if sa == "" {
-		sa = "default"
-	}
+	sa := inject.ServiceAccountName(head.Spec.ServiceAccountName)
 	v, err := h.ServiceAccounts.InjectAnnotation(ctx, req.Namespace, sa)
 	if err != nil {
 		return nil, labeled, fmt.Errorf("read ServiceAccount %s/%s to see whether it opts in (annotation %s): %w", req.Namespace, sa, contract.AnnotationInject, err)

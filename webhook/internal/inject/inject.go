@@ -65,7 +65,7 @@ func Select(pod *corev1.Pod, injectors []config.Injector, fromServiceAccount []s
 		}
 		if !known(name) {
 			return nil, deny("ServiceAccount %s's annotation %s names %q, which is no kube-sts injector; the configured ones are: %s (a Pod label %s%s: \"false\" opts a Pod out)",
-				serviceAccountName(pod), contract.AnnotationInject, name, injectorNames(injectors), contract.Prefix, name)
+				ServiceAccountName(pod.Spec.ServiceAccountName), contract.AnnotationInject, name, injectorNames(injectors), contract.Prefix, name)
 		}
 		asked = append(asked, name)
 	}
@@ -78,11 +78,12 @@ func Select(pod *corev1.Pod, injectors []config.Injector, fromServiceAccount []s
 	return found, nil
 }
 
-// serviceAccountName is the Pod's ServiceAccount as the API server's
+// ServiceAccountName is the ServiceAccount of a Pod whose
+// spec.serviceAccountName is name: "default" when empty, as the API server's
 // ServiceAccount admission plugin sets it before any webhook runs.
-func serviceAccountName(pod *corev1.Pod) string {
-	if pod.Spec.ServiceAccountName != "" {
-		return pod.Spec.ServiceAccountName
+func ServiceAccountName(name string) string {
+	if name != "" {
+		return name
 	}
 	return "default"
 }
