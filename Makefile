@@ -62,8 +62,8 @@ toolchain-deploy: ## Build the pinned kube-scheduler, kube-controller-manager, h
 	bash $(TOOLCHAIN) deploy
 
 .PHONY: toolchain-publish
-toolchain-publish: ## Build the pinned SeaweedFS (weed, cached): the S3-compatible server the publishing tests write to.
-	bash $(TOOLCHAIN) weed
+toolchain-publish: ## Build the pinned SeaweedFS (weed) and fake-gcs-server, install Azurite from npm (cached): the S3, GCS and Azure Blob servers the publishing tests write to.
+	bash $(TOOLCHAIN) weed fake-gcs-server azurite
 
 .PHONY: toolchain-release
 toolchain-release: ## Build the pinned helm and cyclonedx-gomod (cached): what `make release-local` and its test need.
@@ -102,7 +102,7 @@ demo: ## The reference scenario narrated on a local node with real Vault (first 
 # slowing what they time. The release module's unit tests run last in the
 # unit lane (release/bundle cross-compiles arm64).
 WARM ?= 1
-WARM_TARGETS := all node deploy weed release
+WARM_TARGETS := all node deploy weed fake-gcs-server release
 define with_warm
 	@mkdir -p dist; warm=; \
 	if [ "$(WARM)" = 1 ]; then setsid bash hack/warm.sh $(1) >dist/warm.log 2>&1 & warm=$$!; fi; \
@@ -111,7 +111,7 @@ define with_warm
 endef
 
 .PHONY: test
-test: ## Run every test: unit (-race), the real API server and the manifests, a second API server and Vault trusting the issuer (directly, and through discovery published to nginx and SeaweedFS), the reference scenario (with the AWS SDK), the Helm chart, an upgrade from v0.1.0 and back, the short scale run, and a 3-minute soak on a real node (needs root).
+test: ## Run every test: unit (-race), the real API server and the manifests, a second API server and Vault trusting the issuer (directly, and through discovery published to nginx, SeaweedFS, and the GCS and Azure Blob emulators), the reference scenario (with the AWS SDK), the Helm chart, an upgrade from v0.1.0 and back, the short scale run, and a 3-minute soak on a real node (needs root).
 	$(call with_warm,$(WARM_TARGETS),$(MAKE) --no-print-directory $(TEST_TOOLS) build-standalone test-compile \
 	  && bash hack/together.sh "e2e=$(MAKE) --no-print-directory test-integration" "unit:19=$(MAKE) --no-print-directory test-unit" \
 	  && $(MAKE) --no-print-directory testdata-check)
@@ -144,7 +144,7 @@ test-unit: ## Unit tests of every module, with -race (the release module builds 
 # beside them the suites that need only API servers, one at a time; then the
 # short scale run alone (a load test).
 .PHONY: test-integration
-test-integration: toolchain ## The e2e suites in two lanes (node suites | API-server suites, SeaweedFS built beside them), then the short scale run alone: real kube-apiserver + etcd (and a second one for othercluster); the manifests; a real node (containerd, kubelet) with Vault, the chart installed on it, the short soak.
+test-integration: toolchain ## The e2e suites in two lanes (node suites | API-server suites, SeaweedFS and the GCS and Azure emulators built beside them), then the short scale run alone: real kube-apiserver + etcd (and a second one for othercluster); the manifests; a real node (containerd, kubelet) with Vault, the chart installed on it, the short soak.
 	cd e2e && KUBEBUILDER_ASSETS="$$(bash hack/toolchain.sh --print-dir all)" KUBE_STS_REQUIRE_CONTROLPLANE=1 \
 		bash hack/lanes.sh -timeout 30m $(GO_TEST_FLAGS)
 

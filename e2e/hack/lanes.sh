@@ -9,8 +9,9 @@
 #         its own API server(s), issuers, Vault or nginx and needs no node;
 #         then go test's vet of the node lane's packages;
 #   tools beside them, at nice 10: the pinned tools only late suites need
-#         (SeaweedFS for othercluster, last in the api lane; make test does
-#         not build it first). A suite that asks for one still being built
+#         (SeaweedFS for othercluster, the GCS and Azure emulators for
+#         cloudpublish, last in the api lane; make test does not build them
+#         first). A suite that asks for one still being built
 #         waits for the toolchain's lock (controlplane.Binary);
 #   solo  after the lanes, alone: the load tests (scale), whose short
 #         version drives the API server to what 2 cores give and whose
@@ -34,9 +35,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SOLO=(./scale)
-# Built in the tools lane; the api lane runs the suites that need them last.
-LATE_TOOLS=(weed)
-LAST=(./othercluster)
+# Built in the tools lane; the api lane runs the suites that need them last
+# (othercluster: weed; cloudpublish: azurite, fake-gcs-server), in this
+# order, so each finds its tools built.
+LATE_TOOLS=(azurite weed fake-gcs-server)
+LAST=(./othercluster ./cloudpublish)
 
 # A package with tests is in the node lane when its test binary links the
 # node harness (e2e/internal/node, directly or through another harness

@@ -5,7 +5,7 @@
 #   e2e/hack/toolchain.sh [--print-dir] [--print-bin=NAME] [--fetch] TARGET...
 #
 # Targets: kube-apiserver etcd kubelet kube-scheduler kube-controller-manager
-# vault vault-k8s helm kustomize actionlint weed cyclonedx-gomod promcheck
+# vault vault-k8s helm kustomize actionlint weed fake-gcs-server azurite cyclonedx-gomod promcheck
 # prometheus-operator-crds gateway-api-crds; all (= kube-apiserver etcd),
 # node (= kubelet vault vault-k8s, what the end-to-end suite adds),
 # deploy (= kube-scheduler kube-controller-manager helm kustomize actionlint
@@ -45,6 +45,11 @@ GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-v1.6.3}"
 # SeaweedFS publishes no tagged Go module versions; this is its commit of
 # 2026-11-09 (weed 4.53), the S3 server the publishing tests write to.
 SEAWEEDFS_VERSION="${SEAWEEDFS_VERSION:-v0.0.0-20261109003541-7506e5f91cd6}"
+# Google Cloud Storage's emulator (its JSON API), the GCS publishing tests' server.
+FAKE_GCS_SERVER_VERSION="${FAKE_GCS_SERVER_VERSION:-v1.56.1}"
+# Azure Storage's emulator (Node.js, from npm), the Azure Blob publishing
+# tests' server; 3.35.0 is the newest that runs on Node 20 (3.36 wants 21).
+AZURITE_VERSION="${AZURITE_VERSION:-3.35.0}"
 
 LDFLAGS_EXTRA=""
 # Every binary is linked without debug information (-ldflags -w); compiling
@@ -242,6 +247,31 @@ weed() {
     -replace="github.com/tyler-smith/go-bip39=github.com/cosmos/go-bip39@v1.0.0"
 }
 
+fake_gcs_server() { module_build fake-gcs-server "$FAKE_GCS_SERVER_VERSION" github.com/fsouza/fake-gcs-server; }
+
+# azurite is not Go: npm installs it (node and npm from Debian's packages
+# when missing, as root) into the cache, and a launcher script named azurite
+# runs its Blob service.
+azurite() {
+  local name=azurite v="$AZURITE_VERSION" dir
+  have "$name" "$v" && { log "$name $v cached"; return; }
+  $FETCH && return # npm downloads while it installs
+  if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || die "azurite needs node and npm on PATH"
+    log "installing node and npm from Debian's packages"
+    (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq nodejs npm) >&2 || die "apt-get install nodejs npm failed"
+  fi
+  dir="$(bindir "$name" "$v")"
+  log "installing azurite $v from npm"
+  rm -rf "$dir" && mkdir -p "$dir"
+  npm install --prefix "$dir" --no-audit --no-fund --loglevel=error "azurite@$v" >&2 || die "npm install azurite@$v failed"
+  [ -f "$dir/node_modules/azurite/dist/src/blob/main.js" ] || die "azurite@$v has no dist/src/blob/main.js"
+  printf '#!/bin/sh\n# Azurite %s: the Blob service.\nexec node "%s/node_modules/azurite/dist/src/blob/main.js" "$@"\n' "$v" "$dir" >"$dir/.$name.tmp"
+  chmod +x "$dir/.$name.tmp"
+  mv -f "$dir/.$name.tmp" "$dir/$name"
+  log "$name $v ready: $dir/$name"
+}
+
 # vault-k8s is Vault's agent injector.
 vault_k8s() { module_build vault-k8s "$VAULT_K8S_VERSION" github.com/hashicorp/vault-k8s; }
 
@@ -319,6 +349,8 @@ version_of() {
     kustomize) echo "$KUSTOMIZE_VERSION" ;;
     actionlint) echo "$ACTIONLINT_VERSION" ;;
     weed) echo "$SEAWEEDFS_VERSION" ;;
+    fake-gcs-server) echo "$FAKE_GCS_SERVER_VERSION" ;;
+    azurite) echo "$AZURITE_VERSION" ;;
     cyclonedx-gomod) echo "$CYCLONEDX_GOMOD_VERSION" ;;
     prometheus-operator-crds) echo "$PROMETHEUS_OPERATOR_VERSION" ;;
     gateway-api-crds) echo "$GATEWAY_API_VERSION" ;;
@@ -363,6 +395,8 @@ for t in "${targets[@]}"; do
     kustomize) kustomize ;;
     actionlint) actionlint ;;
     weed) weed ;;
+    fake-gcs-server) fake_gcs_server ;;
+    azurite) azurite ;;
     cyclonedx-gomod) cyclonedx_gomod ;;
     promcheck) promcheck ;;
     prometheus-operator-crds) prometheus_operator_crds ;;
@@ -370,8 +404,8 @@ for t in "${targets[@]}"; do
     release) helm; cyclonedx_gomod ;;
     node) kube_component kubelet; vault; vault_k8s ;;
     deploy) kube_component kube-scheduler; kube_component kube-controller-manager; helm; kustomize; actionlint; promcheck; prometheus_operator_crds; gateway_api_crds ;;
-    versions) echo "KUBERNETES_VERSION=$KUBERNETES_VERSION ETCD_VERSION=$ETCD_VERSION VAULT_VERSION=$VAULT_VERSION VAULT_K8S_VERSION=$VAULT_K8S_VERSION HELM_VERSION=$HELM_VERSION KUSTOMIZE_VERSION=$KUSTOMIZE_VERSION ACTIONLINT_VERSION=$ACTIONLINT_VERSION SEAWEEDFS_VERSION=$SEAWEEDFS_VERSION CYCLONEDX_GOMOD_VERSION=$CYCLONEDX_GOMOD_VERSION PROMETHEUS_VERSION=$PROMETHEUS_VERSION PROMETHEUS_OPERATOR_VERSION=$PROMETHEUS_OPERATOR_VERSION GATEWAY_API_VERSION=$GATEWAY_API_VERSION" ;;
-    *) die "unknown target '$t' (known: all node deploy kube-apiserver etcd kubelet kube-scheduler kube-controller-manager vault vault-k8s helm kustomize actionlint weed cyclonedx-gomod promcheck prometheus-operator-crds gateway-api-crds release versions)" ;;
+    versions) echo "KUBERNETES_VERSION=$KUBERNETES_VERSION ETCD_VERSION=$ETCD_VERSION VAULT_VERSION=$VAULT_VERSION VAULT_K8S_VERSION=$VAULT_K8S_VERSION HELM_VERSION=$HELM_VERSION KUSTOMIZE_VERSION=$KUSTOMIZE_VERSION ACTIONLINT_VERSION=$ACTIONLINT_VERSION SEAWEEDFS_VERSION=$SEAWEEDFS_VERSION FAKE_GCS_SERVER_VERSION=$FAKE_GCS_SERVER_VERSION AZURITE_VERSION=$AZURITE_VERSION CYCLONEDX_GOMOD_VERSION=$CYCLONEDX_GOMOD_VERSION PROMETHEUS_VERSION=$PROMETHEUS_VERSION PROMETHEUS_OPERATOR_VERSION=$PROMETHEUS_OPERATOR_VERSION GATEWAY_API_VERSION=$GATEWAY_API_VERSION" ;;
+    *) die "unknown target '$t' (known: all node deploy kube-apiserver etcd kubelet kube-scheduler kube-controller-manager vault vault-k8s helm kustomize actionlint weed fake-gcs-server azurite cyclonedx-gomod promcheck prometheus-operator-crds gateway-api-crds release versions)" ;;
   esac
 done
 

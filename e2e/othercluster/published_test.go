@@ -347,19 +347,11 @@ func TestPublishedDiscovery(t *testing.T) {
 
 func kids(t *testing.T, jwks []byte) []string {
 	t.Helper()
-	var set struct {
-		Keys []struct {
-			Kid string `json:"kid"`
-		} `json:"keys"`
+	k, err := stsissuer.KIDs(jwks)
+	if err != nil {
+		t.Errorf("published %v", err)
 	}
-	if err := json.Unmarshal(jwks, &set); err != nil {
-		t.Errorf("published JWKS: %v", err)
-	}
-	var out []string
-	for _, k := range set.Keys {
-		out = append(out, k.Kid)
-	}
-	return out
+	return k
 }
 
 func aheadOf(used, published map[string]time.Time) map[string]string {

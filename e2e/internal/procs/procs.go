@@ -212,6 +212,17 @@ func (p *Proc) Stop() time.Duration {
 	return time.Since(start)
 }
 
+// Exited says whether the process has exited, and with what.
+func (p *Proc) Exited() (bool, error) {
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return true, err
+	default:
+		return false, nil
+	}
+}
+
 // Pid is the process's ID.
 func (p *Proc) Pid() int { return p.cmd.Process.Pid }
 

@@ -53,12 +53,21 @@ func Names(samples map[string]float64) map[string]bool {
 	return names
 }
 
-// Sum adds up every series of the metric name in samples (all label
-// values), 0 when there is none.
-func Sum(samples map[string]float64, name string) float64 {
+// Sum adds up every series of the metric name in samples whose labels
+// include each of labels (written as exposed: `result="foreign"`; none: all
+// series), 0 when there is none.
+func Sum(samples map[string]float64, name string, labels ...string) float64 {
 	sum := 0.0
 	for series, v := range samples {
-		if n, _, _ := strings.Cut(series, "{"); n == name {
+		n, set, _ := strings.Cut(series, "{")
+		if n != name {
+			continue
+		}
+		match := true
+		for _, l := range labels {
+			match = match && strings.Contains(set, l)
+		}
+		if match {
 			sum += v
 		}
 	}

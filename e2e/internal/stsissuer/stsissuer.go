@@ -192,3 +192,20 @@ func (i *Issuer) JWKS(ctx context.Context, issuer string) ([]byte, error) {
 	}
 	return io.ReadAll(resp.Body)
 }
+
+// KIDs are the key IDs of a JWKS, in its order.
+func KIDs(jwks []byte) ([]string, error) {
+	var set struct {
+		Keys []struct {
+			Kid string `json:"kid"`
+		} `json:"keys"`
+	}
+	if err := json.Unmarshal(jwks, &set); err != nil {
+		return nil, fmt.Errorf("JWKS: %w", err)
+	}
+	var out []string
+	for _, k := range set.Keys {
+		out = append(out, k.Kid)
+	}
+	return out, nil
+}

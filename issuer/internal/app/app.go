@@ -44,6 +44,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if o.CheckConfig {
 		fmt.Fprintf(stdout, "sts-issuer: %s is valid\n", o.ConfigFile)
+		for _, n := range cfg.Notes() {
+			fmt.Fprintf(stdout, "warning: %s\n", n)
+		}
 		return nil
 	}
 	log, err := logging.New(o.LogLevel, stderr)
@@ -112,5 +115,8 @@ func logStart(log *zap.Logger, o *Options, cfg *config.Config, addr string) {
 		log.Info("endpoint", logging.Endpoint(e.Name), zap.String("issuer", e.Issuer), zap.String("audience", e.Audience),
 			zap.String("subject_audience", e.SubjectAudience), zap.Duration("ttl", e.TTL.Duration), zap.String("algorithm", e.Algorithm),
 			zap.Stringers("publish", e.Publish))
+	}
+	for _, n := range cfg.Notes() {
+		log.Warn("configuration a cloud would not accept", zap.String("note", n))
 	}
 }

@@ -32,6 +32,27 @@ endpoints:
 	if err := Run(context.Background(), []string{"--check-config", "--config", good, "--kubeconfig", "/nonexistent"}, &out, io.Discard); err != nil || !strings.Contains(out.String(), "is valid") {
 		t.Fatalf("valid file: %v %q", err, out.String())
 	}
+	// What a cloud would not accept is valid, and said: an Azure container
+	// that is not where the issuer URL points, and ES256 for Entra ID.
+	azure := filepath.Join(dir, "azure.yaml")
+	if err := os.WriteFile(azure, []byte(`
+cluster: c1
+endpoints:
+- name: azure
+  issuer: https://sts.example/azure
+  audience: api://AzureADTokenExchange
+  algorithm: ES256
+  keys: {managed: {secret: azure-keys}}
+  allow: [{namespace: "*"}]
+  publish: [{azureBlob: {account: acct, container: oidc}}]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := Run(context.Background(), []string{"--check-config", "--config", azure}, &out, io.Discard); err != nil ||
+		strings.Count(out.String(), "warning: endpoints[0].publish[0] (azureBlob)") != 2 {
+		t.Fatalf("a configuration Azure would refuse: %v\n%s", err, out.String())
+	}
 	err := Run(context.Background(), []string{"--check-config", "--config", bad}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "endpoints[0].audience") || !strings.Contains(err.Error(), "endpoints[0].ttl") {
 		t.Fatalf("invalid file: %v", err)

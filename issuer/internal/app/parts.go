@@ -132,8 +132,9 @@ func startKeys(ctx context.Context, g *errgroup.Group, cfg *config.Config, srv *
 // publishers are each endpoint's, by endpoint name.
 type publishers map[string][]*publish.Publisher
 
-// newPublishers builds a publisher per endpoint and target; S3 clients are
-// configured here, so a bad target stops the issuer at start.
+// newPublishers builds a publisher per endpoint and target; the bucket
+// targets' clients and credentials are set up here, so a bad target stops
+// the issuer at start.
 func newPublishers(ctx context.Context, cfg *config.Config, log *zap.Logger, m *metrics.Metrics) (publishers, error) {
 	pubs := publishers{}
 	for _, ec := range cfg.Endpoints {
@@ -147,11 +148,14 @@ func newPublishers(ctx context.Context, cfg *config.Config, log *zap.Logger, m *
 			case t.Directory != nil:
 				target = publish.Dir{Root: t.Directory.Path}
 			case t.S3 != nil:
-				b, err := publish.NewBucket(ctx, *t.S3)
-				if err != nil {
-					return nil, fmt.Errorf("endpoint %s publish[%d]: %w", ec.Name, i, err)
-				}
-				target = b
+				target, err = publish.NewBucket(ctx, *t.S3)
+			case t.GCS != nil:
+				target, err = publish.NewGCS(ctx, *t.GCS)
+			case t.AzureBlob != nil:
+				target, err = publish.NewAzureBlob(*t.AzureBlob)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("endpoint %s publish[%d]: %w", ec.Name, i, err)
 			}
 			pubs[ec.Name] = append(pubs[ec.Name], publish.New(publish.Options{
 				Endpoint: ec.Name, Base: strings.TrimPrefix(u.Path, "/"), Target: target,

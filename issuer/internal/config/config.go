@@ -70,10 +70,26 @@ type Publishing struct {
 
 // PublishTarget is one place an endpoint's discovery document and JWKS are
 // copied to, for relying parties that cannot reach the issuer (clouds). Set
-// exactly one of Directory and S3.
+// exactly one of Directory, S3, GCS and AzureBlob.
 type PublishTarget struct {
 	Directory *DirectoryTarget `json:"directory,omitempty"`
 	S3        *S3Target        `json:"s3,omitempty"`
+	GCS       *GCSTarget       `json:"gcs,omitempty"`
+	AzureBlob *AzureBlobTarget `json:"azureBlob,omitempty"`
+}
+
+// kinds are the PublishTarget fields set, by their configuration key.
+func (t PublishTarget) kinds() []string {
+	var k []string
+	for _, f := range []struct {
+		key string
+		set bool
+	}{{"directory", t.Directory != nil}, {"s3", t.S3 != nil}, {"gcs", t.GCS != nil}, {"azureBlob", t.AzureBlob != nil}} {
+		if f.set {
+			k = append(k, f.key)
+		}
+	}
+	return k
 }
 
 // String names the target as logs and metrics do.
@@ -82,13 +98,20 @@ func (t PublishTarget) String() string {
 	case t.Directory != nil:
 		return "directory:" + t.Directory.Path
 	case t.S3 != nil:
-		name := "s3://" + t.S3.Bucket + "/" + t.S3.Prefix
-		if t.S3.Endpoint != "" {
-			name += " at " + t.S3.Endpoint
-		}
-		return name
+		return withEndpoint("s3://"+t.S3.Bucket+"/"+t.S3.Prefix, t.S3.Endpoint)
+	case t.GCS != nil:
+		return withEndpoint("gs://"+t.GCS.Bucket+"/"+t.GCS.Prefix, t.GCS.Endpoint)
+	case t.AzureBlob != nil:
+		return withEndpoint("azblob://"+t.AzureBlob.Account+"/"+t.AzureBlob.Container+"/"+t.AzureBlob.Prefix, t.AzureBlob.Endpoint)
 	}
 	return "none"
+}
+
+func withEndpoint(name, endpoint string) string {
+	if endpoint != "" {
+		name += " at " + endpoint
+	}
+	return name
 }
 
 // DirectoryTarget writes the documents under Path, laid out like the
@@ -113,6 +136,52 @@ type S3Target struct {
 	PathStyle bool `json:"pathStyle,omitempty"`
 	// Prefix is prepended to the object keys.
 	Prefix string `json:"prefix,omitempty"`
+	// CAFile is a PEM bundle to trust for Endpoint, beside the system roots.
+	CAFile string `json:"caFile,omitempty"`
+}
+
+// GCSTarget puts the documents into a Google Cloud Storage bucket through
+// its JSON API, at <prefix><issuer path>/.well-known/openid-configuration
+// and .../jwks, where the issuer path leaves out a first segment naming the
+// bucket (an issuer at https://storage.googleapis.com/<bucket>/<path> reads
+// the bucket path-style). Credentials are Google's Application Default
+// Credentials (GKE workload identity, GOOGLE_APPLICATION_CREDENTIALS with a
+// service account key or a workload identity federation configuration),
+// never from this file.
+type GCSTarget struct {
+	Bucket string `json:"bucket"`
+	// Prefix is prepended to the object names.
+	Prefix string `json:"prefix,omitempty"`
+	// Endpoint is the URL of a GCS-compatible server (an emulator); empty
+	// means Google's, https://storage.googleapis.com.
+	Endpoint string `json:"endpoint,omitempty"`
+	// Anonymous sends no credentials: for an emulator (Endpoint set) that
+	// asks for none.
+	Anonymous bool `json:"anonymous,omitempty"`
+	// CAFile is a PEM bundle to trust for Endpoint, beside the system roots.
+	CAFile string `json:"caFile,omitempty"`
+}
+
+// AzureBlobTarget puts the documents into an Azure Blob Storage container,
+// as block blobs at <prefix><issuer path>/.well-known/openid-configuration
+// and .../jwks, where the issuer path leaves out leading segments naming the
+// account (path-style endpoints such as Azurite) and the container (an
+// issuer at https://<account>.blob.core.windows.net/<container>/<path>).
+// Credentials come from the environment, never from this file:
+// AZURE_STORAGE_SAS_TOKEN, AZURE_STORAGE_KEY (the account key, Shared Key
+// signing), or Microsoft Entra workload identity (AZURE_CLIENT_ID,
+// AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE, as Azure's workload identity
+// webhook sets them), the first one set.
+type AzureBlobTarget struct {
+	// Account is the storage account name.
+	Account   string `json:"account"`
+	Container string `json:"container"`
+	// Prefix is prepended to the blob names.
+	Prefix string `json:"prefix,omitempty"`
+	// Endpoint is the URL of the account's blob service; empty means
+	// https://<account>.blob.core.windows.net. An emulator's includes the
+	// account: http://127.0.0.1:10000/devstoreaccount1.
+	Endpoint string `json:"endpoint,omitempty"`
 	// CAFile is a PEM bundle to trust for Endpoint, beside the system roots.
 	CAFile string `json:"caFile,omitempty"`
 }
@@ -438,29 +507,56 @@ func (c *Config) validateKeys(e *Endpoint, f string, bad func(string, string, ..
 }
 
 func validateTarget(t PublishTarget, f string, bad func(string, string, ...any)) {
+	if k := t.kinds(); len(k) != 1 {
+		bad(f, "set exactly one of directory, s3, gcs and azureBlob (found %d: %s)", len(k), strings.Join(k, ", "))
+		return
+	}
 	switch {
-	case (t.Directory == nil) == (t.S3 == nil):
-		bad(f, "set exactly one of directory and s3")
 	case t.Directory != nil:
 		if !path.IsAbs(t.Directory.Path) {
 			bad(f+".directory.path", "%q must be an absolute path", t.Directory.Path)
 		}
-	default:
+	case t.S3 != nil:
 		s := t.S3
 		if s.Bucket == "" {
 			bad(f+".s3.bucket", "is required")
 		}
-		if s.Endpoint != "" {
-			if u, err := url.Parse(s.Endpoint); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-				bad(f+".s3.endpoint", "%q is not an http(s) URL", s.Endpoint)
-			}
+		validateStore(f+".s3", s.Endpoint, s.Prefix, s.CAFile, "AWS", bad)
+	case t.GCS != nil:
+		g := t.GCS
+		if g.Bucket == "" {
+			bad(f+".gcs.bucket", "is required")
 		}
-		if strings.HasPrefix(s.Prefix, "/") {
-			bad(f+".s3.prefix", "%q must not start with '/': object keys have no leading slash", s.Prefix)
+		if g.Anonymous && g.Endpoint == "" {
+			bad(f+".gcs.anonymous", "is only for an emulator (set endpoint); Google's API takes no anonymous writes")
 		}
-		if s.CAFile != "" && s.Endpoint == "" {
-			bad(f+".s3.caFile", "is only for an S3-compatible endpoint; AWS is trusted through the system roots")
+		validateStore(f+".gcs", g.Endpoint, g.Prefix, g.CAFile, "Google", bad)
+	default:
+		a := t.AzureBlob
+		if a.Account == "" {
+			bad(f+".azureBlob.account", "is required: the storage account name")
 		}
+		if a.Container == "" {
+			bad(f+".azureBlob.container", "is required")
+		}
+		validateStore(f+".azureBlob", a.Endpoint, a.Prefix, a.CAFile, "Azure", bad)
+	}
+}
+
+// validateStore checks what the bucket-like targets share: an http(s)
+// endpoint, a prefix without a leading '/', a CA file only for an endpoint
+// of one's own (cloud is whose roots the default endpoint is trusted by).
+func validateStore(f, endpoint, prefix, caFile, cloud string, bad func(string, string, ...any)) {
+	if endpoint != "" {
+		if u, err := url.Parse(endpoint); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad(f+".endpoint", "%q is not an http(s) URL", endpoint)
+		}
+	}
+	if strings.HasPrefix(prefix, "/") {
+		bad(f+".prefix", "%q must not start with '/': object names have no leading slash", prefix)
+	}
+	if caFile != "" && endpoint == "" {
+		bad(f+".caFile", "is only for an endpoint of your own; %s is trusted through the system roots", cloud)
 	}
 }
 

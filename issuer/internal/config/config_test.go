@@ -192,11 +192,23 @@ endpoints:
   - {directory: {path: www}, s3: {bucket: b}}
   - directory: {path: relative/www}
   - s3: {endpoint: "ftp://x", prefix: /p, caFile: /ca}
-  - s3: {bucket: b, caFile: /ca}`, wantIn: []string{"publishing.interval: 1s is too short", "publishing.unreadyAfter: -1s is negative",
-			"endpoints[0].publish[0]: set exactly one of directory and s3", "endpoints[0].publish[1]: set exactly one",
+  - s3: {bucket: b, caFile: /ca}
+  - gcs: {anonymous: true, prefix: /p}
+  - gcs: {bucket: b, endpoint: "gs://x", caFile: /ca}
+  - azureBlob: {prefix: /p, caFile: /ca}
+  - {gcs: {bucket: b}, azureBlob: {account: a, container: c}}`, wantIn: []string{"publishing.interval: 1s is too short", "publishing.unreadyAfter: -1s is negative",
+			"endpoints[0].publish[0]: set exactly one of directory, s3, gcs and azureBlob (found 0: )",
+			"endpoints[0].publish[1]: set exactly one of directory, s3, gcs and azureBlob (found 2: directory, s3)",
 			`endpoints[0].publish[2].directory.path: "relative/www" must be an absolute path`, "endpoints[0].publish[3].s3.bucket: is required",
 			`endpoints[0].publish[3].s3.endpoint: "ftp://x" is not an http(s) URL`, `endpoints[0].publish[3].s3.prefix: "/p" must not start with '/'`,
-			"endpoints[0].publish[4].s3.caFile: is only for an S3-compatible endpoint"}},
+			"endpoints[0].publish[4].s3.caFile: is only for an endpoint of your own; AWS is trusted",
+			"endpoints[0].publish[5].gcs.bucket: is required", "endpoints[0].publish[5].gcs.anonymous: is only for an emulator",
+			`endpoints[0].publish[5].gcs.prefix: "/p" must not start with '/'`,
+			`endpoints[0].publish[6].gcs.endpoint: "gs://x" is not an http(s) URL`,
+			"endpoints[0].publish[7].azureBlob.account: is required", "endpoints[0].publish[7].azureBlob.container: is required",
+			`endpoints[0].publish[7].azureBlob.prefix: "/p" must not start with '/'`, "endpoints[0].publish[7].azureBlob.caFile: is only for an endpoint of your own; Azure is trusted",
+			"endpoints[0].publish[8]: set exactly one of directory, s3, gcs and azureBlob (found 2: gcs, azureBlob)",
+		}},
 		"extra claims": {yaml: `cluster: c
 endpoints:
 - name: v

@@ -75,7 +75,8 @@ func (f *fakeS3) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		meta := http.Header{}
 		for k, v := range r.Header {
-			if strings.HasPrefix(strings.ToLower(k), "x-amz-meta-") || k == "Content-Type" || k == "Cache-Control" {
+			// S3's metadata and headers, and Azure's (x-ms-meta-*, x-ms-blob-*).
+			if lk := strings.ToLower(k); strings.HasPrefix(lk, "x-amz-meta-") || strings.HasPrefix(lk, "x-ms-meta-") || k == "Content-Type" || k == "Cache-Control" {
 				meta[k] = v
 			}
 		}
@@ -88,6 +89,7 @@ func (f *fakeS3) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case http.MethodGet, http.MethodHead:
 		o, ok := f.objects[key]
 		if !ok {
+			w.Header().Set("x-ms-error-code", "BlobNotFound") // Azure's way of saying it
 			w.Header().Set("Content-Type", "application/xml")
 			w.WriteHeader(http.StatusNotFound)
 			_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchKey</Code><Message>no such key</Message></Error>`)
@@ -112,6 +114,7 @@ func (f *fakeS3) set(key, body, gen string) {
 	meta := http.Header{}
 	if gen != "" {
 		meta.Set("X-Amz-Meta-"+MetadataGeneration, gen)
+		meta.Set("X-Ms-Meta-"+AzureMetadataGeneration, gen)
 	}
 	etagSeq++
 	f.objects[key] = fakeObject{body: []byte(body), meta: meta, etag: fmt.Sprintf(`"p%d"`, etagSeq)}
@@ -122,6 +125,9 @@ func (f *fakeS3) get(key string) string {
 	defer f.mu.Unlock()
 	return string(f.objects[key].body)
 }
+
+func (f *fakeS3) onPut(hook func(key string)) { f.beforePut = hook }
+func (f *fakeS3) conditionals() int           { f.mu.Lock(); defer f.mu.Unlock(); return f.conditional }
 
 func newFakeBucket(t *testing.T) (*Bucket, *fakeS3) {
 	t.Helper()
@@ -147,8 +153,7 @@ type target struct {
 
 func targets(t *testing.T) map[string]target {
 	d := Dir{Root: t.TempDir()}
-	b, f := newFakeBucket(t)
-	return map[string]target{
+	m := map[string]target{
 		"directory": {Target: d,
 			plant: func(gen, jwks string) {
 				_ = os.MkdirAll(filepath.Join(d.Root, "aws"), 0o755)
@@ -156,10 +161,13 @@ func targets(t *testing.T) map[string]target {
 				_ = os.WriteFile(filepath.Join(d.Root, "aws", GenerationFile), []byte(gen+"\n"), 0o644)
 			},
 			jwks: func() string { b, _ := os.ReadFile(filepath.Join(d.Root, "aws", NameJWKS)); return string(b) }},
-		"s3": {Target: b,
-			plant: func(gen, jwks string) { f.set("oidc/aws/jwks", jwks, gen) },
-			jwks:  func() string { return f.get("oidc/aws/jwks") }},
 	}
+	for name, s := range cloudStores(t) {
+		m[name] = target{Target: s.target,
+			plant: func(gen, jwks string) { s.fake.set(s.jwksKey, jwks, gen) },
+			jwks:  func() string { return s.fake.get(s.jwksKey) }}
+	}
+	return m
 }
 
 // TestTargetsRead: each target reads back the generation and the JWKS it
@@ -261,40 +269,44 @@ func TestReadBackMustMatch(t *testing.T) {
 	}
 }
 
-// TestS3WritesAreConditional: the JWKS is written only if it is still the
-// object the publisher read (If-None-Match: * when there was none), so a
-// newer set another writer put there in between is not overwritten; the
-// next attempt reads it and decides again.
-func TestS3WritesAreConditional(t *testing.T) {
-	b, f := newFakeBucket(t)
-	var m recorded
-	now := t0.Add(2 * time.Hour)
-	p := New(Options{Endpoint: "aws", Base: "aws", Target: b, Interval: time.Minute, Metrics: &m, Now: func() time.Time { return now }})
-	ours := Documents{JWKS: []byte(jwksOf("k1")), Discovery: []byte(`{}`), Generation: gen(time.Hour, 0), SigningKeyID: "k1"}
-	if err := p.Attempt(context.Background(), ours); err != nil || m.last() != ResultPublished {
-		t.Fatalf("first write: %v %q", err, m.last())
-	}
-	if f.conditional == 0 {
-		t.Fatal("the first write carried no condition")
-	}
-	// A peer writes its newer set between this replica's read and write.
-	peer := jwksOf("k1", "k2")
-	raced := false
-	f.beforePut = func(key string) {
-		if key == "oidc/aws/jwks" && !raced {
-			raced = true
-			f.set(key, peer, gen(90*time.Minute, 0).String())
-		}
-	}
-	err := p.Attempt(context.Background(), ours)
-	if !errors.Is(err, ErrChanged) || m.last() != ResultError {
-		t.Fatalf("write after a racing writer: %v %q, want ErrChanged", err, m.last())
-	}
-	if f.get("oidc/aws/jwks") != peer {
-		t.Fatal("the racing writer's newer set was overwritten")
-	}
-	// The next attempt sees the peer's newer set and leaves it.
-	if err := p.Attempt(context.Background(), ours); err != nil || m.last() != ResultSuperseded {
-		t.Fatalf("next attempt: %v %q, want superseded", err, m.last())
+// TestBucketWritesAreConditional: on every bucket-like target the JWKS is
+// written only if it is still the object the publisher read (S3 and Azure:
+// If-Match, or If-None-Match: * when there was none; GCS: ifGenerationMatch,
+// 0 for none), so a newer set another writer put there in between is not
+// overwritten; the next attempt reads it and decides again.
+func TestBucketWritesAreConditional(t *testing.T) {
+	for name, s := range cloudStores(t) {
+		t.Run(name, func(t *testing.T) {
+			var m recorded
+			now := t0.Add(2 * time.Hour)
+			p := New(Options{Endpoint: "aws", Base: "aws", Target: s.target, Interval: time.Minute, Metrics: &m, Now: func() time.Time { return now }})
+			ours := Documents{JWKS: []byte(jwksOf("k1")), Discovery: []byte(`{}`), Generation: gen(time.Hour, 0), SigningKeyID: "k1"}
+			if err := p.Attempt(context.Background(), ours); err != nil || m.last() != ResultPublished {
+				t.Fatalf("first write: %v %q", err, m.last())
+			}
+			if s.fake.conditionals() == 0 {
+				t.Fatal("the first write carried no condition")
+			}
+			// A peer writes its newer set between this replica's read and write.
+			peer := jwksOf("k1", "k2")
+			raced := false
+			s.fake.onPut(func(key string) {
+				if key == s.jwksKey && !raced {
+					raced = true
+					s.fake.set(key, peer, gen(90*time.Minute, 0).String())
+				}
+			})
+			err := p.Attempt(context.Background(), ours)
+			if !errors.Is(err, ErrChanged) || m.last() != ResultError {
+				t.Fatalf("write after a racing writer: %v %q, want ErrChanged", err, m.last())
+			}
+			if s.fake.get(s.jwksKey) != peer {
+				t.Fatal("the racing writer's newer set was overwritten")
+			}
+			// The next attempt sees the peer's newer set and leaves it.
+			if err := p.Attempt(context.Background(), ours); err != nil || m.last() != ResultSuperseded {
+				t.Fatalf("next attempt: %v %q, want superseded", err, m.last())
+			}
+		})
 	}
 }

@@ -1,16 +1,18 @@
 // Package publish copies an endpoint's discovery document and JWKS to
 // places relying parties can read without reaching the issuer: a directory
-// (nginx, any static host, a pages site) and an S3-compatible bucket (what
-// clouds' OIDC federation reads). Each key change is published at once, and
+// (nginx, any static host, a pages site), an S3-compatible bucket, a Google
+// Cloud Storage bucket and an Azure Blob container (what clouds' OIDC
+// federation reads). Each key change is published at once, and
 // everything again every interval; failures are retried with backoff.
 //
 // Several replicas publish to the same target. Each write carries the key
 // set's Generation (its newest and its oldest key's creation times, which
 // only move forward as keys are added and retired), and a replica does not
 // overwrite a newer generation: one that has not yet seen a rotation cannot
-// take the new key away again. On S3 the JWKS is written on condition that
-// it is still the object the replica read (Bucket.Put), so a newer set put
-// there in between is never overwritten; a directory has no such condition,
+// take the new key away again. On S3, GCS and Azure the JWKS is written on
+// condition that it is still the object the replica read (Bucket.Put,
+// GCS.Put, AzureBlob.Put), so a newer set put there in between is never
+// overwritten; a directory has no such condition,
 // and two replicas racing there can leave the older set for one interval at
 // most, until the newer replica's next write.
 //
@@ -106,7 +108,8 @@ type Object struct {
 	ContentType string
 }
 
-// Target is a place documents are written to. Dir and Bucket are ours.
+// Target is a place documents are written to. Dir, Bucket, GCS and
+// AzureBlob are ours.
 type Target interface {
 	// String names the target in logs and metrics; never a credential.
 	String() string
