@@ -85,12 +85,11 @@ func NewAzureBlob(t config.AzureBlobTarget) (*AzureBlob, error) {
 }
 
 func azureAuthFromEnv(account string, client *http.Client) (azureAuth, error) {
-	if sas := os.Getenv(EnvAzureSAS); sas != "" {
-		q, err := url.ParseQuery(strings.TrimPrefix(sas, "?"))
-		if err != nil || q.Get("sig") == "" {
+	if sas := strings.TrimPrefix(strings.TrimSpace(os.Getenv(EnvAzureSAS)), "?"); sas != "" {
+		if q, err := url.ParseQuery(sas); err != nil || q.Get("sig") == "" {
 			return nil, fmt.Errorf("azureBlob: %s is not a SAS token (a query string with sig=...)", EnvAzureSAS)
 		}
-		return sasAuth{query: q}, nil
+		return sasAuth{query: sas}, nil
 	}
 	if k := os.Getenv(EnvAzureKey); k != "" {
 		key, err := base64.StdEncoding.DecodeString(k)
@@ -201,15 +200,16 @@ func (a *AzureBlob) Put(ctx context.Context, base string, objs []Object, cacheCo
 	return nil
 }
 
-// sasAuth appends a shared access signature to every request.
-type sasAuth struct{ query url.Values }
+// sasAuth appends a shared access signature to every request, as given
+// (its signature stays byte for byte what Azure signed).
+type sasAuth struct{ query string }
 
 func (s sasAuth) authorize(_ context.Context, req *http.Request) error {
-	q := req.URL.Query()
-	for k, v := range s.query {
-		q[k] = v
+	if req.URL.RawQuery == "" {
+		req.URL.RawQuery = s.query
+	} else {
+		req.URL.RawQuery += "&" + s.query
 	}
-	req.URL.RawQuery = q.Encode()
 	return nil
 }
 

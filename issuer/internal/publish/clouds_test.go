@@ -301,6 +301,23 @@ func TestAzureCredentialFromEnvironment(t *testing.T) {
 	if _, err := NewAzureBlob(tc); err == nil || !strings.Contains(err.Error(), "not a SAS token") {
 		t.Fatalf("a SAS without sig: %v", err)
 	}
+	// The SAS goes on each request as given: its signature byte for byte.
+	var query string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		query = r.URL.RawQuery
+		w.Header().Set("x-ms-error-code", "BlobNotFound")
+		w.WriteHeader(http.StatusNotFound)
+	}))
+	t.Cleanup(srv.Close)
+	t.Setenv(EnvAzureSAS, "?sv=2021-12-02&sp=rw&sig=a%2Bb%2F%3D")
+	tc.Endpoint = srv.URL
+	a, err = NewAzureBlob(tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := a.Read(context.Background(), "aws"); err != nil || query != "sv=2021-12-02&sp=rw&sig=a%2Bb%2F%3D" {
+		t.Fatalf("read with a SAS: %v, query %q", err, query)
+	}
 }
 
 // TestAzureWorkloadIdentity: with workload identity the target asks Entra
