@@ -411,3 +411,23 @@ func TestAzureWorkloadIdentity(t *testing.T) {
 		t.Fatalf("refused: %v", err)
 	}
 }
+
+// TestStatusErrorQuotesNoAzureBody: an Azure refusal is reported by its
+// error code alone (its error document may quote the request's signature);
+// another service's error message is kept, on one line.
+func TestStatusErrorQuotesNoAzureBody(t *testing.T) {
+	rec := httptest.NewRecorder()
+	rec.Header().Set("x-ms-error-code", "AuthenticationFailed")
+	rec.WriteHeader(http.StatusForbidden)
+	_, _ = io.WriteString(rec, "<Error><AuthenticationErrorDetail>The MAC signature found in the HTTP request 'c2lnbmF0dXJl' is not ...</AuthenticationErrorDetail></Error>")
+	err := statusError("azure", rec.Result())
+	if err == nil || !strings.Contains(err.Error(), "403 Forbidden (AuthenticationFailed)") || strings.Contains(err.Error(), "c2lnbmF0dXJl") {
+		t.Errorf("azure: %v", err)
+	}
+	rec = httptest.NewRecorder()
+	rec.WriteHeader(http.StatusForbidden)
+	_, _ = io.WriteString(rec, "{\"error\": {\"code\": 403,\n  \"message\": \"x@y.iam.gserviceaccount.com does not have storage.objects.create access\"}}")
+	if err := statusError("gcs", rec.Result()); err == nil || !strings.Contains(err.Error(), `"message": "x@y.iam.gserviceaccount.com does not have storage.objects.create access"`) {
+		t.Errorf("gcs: %v", err)
+	}
+}

@@ -46,14 +46,15 @@ func drain(resp *http.Response) {
 	_ = resp.Body.Close()
 }
 
-// statusError describes an unexpected answer: the status, the service's
-// error code when it sends one in a header (Azure: x-ms-error-code), and
-// the start of the body on one line (the services' error documents: codes
-// and messages, never a credential of ours).
+// statusError describes an unexpected answer: the status and the service's
+// error code when it sends one in a header (Azure: x-ms-error-code, whose
+// error documents may quote the request's signature, so no more of them),
+// else the start of the body on one line (GCS's JSON error: a code and a
+// message).
 func statusError(service string, resp *http.Response) error {
 	msg := fmt.Sprintf("%s answered %s", service, resp.Status)
 	if code := resp.Header.Get("x-ms-error-code"); code != "" {
-		msg += " (" + code + ")"
+		return fmt.Errorf("%s (%s)", msg, code)
 	}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
 	if s := strings.Join(strings.Fields(string(b)), " "); s != "" {
