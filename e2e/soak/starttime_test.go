@@ -74,10 +74,16 @@ func startTimes(ctx context.Context, t *testing.T, s *scenario.Stack, n int) str
 				continue
 			}
 			k.took = append(k.took, st.app)
-			if !st.token.IsZero() {
+			if !st.sidecar.IsZero() {
+				// The floors' sleeper has no token: its app phase counts
+				// from the sleeper's start.
 				k.toSidecar = append(k.toSidecar, st.sidecar.Sub(st.created))
-				k.toToken = append(k.toToken, st.token.Sub(st.sidecar))
-				k.toApp = append(k.toApp, st.created.Add(st.app).Sub(st.token))
+				from := st.sidecar
+				if !st.token.IsZero() {
+					k.toToken = append(k.toToken, st.token.Sub(st.sidecar))
+					from = st.token
+				}
+				k.toApp = append(k.toApp, st.created.Add(st.app).Sub(from))
 			}
 		}
 	}
@@ -123,8 +129,11 @@ func startReport(kinds []*startKind, n int) string {
 			continue
 		}
 		phases := ""
-		if len(k.toToken) > 0 {
+		switch {
+		case len(k.toToken) > 0:
 			phases = fmt.Sprintf("%v, %v, %v", p50(k.toSidecar), p50(k.toToken), p50(k.toApp))
+		case len(k.toSidecar) > 0:
+			phases = fmt.Sprintf("%v, -, %v", p50(k.toSidecar), p50(k.toApp))
 		}
 		sorted := slices.Sorted(slices.Values(k.took))
 		lo, hi := medianCI(sorted)
@@ -256,8 +265,9 @@ func p50(d []time.Duration) time.Duration {
 }
 
 // started is when a Pod's parts started, from the kubelet's CRI log
-// timestamps: the sidecar's first line, its first "token refreshed", and
-// the app's first line (app: since the create call).
+// timestamps: the sidecar's (or the floors' sleeper's) first line, its
+// first "token refreshed", and the app's first line (app: since the
+// create call).
 type started struct {
 	created        time.Time
 	sidecar, token time.Time
@@ -297,9 +307,12 @@ func startOne(ctx context.Context, s *scenario.Stack, pod *corev1.Pod) (started,
 		if log, _ := s.Node.ContainerLog(p, flow.AppContainer); log != "" {
 			if at, ok := criTime(log); ok {
 				st.app = at.Sub(st.created)
+				// Ours, or the floors' sleeper (whose first line is its start).
 				if side, _ := s.Node.ContainerLog(p, contract.ContainerName); side != "" {
 					st.sidecar, _ = criTime(side)
 					st.token = firstAfter(side, `"msg":"token refreshed"`, st.created)
+				} else if side, _ := s.Node.ContainerLog(p, "sleeper"); side != "" {
+					st.sidecar, _ = criTime(side)
 				}
 				return st, nil
 			}
