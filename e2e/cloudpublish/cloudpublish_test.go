@@ -284,8 +284,8 @@ func TestCloudPublishing(t *testing.T) {
 
 // cloudRules lists what the cloud would refuse in the documents it reads:
 // both want the issuer byte for byte where it was read, over https, and a
-// jwks_uri; Google takes RSA and EC keys and audiences of at most 256
-// characters; Microsoft Entra ID takes RSA keys (RS256) only.
+// jwks_uri; Google takes RSA and EC keys; Microsoft Entra ID takes RSA
+// keys (RS256) only.
 func cloudRules(c cloud, discovery, jwks []byte) []string {
 	var p []string
 	var doc struct {
@@ -319,9 +319,6 @@ func cloudRules(c cloud, discovery, jwks []byte) []string {
 		if _, private := k["d"]; private {
 			p = append(p, fmt.Sprintf("key %v carries a private part", k["kid"]))
 		}
-	}
-	if c.name == "gcp" && len(c.audience) > 256 {
-		p = append(p, "the audience is longer than Google's 256 characters")
 	}
 	if !slices.Contains(doc.Algs, c.algorithm) {
 		p = append(p, fmt.Sprintf("discovery lists %v, not the endpoint's %s", doc.Algs, c.algorithm))
