@@ -237,11 +237,8 @@ func (p *Proc) WaitHTTP(ctx context.Context, client *http.Client, url string, ti
 	deadline := time.Now().Add(timeout)
 	var last string
 	for time.Now().Before(deadline) {
-		select {
-		case err := <-p.done:
-			p.done <- err
+		if exited, err := p.Exited(); exited {
 			return fmt.Errorf("%s exited (%v):\n%s", p.Name, err, tail(p.Log()))
-		default:
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		resp, err := client.Do(req)
