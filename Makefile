@@ -256,13 +256,16 @@ images-local: ## The same images without Docker (amd64 and arm64): docker-archiv
 REGISTRY ?=
 PUSH_FLAGS ?=
 .PHONY: push
-push: release-local ## Push a local release to REGISTRY: <REGISTRY>/kube-sts/<binary>:<VERSION> (both platforms) and oci://<REGISTRY>/kube-sts/charts/kube-sts (credentials: docker login).
+push: release-local ## Push a local release to REGISTRY: <REGISTRY>/kube-sts/<binary>:<VERSION> (RELEASE_ARCHES) and oci://<REGISTRY>/kube-sts/charts/kube-sts (credentials: docker login).
 	@[ -n "$(REGISTRY)" ] || { echo "set REGISTRY=host[:port][/path]"; exit 1; }
 	cd release && go run ./cmd/push --registry $(REGISTRY) --version $(VERSION) --dir ../dist/release/$(VERSION) $(PUSH_FLAGS)
 
+# RELEASE_ARCHES: the platforms of release-local and push (a cluster of one
+# architecture needs only its own; e2e/install pushes this machine's).
+RELEASE_ARCHES ?= amd64,arm64
 .PHONY: release-local
-release-local: toolchain-release ## A release without pushing or signing: images, a CycloneDX SBOM per image, the chart, SHA256SUMS in dist/release/$(VERSION) (VERSION must be the tag Chart.yaml names, e.g. v0.1.0).
-	cd release && go run ./cmd/release --version $(VERSION) --out ../dist/release/$(VERSION) --prefix $(IMAGE_PREFIX) \
+release-local: toolchain-release ## A release without pushing or signing: images (RELEASE_ARCHES=amd64,arm64), a CycloneDX SBOM per image, the chart, SHA256SUMS in dist/release/$(VERSION) (VERSION must be the tag Chart.yaml names, e.g. v0.1.0).
+	cd release && go run ./cmd/release --version $(VERSION) --out ../dist/release/$(VERSION) --prefix $(IMAGE_PREFIX) --arch $(RELEASE_ARCHES) \
 		--helm "$$(bash ../$(TOOLCHAIN) --print-bin=helm)" --cyclonedx "$$(bash ../$(TOOLCHAIN) --print-bin=cyclonedx-gomod)"
 
 .PHONY: manifests

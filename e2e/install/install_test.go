@@ -1,10 +1,12 @@
 // Package install installs the Helm chart for real on the local node: the
 // pinned kube-scheduler and kube-controller-manager join the API server,
-// containerd and the kubelet; the chart goes in with its local values file
-// and our release images; the Deployments must become Ready through their
-// probes; then the reference scenario runs against the in-cluster issuer and
-// webhook, the issuer Pod is restarted mid-run, and the sidecar rides it out
-// on its last good token.
+// containerd and the kubelet. First the README's quick start runs as
+// written (make push to a registry, helm install from it, Vault, a labeled
+// Pod; quickstart_test.go says what the node changes); then the chart of
+// this tree goes in with its local values file and our release images; the
+// Deployments must become Ready through their probes; then the reference
+// scenario runs against the in-cluster issuer and webhook, the issuer Pod is
+// restarted mid-run, and the sidecar rides it out on its last good token.
 package install
 
 import (
@@ -23,6 +25,7 @@ import (
 	"github.com/kube-sts/kube-sts/e2e/internal/flow"
 	"github.com/kube-sts/kube-sts/e2e/internal/node"
 	"github.com/kube-sts/kube-sts/e2e/internal/procs"
+	"github.com/kube-sts/kube-sts/e2e/internal/quickstart"
 	"github.com/kube-sts/kube-sts/e2e/internal/scenario"
 	"github.com/kube-sts/kube-sts/shared/contract"
 )
@@ -31,7 +34,12 @@ import (
 // credentials into Pods, which our Deployments and Vault's injector need.
 var cp = &controlplane.Harness{ExtraAPIServerArgs: map[string][]string{"disable-admission-plugins": nil}}
 
-func TestMain(m *testing.M) { os.Exit(cp.Main(m)) }
+func TestMain(m *testing.M) {
+	if real := os.Getenv(kubectlShimEnv); real != "" {
+		os.Exit(kubectlShim(real, os.Args[1:]))
+	}
+	os.Exit(cp.Main(m))
+}
 
 const releaseNS = scenario.ReleaseNS
 
@@ -49,7 +57,23 @@ func TestChartOnLocalNode(t *testing.T) {
 	t.Cleanup(ctrl.Stop)
 	cp.OnInterrupt(ctrl.Stop)
 
-	s := scenario.Base(t, cp, env, t.Logf, "sts-issuer", "sts-webhook", "sts-creds-sidecar")
+	blocks, err := quickstart.FromREADME()
+	if err != nil {
+		t.Fatal(err)
+	}
+	public := startPublicName(t)
+	s := scenario.BaseWith(t, cp, env, t.Logf, scenario.BaseOptions{
+		Release: []string{"sts-issuer", "sts-webhook", "sts-creds-sidecar"},
+		Images:  quickStartImages(t, blocks),
+		// Vault reaches the quick start's public issuer name through it.
+		VaultEnv: public.VaultEnv(),
+	})
+	t.Log("starting Vault's agent injector")
+	s.StartVaultInjector(ctx, t)
+
+	if !t.Run("the README's quick start, as written", func(t *testing.T) { runQuickStart(ctx, t, s, public, blocks) }) {
+		return
+	}
 
 	t.Log("helm install, waiting for the Deployments to become Ready")
 	chart := scenario.InstallChart(ctx, t, s, scenario.ChartOptions{})
@@ -65,8 +89,6 @@ func TestChartOnLocalNode(t *testing.T) {
 	if s.Accessor, err = flow.ConfigureVault(s.VaultRunner(), flow.VaultConfig{IssuerURL: s.IssuerURL, CAPEM: caPEM, TokenTTL: "10s", TokenMaxTTL: "20s"}); err != nil {
 		t.Fatal(err)
 	}
-	t.Log("starting Vault's agent injector")
-	s.StartVaultInjector(ctx, t)
 	if err := flow.PrepareNamespace(ctx, c, flow.Namespace); err != nil {
 		t.Fatal(err)
 	}

@@ -10,40 +10,8 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/kube-sts/kube-sts/e2e/internal/procs"
+	"github.com/kube-sts/kube-sts/e2e/internal/quickstart"
 )
-
-// quickStartBlock is the code block after "<!-- quickstart:NAME -->" in the
-// README, without its fences.
-func quickStartBlock(t *testing.T, readme, name string) string {
-	t.Helper()
-	marker := "<!-- quickstart:" + name + " -->\n```sh\n"
-	i := strings.Index(readme, marker)
-	if i < 0 {
-		t.Fatalf("README has no %q block", name)
-	}
-	body := readme[i+len(marker):]
-	end := strings.Index(body, "\n```")
-	if end < 0 {
-		t.Fatalf("README's %q block is not closed", name)
-	}
-	return body[:end+1]
-}
-
-// heredoc is the text of the here-document `<<'TAG'` in a shell block.
-func heredoc(t *testing.T, block, tag string) string {
-	t.Helper()
-	start := strings.Index(block, "<<'"+tag+"'\n")
-	if start < 0 {
-		t.Fatalf("no here-document %s in:\n%s", tag, block)
-	}
-	body := block[start+len("<<'"+tag+"'\n"):]
-	end := strings.Index(body, "\n"+tag+"\n")
-	if end < 0 {
-		t.Fatalf("here-document %s is not closed", tag)
-	}
-	return body[:end+1]
-}
 
 // TestQuickStartMatchesChart keeps the README's quick start and the chart
 // one story, as written (the blocks are read from the Markdown, not copied
@@ -55,14 +23,21 @@ func heredoc(t *testing.T, block, tag string) string {
 func TestQuickStartMatchesChart(t *testing.T) {
 	env := cp.Require(t)
 	helm := tool(t, "helm")
-	raw, err := os.ReadFile(filepath.Join(procs.RepoRoot(), "README.md"))
+	blocks, err := quickstart.FromREADME()
 	if err != nil {
 		t.Fatal(err)
 	}
-	readme := string(raw)
-	values := strings.ReplaceAll(heredoc(t, quickStartBlock(t, readme, "values"), "VALUES"), "REGISTRY", "reg.example")
-	vaultBlock := quickStartBlock(t, readme, "vault")
-	pod := heredoc(t, quickStartBlock(t, readme, "pod"), "POD")
+	block := func(name, heredoc string) string {
+		t.Helper()
+		b, err := quickstart.Text(blocks, name, heredoc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	values := strings.ReplaceAll(block("values", "VALUES"), "REGISTRY", "reg.example")
+	vaultBlock := block("vault", "")
+	pod := block("pod", "POD")
 
 	valuesFile := filepath.Join(t.TempDir(), "kube-sts-values.yaml")
 	if err := os.WriteFile(valuesFile, []byte(values), 0o600); err != nil {
@@ -126,7 +101,7 @@ func TestQuickStartMatchesChart(t *testing.T) {
 		t.Fatal(err)
 	}
 	prefix := "secret/data/" + v.Cluster + "/" + p.Metadata.Namespace + "/"
-	if s := p.Metadata.Annotations["vault.hashicorp.com/agent-inject-secret-config"]; !strings.HasPrefix(s, prefix) || !strings.Contains(readme, "vault kv put "+strings.Replace(s, "secret/data/", "secret/", 1)+" ") {
+	if s := p.Metadata.Annotations["vault.hashicorp.com/agent-inject-secret-config"]; !strings.HasPrefix(s, prefix) || !strings.Contains(block("secret", ""), "vault kv put "+strings.Replace(s, "secret/data/", "secret/", 1)+" ") {
 		t.Errorf("the Pod reads %q; the policy allows %s*, and the README must put the secret there (vault kv put)", s, prefix)
 	}
 }

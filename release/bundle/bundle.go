@@ -105,7 +105,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	imgDir := filepath.Join(o.Dir, "images")
-	built, err := images.Build(ctx, images.Options{Root: o.Root, Dir: imgDir, Prefix: o.Prefix, Version: o.Version, Arches: o.Arches})
+	built, err := images.Build(ctx, images.Options{Root: o.Root, Dir: imgDir, Prefix: o.Prefix, Version: o.Version, Arches: o.Arches, Layouts: true})
 	if err != nil {
 		return nil, err
 	}

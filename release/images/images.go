@@ -57,11 +57,15 @@ type Options struct {
 	Date    string   // stamped into the binary: the commit's time, RFC 3339; default: HEAD's (git)
 	Arches  []string // default: Arches
 	Only    []string // binary names; default: all
+	// Layouts writes the OCI layouts (what push sends) for one architecture
+	// too; with more than one they are always written.
+	Layouts bool
 }
 
 // Build compiles the binaries and builds the images, writes one docker-archive per image
-// (<name>-<arch>.tar) and, for more than one architecture, one OCI layout per
-// binary with every architecture behind an index (<name>.oci).
+// (<name>-<arch>.tar) and, for more than one architecture or with Layouts,
+// one OCI layout per binary with every architecture behind an index
+// (<name>.oci).
 func Build(ctx context.Context, o Options) ([]Built, error) {
 	if o.Root == "" {
 		root, err := RepoRoot()
@@ -124,7 +128,7 @@ func Build(ctx context.Context, o Options) ([]Built, error) {
 			imgs = append(imgs, img)
 			out = append(out, Built{Binary: b, Arch: arch, Tag: tag, Archive: archive, Bin: bin, Image: img})
 		}
-		if len(imgs) < 2 {
+		if len(imgs) < 2 && !o.Layouts {
 			continue // one architecture (the test node's): the archive is all it needs
 		}
 		if err := ociimage.WriteIndex(filepath.Join(o.Dir, b.Name+".oci"), tag, imgs); err != nil {

@@ -44,7 +44,7 @@ func tinyBinary(t *testing.T, arch string) []byte {
 // release/bundle's test on the real images) passes images laid out as the
 // Dockerfiles lay them out, and names each way an image can be wrong: the
 // other architecture's binary, root, a stray file, a missing CA bundle, an
-// index without arm64.
+// index without arm64, layouts of fewer architectures than were built.
 func TestVerify(t *testing.T) {
 	work := t.TempDir()
 	bins := map[string]string{}
@@ -98,6 +98,24 @@ func TestVerify(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Verify of wrong images: %v; want it to say %q", err, want)
 		}
+	}
+	// One architecture's layouts (release-local RELEASE_ARCHES=amd64, what
+	// push sends) pass for that architecture, and not for two.
+	oneDir := t.TempDir()
+	var amd64 []Built
+	for _, b := range built {
+		if b.Arch == "amd64" {
+			amd64 = append(amd64, b)
+			if err := ociimage.WriteIndex(filepath.Join(oneDir, b.Name+".oci"), "example.invalid/"+b.Name+":v0", []v1.Image{b.Image}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := Verify(amd64, oneDir); err != nil {
+		t.Errorf("amd64 images with amd64 layouts: %v", err)
+	}
+	if err := Verify(built, oneDir); err == nil || !strings.Contains(err.Error(), "OCI index platforms linux/amd64, want linux/amd64,linux/arm64") {
+		t.Errorf("two architectures' images with one architecture's layouts: %v", err)
 	}
 }
 

@@ -145,8 +145,11 @@ state = %[2]q
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = %[5]q
     conf_dir = %[6]q
+  # Per-registry hosts.toml files (TrustRegistry), read at every pull.
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = %[7]q
 `, filepath.Join(n.Dir, "containerd", "root"), filepath.Join(n.Dir, "containerd", "state"), n.Socket, PauseImage,
-		CNIBinDir, filepath.Join(n.Dir, "cni", "conf"))
+		CNIBinDir, filepath.Join(n.Dir, "cni", "conf"), n.registryDir())
 	cfgFile := filepath.Join(n.Dir, "containerd.toml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		return err
@@ -277,6 +280,24 @@ func (n *Node) ImportImage(ctx context.Context, tarball string) error {
 		return fmt.Errorf("import %s: %v: %s", tarball, err, out)
 	}
 	return nil
+}
+
+func (n *Node) registryDir() string { return filepath.Join(n.Dir, "certs.d") }
+
+// TrustRegistry makes the node pull from host ("127.0.0.1:5000") over HTTPS
+// trusting caPEM, as a cluster's nodes trust a private registry's CA. (Left
+// alone, containerd speaks plain HTTP to a loopback registry.)
+func (n *Node) TrustRegistry(host string, caPEM []byte) error {
+	dir := filepath.Join(n.registryDir(), host)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	ca := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(ca, caPEM, 0o644); err != nil {
+		return err
+	}
+	hosts := fmt.Sprintf("server = %[1]q\n\n[host.%[1]q]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = %[2]q\n", "https://"+host, ca)
+	return os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(hosts), 0o644)
 }
 
 // ContainerLog returns what a container of a Pod wrote, read from the

@@ -174,12 +174,21 @@ type Proc struct {
 // is stopped at test cleanup.
 func Start(t testing.TB, name, dir, bin string, args ...string) *Proc {
 	t.Helper()
+	return StartEnv(t, nil, name, dir, bin, args...)
+}
+
+// StartEnv is Start with env added to the test's environment.
+func StartEnv(t testing.TB, env []string, name, dir, bin string, args ...string) *Proc {
+	t.Helper()
 	logFile := filepath.Join(dir, name+".log")
 	f, err := os.Create(logFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

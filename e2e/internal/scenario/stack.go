@@ -154,6 +154,24 @@ injectors:
 // release images named in release: local/<name>:e2e), and a Vault dev server.
 func Base(t testing.TB, h *controlplane.Harness, env *controlplane.Env, say func(string, ...any), release ...string) *Stack {
 	t.Helper()
+	return BaseWith(t, h, env, say, BaseOptions{Release: release})
+}
+
+// BaseOptions change what BaseWith starts.
+type BaseOptions struct {
+	// Release are our images to build and import (local/<name>:e2e).
+	Release []string
+	// Images are more images to build and import.
+	Images []node.Image
+	// VaultEnv is added to the Vault server's environment (e.g. the proxy
+	// through which it reaches an issuer's public name).
+	VaultEnv []string
+}
+
+// BaseWith is Base with options.
+func BaseWith(t testing.TB, h *controlplane.Harness, env *controlplane.Env, say func(string, ...any), o BaseOptions) *Stack {
+	t.Helper()
+	release := o.Release
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	s := &Stack{Env: env, Work: t.TempDir(), Say: say}
@@ -175,10 +193,10 @@ func Base(t testing.TB, h *controlplane.Harness, env *controlplane.Env, say func
 	h.OnInterrupt(s.Node.Stop)
 
 	say("building and importing images: pause, the test app, Vault's agent, Vault's injector, %s", strings.Join(release, ", "))
-	s.importImages(ctx, t, vaultK8s, release)
+	s.importImages(ctx, t, vaultK8s, release, o.Images)
 
 	say("starting a Vault dev server")
-	s.startVault(t)
+	s.startVault(t, o.VaultEnv)
 	return s
 }
 
@@ -192,7 +210,7 @@ func must(t testing.TB) func(string, error) string {
 	}
 }
 
-func (s *Stack) importImages(ctx context.Context, t testing.TB, vaultK8s string, release []string) {
+func (s *Stack) importImages(ctx context.Context, t testing.TB, vaultK8s string, release []string, more []node.Image) {
 	t.Helper()
 	pause := procs.Build(t, "e2e", "./cmd/pause")
 	app := procs.Build(t, "e2e", "./cmd/testapp")
@@ -208,6 +226,7 @@ func (s *Stack) importImages(ctx context.Context, t testing.TB, vaultK8s string,
 			Symlinks: []string{"/bin/sh:busybox", "/bin/base64:busybox", "/bin/sleep:busybox", "/bin/cat:busybox"}, Entrypoint: "/bin/vault", User: "100"},
 		{Tag: VaultK8sImage, Add: []string{vaultK8s + ":/vault-k8s"}, Entrypoint: "/vault-k8s"},
 	}
+	images = append(images, more...)
 	var tars []string
 	for _, img := range images {
 		tar, err := node.BuildImage(ctx, s.Work, img)
@@ -233,9 +252,9 @@ func (s *Stack) importImages(ctx context.Context, t testing.TB, vaultK8s string,
 	}
 }
 
-func (s *Stack) startVault(t testing.TB) {
+func (s *Stack) startVault(t testing.TB, env []string) {
 	t.Helper()
-	s.Vault, s.VaultAddr = vaultdev.Start(t, s.Work, s.VaultBin)
+	s.Vault, s.VaultAddr = vaultdev.Start(t, s.Work, s.VaultBin, env...)
 }
 
 // VaultRunner runs the vault CLI against the dev server as root, as the

@@ -19,13 +19,14 @@ import (
 // RootToken is the dev server's root token.
 const RootToken = "root"
 
-// Start runs bin (the pinned Vault) in dev mode, logging into dir, and
-// returns once it is healthy, with its http://127.0.0.1:<port> address.
-func Start(t testing.TB, dir, bin string) (*procs.Proc, string) {
+// Start runs bin (the pinned Vault) in dev mode, logging into dir, with env
+// added to the test's environment, and returns once it is healthy, with its
+// http://127.0.0.1:<port> address.
+func Start(t testing.TB, dir, bin string, env ...string) (*procs.Proc, string) {
 	t.Helper()
 	port := procs.FreePort(t)
 	addr := fmt.Sprintf("http://127.0.0.1:%d", port)
-	p := procs.Start(t, "vault", dir, bin, "server", "-dev", "-dev-root-token-id="+RootToken,
+	p := procs.StartEnv(t, env, "vault", dir, bin, "server", "-dev", "-dev-root-token-id="+RootToken,
 		fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port))
 	if err := p.WaitHTTP(context.Background(), &http.Client{Timeout: 5 * time.Second}, addr+"/v1/sys/health", 60*time.Second); err != nil {
 		t.Fatal(err)
