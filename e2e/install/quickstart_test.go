@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kube-sts/kube-sts/e2e/internal/controlplane"
+	"github.com/kube-sts/kube-sts/e2e/internal/flow"
 	"github.com/kube-sts/kube-sts/e2e/internal/node"
 	"github.com/kube-sts/kube-sts/e2e/internal/procs"
 	"github.com/kube-sts/kube-sts/e2e/internal/quickstart"
@@ -80,6 +81,11 @@ const kubectlShimEnv = "KUBE_STS_QUICKSTART_KUBECTL"
 func quickStartImages(t *testing.T, blocks []quickstart.Block) []node.Image {
 	t.Helper()
 	pod := readmePod(t, blocks)
+	// Before the node starts (which installs the packages it needs), so
+	// here too: busybox-static is one of them.
+	if err := node.EnsurePackages(); err != nil {
+		t.Fatal(err)
+	}
 	busybox, err := exec.LookPath("busybox")
 	if err != nil {
 		t.Fatal(err)
@@ -252,7 +258,7 @@ func (q *quickStart) run(ctx context.Context, t *testing.T, b quickstart.Block) 
 	out, err := cmd.CombinedOutput()
 	took := time.Since(start)
 	q.took = append(q.took, fmt.Sprintf("%s %v", b.Name, took.Round(100*time.Millisecond)))
-	t.Logf("quick start %q (%v):\n%s", b.Name, took.Round(100*time.Millisecond), flowTail(string(out), 3000))
+	t.Logf("quick start %q (%v):\n%s", b.Name, took.Round(100*time.Millisecond), flow.Tail(string(out), 3000))
 	if err != nil {
 		t.Fatalf("the quick start's %q block failed: %v\n%s\n%s", b.Name, err, script, scenario.PodReport(ctx, q.s, scenario.ReleaseNS))
 	}
@@ -326,13 +332,6 @@ func replaceOnce(t *testing.T, s, old, new string) string {
 		t.Fatalf("the quick start block changed: want one %q in:\n%s", old, s)
 	}
 	return strings.Replace(s, old, new, 1)
-}
-
-func flowTail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "…" + s[len(s)-n:]
 }
 
 // loopbackRegistry is an OCI registry on loopback over HTTPS (the test's CA),
