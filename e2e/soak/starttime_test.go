@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -84,7 +85,19 @@ func startTimes(ctx context.Context, t *testing.T, s *scenario.Stack, n int) str
 					from = st.token
 				}
 				k.toApp = append(k.toApp, st.created.Add(st.app).Sub(from))
+				if !st.hookStart.IsZero() && !st.hookEnd.IsZero() {
+					k.toHook = append(k.toHook, st.hookStart.Sub(st.sidecar))
+					k.inHook = append(k.inHook, st.hookEnd.Sub(st.hookStart))
+					k.hookToApp = append(k.hookToApp, st.created.Add(st.app).Sub(st.hookEnd))
+				}
 			}
+		}
+	}
+	// Both hooks say in their container's log when they ran (kube-sts's
+	// await: "token awaited"; the hook floor's: "hook ran").
+	for _, k := range kinds {
+		if (k.role == roleOurs || k.role == roleHookFloor) && len(k.took) > 0 && len(k.toHook) == 0 {
+			t.Errorf("%s: no Pod's postStart hook said in its container's log when it ran", k.name)
 		}
 	}
 	return startReport(kinds, n)
@@ -98,6 +111,9 @@ type startKind struct {
 	failed                    bool
 	took                      []time.Duration
 	toSidecar, toToken, toApp []time.Duration
+	// The postStart hook's timing: container start → hook started, the
+	// hook's run, hook done → app started.
+	toHook, inHook, hookToApp []time.Duration
 }
 
 // The kinds startReport compares.
@@ -140,6 +156,12 @@ func startReport(kinds []*startKind, n int) string {
 		fmt.Fprintf(&b, "%-40s %8v %19s %8v   %s\n", k.name, ms(median(sorted)), fmt.Sprintf("%v..%v", ms(lo), ms(hi)), ms(pct(sorted, 95)), phases)
 	}
 	fmt.Fprintf(&b, "(n=%d of each, one at a time, interleaved)\n", n)
+	for _, k := range kinds {
+		if len(k.toHook) > 0 {
+			fmt.Fprintf(&b, "%-40s postStart hook (p50 of %d): started %v after the container's first line, ran %v, app started %v after it\n",
+				k.name, len(k.toHook), p50(k.toHook), p50(k.inHook), p50(k.hookToApp))
+		}
+	}
 	role := map[string]*startKind{}
 	for _, k := range kinds {
 		if k.role != "" && len(k.took) > 0 {
@@ -266,12 +288,31 @@ func p50(d []time.Duration) time.Duration {
 
 // started is when a Pod's parts started, from the kubelet's CRI log
 // timestamps: the sidecar's (or the floors' sleeper's) first line, its
-// first "token refreshed", and the app's first line (app: since the
-// create call).
+// first "token refreshed", its postStart hook's (await's "token awaited"
+// line: its started field and the line's time; the hook floor's "hook ran"
+// line), and the app's first line (app: since the create call).
 type started struct {
-	created        time.Time
-	sidecar, token time.Time
-	app            time.Duration
+	created            time.Time
+	sidecar, token     time.Time
+	hookStart, hookEnd time.Time
+	app                time.Duration
+}
+
+var awaitedLine = regexp.MustCompile(`^(\S+) .*"msg":"token awaited".*"started":"([^"]+)"`)
+
+// awaited is when the sidecar's await hook started and ended, from its
+// "token awaited" line (zero: no such line).
+func awaited(log string) (start, end time.Time) {
+	for _, line := range strings.Split(log, "\n") {
+		if m := awaitedLine.FindStringSubmatch(line); m != nil {
+			e, err1 := time.Parse(time.RFC3339Nano, m[1])
+			s, err2 := time.Parse("2006-01-02T15:04:05.000Z0700", m[2])
+			if err1 == nil && err2 == nil {
+				return s, e
+			}
+		}
+	}
+	return time.Time{}, time.Time{}
 }
 
 func pct(sorted []time.Duration, p int) time.Duration {
@@ -311,8 +352,11 @@ func startOne(ctx context.Context, s *scenario.Stack, pod *corev1.Pod) (started,
 				if side, _ := s.Node.ContainerLog(p, contract.ContainerName); side != "" {
 					st.sidecar, _ = criTime(side)
 					st.token = firstAfter(side, `"msg":"token refreshed"`, st.created)
+					st.hookStart, st.hookEnd = awaited(side)
 				} else if side, _ := s.Node.ContainerLog(p, "sleeper"); side != "" {
 					st.sidecar, _ = criTime(side)
+					st.hookEnd = firstAfter(side, " hook ran", st.created)
+					st.hookStart = st.hookEnd // it exits at once
 				}
 				return st, nil
 			}
@@ -368,5 +412,18 @@ func TestStartReportDecides(t *testing.T) {
 			!strings.Contains(out, "waits for nothing, over the floor at p50: +0s ") {
 			t.Errorf("%s: want %q and %s in\n%s", tc.name, tc.verdict, tc.diff, out)
 		}
+	}
+}
+
+func TestAwaited(t *testing.T) {
+	log := `2026-12-05T01:00:00.100000000Z stderr F {"level":"info","ts":"2026-12-05T01:00:00.090Z","msg":"token refreshed"}
+2026-12-05T01:00:00.300000000Z stderr F {"level":"info","ts":"2026-12-05T01:00:00.299Z","msg":"token awaited","started":"2026-12-05T01:00:00.050Z","waited":0.249}
+`
+	start, end := awaited(log)
+	if !start.Equal(time.Date(2026, 12, 5, 1, 0, 0, 50e6, time.UTC)) || !end.Equal(time.Date(2026, 12, 5, 1, 0, 0, 300e6, time.UTC)) {
+		t.Errorf("awaited = %v, %v", start, end)
+	}
+	if s, e := awaited("2026-12-05T01:00:00.1Z stderr F no await here\n"); !s.IsZero() || !e.IsZero() {
+		t.Errorf("awaited without the line = %v, %v", s, e)
 	}
 }

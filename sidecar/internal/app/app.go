@@ -64,7 +64,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case contract.ModeProbe:
 		return runProbe(o)
 	case contract.ModeAwait:
-		return runAwait(ctx, o)
+		return runAwait(ctx, o, containerLog(stderr))
 	}
 	log, err := logging.New(o.LogLevel, stderr)
 	if err != nil {
@@ -93,9 +93,40 @@ func runProbe(o options.Options) error {
 }
 
 // runAwait is the native sidecar's postStart hook: it returns once every
-// token is on disk.
-func runAwait(ctx context.Context, o options.Options) error {
-	return probe.Await(ctx, outputFiles(o.Tokens()), o.ProbeMargin, o.AwaitTimeout)
+// token is on disk. It says so in the sidecar's log ("token awaited", with
+// when it started and how long it waited), since the kubelet drops a
+// successful hook's own output: how long a Pod's next container waited on
+// the token, and how late the hook itself started, read from kubectl logs.
+func runAwait(ctx context.Context, o options.Options, logTo io.Writer) error {
+	started := time.Now()
+	err := probe.Await(ctx, outputFiles(o.Tokens()), o.ProbeMargin, o.AwaitTimeout)
+	if log, lerr := logging.New(o.LogLevel, logTo); lerr == nil {
+		fields := []zap.Field{zap.Time("started", started), zap.Duration("waited", time.Since(started))}
+		if err != nil {
+			log.Error("no token awaited", append(fields, zap.Error(err))...)
+		} else {
+			log.Info("token awaited", fields...)
+		}
+		_ = log.Sync()
+	}
+	return err
+}
+
+// containerLog is where a process the kubelet runs inside the sidecar's
+// container (the postStart hook) writes to the container's own log: the
+// standard error of the container's first process when that is this same
+// binary (the sidecar's run loop, whose uid the hook shares); else fallback
+// (outside a sidecar container, e.g. a test on a host).
+func containerLog(fallback io.Writer) io.Writer {
+	first, err1 := os.Stat("/proc/1/exe")
+	self, err2 := os.Stat("/proc/self/exe")
+	if err1 != nil || err2 != nil || !os.SameFile(first, self) {
+		return fallback
+	}
+	if f, err := os.OpenFile("/proc/1/fd/2", os.O_WRONLY|os.O_APPEND, 0); err == nil {
+		return f
+	}
+	return fallback
 }
 
 // runOnce exchanges every token once (the classic init container).

@@ -1,11 +1,19 @@
 package app
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/kube-sts/kube-sts/sidecar/internal/issuertest"
 )
 
 func TestGCPercent(t *testing.T) {
@@ -32,5 +40,45 @@ func TestRunSetsGCPercent(t *testing.T) {
 	}
 	if got := debug.SetGCPercent(100); got != DefaultGCPercent {
 		t.Errorf("after Run the GC percent is %d, want %d", got, DefaultGCPercent)
+	}
+}
+
+// TestAwaitLogs: await says in the sidecar's log that the token came, when
+// the hook started and how long it waited (the kubelet drops a successful
+// postStart hook's own output), or why no token came.
+func TestAwaitLogs(t *testing.T) {
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "token.jwt")
+	if err := os.WriteFile(tok, []byte(issuertest.Mint(1, time.Now(), time.Now().Add(time.Hour))), 0o440); err != nil {
+		t.Fatal(err)
+	}
+	getenv := func(string) string { return "" }
+	record := func(log *bytes.Buffer) map[string]any {
+		t.Helper()
+		var rec map[string]any
+		if err := json.Unmarshal(bytes.TrimSpace(log.Bytes()), &rec); err != nil {
+			t.Fatalf("want one JSON log line, got %q: %v", log.String(), err)
+		}
+		return rec
+	}
+	var log bytes.Buffer
+	before := time.Now()
+	if err := run(context.Background(), []string{"await", "--output-file", tok}, getenv, io.Discard, &log); err != nil {
+		t.Fatalf("await with the token there: %v", err)
+	}
+	rec := record(&log)
+	started, err := time.Parse("2006-01-02T15:04:05.000Z0700", fmt.Sprint(rec["started"]))
+	if rec["msg"] != "token awaited" || err != nil || started.Before(before.Truncate(time.Millisecond)) || started.After(time.Now()) {
+		t.Errorf("await's log line: %v (started: %v)", rec, err)
+	}
+	if w, ok := rec["waited"].(float64); !ok || w < 0 || w > 5 {
+		t.Errorf("waited = %v, want seconds", rec["waited"])
+	}
+
+	log.Reset()
+	err = run(context.Background(), []string{"await", "--output-file", filepath.Join(dir, "never"), "--await-timeout", "50ms"}, getenv, io.Discard, &log)
+	rec = record(&log)
+	if err == nil || rec["msg"] != "no token awaited" || !strings.Contains(fmt.Sprint(rec["error"]), "no valid token after 50ms") {
+		t.Errorf("await without a token: %v; logged %v", err, rec)
 	}
 }
