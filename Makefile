@@ -8,11 +8,6 @@ SHELL := /usr/bin/env bash
 MODULES        := shared logging configfile issuer webhook sidecar release e2e
 BINARY_MODULES := issuer webhook sidecar
 UNIT_MODULES   := shared logging configfile issuer webhook sidecar release
-# make test runs the release module's tests (the six release images, 7 min of
-# cross-compiling at nice 19) as a lane of their own beside the others', so
-# that they take the CPU the e2e suites leave idle from the start, not after
-# the other modules' mostly sleeping tests.
-PRODUCT_UNIT_MODULES := $(filter-out release,$(UNIT_MODULES))
 
 export KUBE_STS_CACHE ?= $(HOME)/.cache/kube-sts
 TOOLCHAIN      := e2e/hack/toolchain.sh
@@ -118,8 +113,7 @@ endef
 .PHONY: test
 test: ## Run every test: unit (-race), the real API server and the manifests, a second API server and Vault trusting the issuer (directly, and through discovery published to nginx, SeaweedFS, and the GCS and Azure Blob emulators), the reference scenario (with the AWS SDK), the Helm chart, an upgrade from v0.1.0 and back, the short scale run, and a 3-minute soak on a real node (needs root).
 	$(call with_warm,$(WARM_TARGETS),$(MAKE) --no-print-directory $(TEST_TOOLS) build-standalone test-compile \
-	  && bash hack/together.sh "e2e=$(MAKE) --no-print-directory test-integration" "unit:19=$(MAKE) --no-print-directory test-unit UNIT_MODULES='$(PRODUCT_UNIT_MODULES)'" \
-	    "release:19=$(MAKE) --no-print-directory test-unit UNIT_MODULES=release" \
+	  && bash hack/together.sh "e2e=$(MAKE) --no-print-directory test-integration" "unit:19=$(MAKE) --no-print-directory test-unit" \
 	  && $(MAKE) --no-print-directory testdata-check)
 
 .PHONY: test-compile
