@@ -173,7 +173,7 @@ func (q *quickStart) tools(ctx context.Context, t *testing.T) {
 		t.Fatal(err)
 	}
 	nodeValues := filepath.Join(q.work, "node-values.yaml")
-	apiHost, apiPort, _ := strings.Cut(strings.TrimSuffix(strings.TrimPrefix(q.s.Env.Config.Host, "https://"), "/"), ":")
+	apiHost, apiPort := scenario.HostPort(t, q.s.Env.Config.Host)
 	q.public.issuerPort.Store(int64(procs.FreePort(t)))
 	issuerPort := q.public.issuerPort.Load()
 	webhookPort := procs.FreePort(t)

@@ -87,7 +87,7 @@ func InstallChart(ctx context.Context, t testing.TB, s *Stack, o ChartOptions) *
 	}
 	// The API server's port for the Pods' in-cluster clients (no kube-proxy
 	// routes the Service VIP).
-	apiHost, apiPort, _ := strings.Cut(strings.TrimSuffix(strings.TrimPrefix(s.Env.Config.Host, "https://"), "/"), ":")
+	apiHost, apiPort := HostPort(t, s.Env.Config.Host)
 	var err error
 	if c.helm, err = controlplane.Binary(ctx, "helm"); err != nil {
 		t.Fatal(err)

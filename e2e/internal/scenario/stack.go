@@ -323,7 +323,7 @@ func (s *Stack) StartVaultInjector(ctx context.Context, t testing.TB) {
 		t.Fatal(err)
 	}
 	port := procs.FreePort(t)
-	apiHost, apiPort := hostPort(t, s.Env.Config.Host)
+	apiHost, apiPort := HostPort(t, s.Env.Config.Host)
 	fields := map[string]any{
 		"Node": node.Name, "Image": VaultK8sImage, "AgentImage": node.VaultImage, "Port": port, "VaultAddr": s.VaultAddr,
 		"APIHost": apiHost, "APIPort": apiPort, "TLSDir": tlsDir, "CABundle": base64.StdEncoding.EncodeToString(s.CA.CertPEM),
@@ -357,7 +357,9 @@ func (s *Stack) StartVaultInjector(ctx context.Context, t testing.TB) {
 	apply(vaultInjectorWebhook)
 }
 
-func hostPort(t testing.TB, hostURL string) (string, string) {
+// HostPort splits the API server's URL (Env.Config.Host) into the host and
+// port that Pods on the node reach it at (no Service VIP routes here).
+func HostPort(t testing.TB, hostURL string) (string, string) {
 	t.Helper()
 	h := strings.TrimPrefix(strings.TrimPrefix(hostURL, "https://"), "http://")
 	host, port, ok := strings.Cut(h, ":")
