@@ -22,7 +22,8 @@ import (
 //     the sidecar's last state (its termination message) carries the
 //     issuer's reason too;
 //   - while running: the issuer is gone for longer than a token lives; the
-//     sidecar's readiness probe fails, the Pod turns NotReady, and the
+//     sidecar's readiness probe (the scenario's vault-sts injector turns it
+//     on: readinessProbe: true) fails, the Pod turns NotReady, and the
 //     Unhealthy event carries the last failure.
 //
 // It stops the issuer: it runs last but for the log check.

@@ -28,7 +28,9 @@ import (
 // nothing (the hook floor: what the kubelet and the runtime charge for
 // running any exec hook, which kube-sts's sidecar needs so that later init
 // containers start after the first token is on disk), labeled for kube-sts,
-// and labeled with Vault's injector too; n of each, created one at a time
+// kube-sts's Pod with the sidecar's readiness probe that readinessProbe:
+// true adds (its first run, a runtime exec as the app container is created,
+// is why it is off by default), and labeled with Vault's injector too; n of each, created one at a time
 // and interleaved (A B C D E A B C D E ...) so that a slow spell of the
 // shared node falls on every kind alike. Each is the time from the create
 // call to the application's first log line (the kubelet's nanosecond CRI
@@ -37,11 +39,13 @@ import (
 // (≤ +100 ms over the empty-sidecar floor) is decided only when the whole
 // interval is on one side of it.
 func startTimes(ctx context.Context, t *testing.T, s *scenario.Stack, n int) string {
-	floor, err := emptySidecarPod(ctx, s)
+	injected, err := injectedPod(ctx, s)
 	if err != nil {
-		t.Errorf("the empty-sidecar Pod: %v", err)
+		t.Errorf("the injected Pod: %v", err)
 		return err.Error() + "\n"
 	}
+	floor := emptySidecar(injected)
+	probed := withReadinessProbe(injected)
 	kinds := []*startKind{
 		{name: "unlabeled", build: func(i int) *corev1.Pod { return plainPod(fmt.Sprintf("start-plain-%02d", i), false) }},
 		{name: "empty native sidecar (floor)", role: roleFloor, build: func(i int) *corev1.Pod {
@@ -56,6 +60,11 @@ func startTimes(ctx context.Context, t *testing.T, s *scenario.Stack, n int) str
 			return p
 		}},
 		{name: "kube-sts", role: roleOurs, build: func(i int) *corev1.Pod { return plainPod(fmt.Sprintf("start-sts-%02d", i), true) }},
+		{name: "kube-sts, readinessProbe: true", role: roleProbe, build: func(i int) *corev1.Pod {
+			p := probed.DeepCopy()
+			p.Name = fmt.Sprintf("start-probe-%02d", i)
+			return p
+		}},
 		{name: "kube-sts + Vault's injector", build: func(i int) *corev1.Pod {
 			p := flow.ExamplePod(flow.PodOptions{Namespace: ns, Name: fmt.Sprintf("start-vault-%02d", i), Image: node.AppImage,
 				PullPolicy: corev1.PullNever, Args: []string{"/etc/secrets/myenv"}, HostNetwork: true, VaultService: s.VaultAddr})
@@ -96,7 +105,7 @@ func startTimes(ctx context.Context, t *testing.T, s *scenario.Stack, n int) str
 	// Both hooks say in their container's log when they ran (kube-sts's
 	// await: "token awaited"; the hook floor's: "hook ran").
 	for _, k := range kinds {
-		if (k.role == roleOurs || k.role == roleHookFloor) && len(k.took) > 0 && len(k.toHook) == 0 {
+		if (k.role == roleOurs || k.role == roleHookFloor || k.role == roleProbe) && len(k.took) > 0 && len(k.toHook) == 0 {
 			t.Errorf("%s: no Pod's postStart hook said in its container's log when it ran", k.name)
 		}
 	}
@@ -106,7 +115,7 @@ func startTimes(ctx context.Context, t *testing.T, s *scenario.Stack, n int) str
 // startKind is one kind of Pod startTimes creates, and what it measured.
 type startKind struct {
 	name                      string
-	role                      string // roleFloor, roleHookFloor, roleOurs or ""
+	role                      string // roleFloor, roleHookFloor, roleOurs, roleProbe or ""
 	build                     func(i int) *corev1.Pod
 	failed                    bool
 	took                      []time.Duration
@@ -121,6 +130,7 @@ const (
 	roleFloor     = "floor"
 	roleHookFloor = "hook floor"
 	roleOurs      = "kube-sts"
+	roleProbe     = "kube-sts, readinessProbe: true"
 )
 
 // withExecHook gives the floor's sidecar a postStart exec hook that exits
@@ -187,6 +197,10 @@ func startReport(kinds []*startKind, n int) string {
 		d, lo, hi = medianDiffCI(ours.took, hook.took)
 		fmt.Fprintf(&b, "kube-sts over the hook floor at p50 (its exchange, write and await): %s (95%% bootstrap CI %s..%s)\n", signed(d), signed(lo), signed(hi))
 	}
+	if probed := role[roleProbe]; probed != nil && ours != nil {
+		d, lo, hi := medianDiffCI(probed.took, ours.took)
+		fmt.Fprintf(&b, "the readiness probe (readinessProbe: true) over kube-sts's default at p50 (its first run): %s (95%% bootstrap CI %s..%s)\n", signed(d), signed(lo), signed(hi))
+	}
 	return b.String()
 }
 
@@ -252,33 +266,59 @@ func medianDiffCI(a, b []time.Duration) (d, lo, hi time.Duration) {
 	return d, diffs[rounds*25/1000], diffs[rounds*975/1000-1]
 }
 
-// emptySidecarPod is the Pod kube-sts's webhook makes of plainPod (asked
-// with a dry-run create, so the shape is the webhook's own: volumes, mounts,
-// native sidecar), with the sidecar replaced by one that only sleeps (testapp
-// printing /dev/null once a second) without probes or postStart hook, and the
-// label removed so that the webhook leaves it alone.
-func emptySidecarPod(ctx context.Context, s *scenario.Stack) (*corev1.Pod, error) {
-	p, err := s.Env.Clientset.CoreV1().Pods(ns).Create(ctx, plainPod("start-floor-shape", true), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+// injectedPod is the Pod kube-sts's webhook makes of plainPod (asked with a
+// dry-run create, so the shape is the webhook's own: volumes, mounts, native
+// sidecar, hook, probe), without its label and annotations so that the
+// webhook leaves it alone when it is created (the issuer does not look at
+// either), and without what admission computes again on each create.
+func injectedPod(ctx context.Context, s *scenario.Stack) (*corev1.Pod, error) {
+	p, err := s.Env.Clientset.CoreV1().Pods(ns).Create(ctx, plainPod("start-injected-shape", true), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 	if err != nil {
 		return nil, err
 	}
-	// A native sidecar is an init container; a classic one (Kubernetes
-	// before native sidecars) a container.
-	isSidecar := func(c corev1.Container) bool { return c.Name == contract.ContainerName }
-	var c *corev1.Container
-	if i := slices.IndexFunc(p.Spec.InitContainers, isSidecar); i >= 0 {
-		c = &p.Spec.InitContainers[i]
-	} else if i := slices.IndexFunc(p.Spec.Containers, isSidecar); i >= 0 {
-		c = &p.Spec.Containers[i]
-	} else {
+	if sidecarOf(p) == nil {
 		return nil, fmt.Errorf("the webhook injected no sidecar into %s", p.Name)
 	}
+	out := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns}, Spec: p.Spec}
+	out.Spec.NodeName, out.Spec.Priority, out.Spec.PreemptionPolicy = "", nil, nil
+	return out, nil
+}
+
+// sidecarOf is the Pod's kube-sts sidecar: an init container when native, a
+// container when classic (Kubernetes before native sidecars).
+func sidecarOf(p *corev1.Pod) *corev1.Container {
+	isSidecar := func(c corev1.Container) bool { return c.Name == contract.ContainerName }
+	if i := slices.IndexFunc(p.Spec.InitContainers, isSidecar); i >= 0 {
+		return &p.Spec.InitContainers[i]
+	}
+	if i := slices.IndexFunc(p.Spec.Containers, isSidecar); i >= 0 {
+		return &p.Spec.Containers[i]
+	}
+	return nil
+}
+
+// emptySidecar is the injected Pod with its sidecar replaced by one that
+// only sleeps (testapp printing /dev/null once a second), with the same
+// volume mounts and security context, and no probes or postStart hook.
+func emptySidecar(injected *corev1.Pod) *corev1.Pod {
+	p := injected.DeepCopy()
+	c := sidecarOf(p)
 	*c = corev1.Container{Name: "sleeper", Image: node.AppImage, ImagePullPolicy: corev1.PullNever, Args: []string{"/dev/null"},
 		RestartPolicy: c.RestartPolicy, VolumeMounts: c.VolumeMounts, SecurityContext: c.SecurityContext, Resources: c.Resources}
-	floor := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns}, Spec: p.Spec}
-	// What admission computes is computed again on each create.
-	floor.Spec.NodeName, floor.Spec.Priority, floor.Spec.PreemptionPolicy = "", nil, nil
-	return floor, nil
+	return p
+}
+
+// withReadinessProbe is the injected Pod with the readiness probe the
+// webhook gives the sidecar under readinessProbe: true (as
+// webhook/internal/inject's readinessProbe makes it; TestReadinessProbe
+// there pins the command and period).
+func withReadinessProbe(injected *corev1.Pod) *corev1.Pod {
+	p := injected.DeepCopy()
+	sidecarOf(p).ReadinessProbe = &corev1.Probe{
+		ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{contract.SidecarBinary, contract.ModeProbe}}},
+		PeriodSeconds: 10, TimeoutSeconds: 5, SuccessThreshold: 1, FailureThreshold: 1,
+	}
+	return p
 }
 
 // p50 is the median of unsorted samples, as the table's p50 column reckons it.
@@ -405,11 +445,13 @@ func TestStartReportDecides(t *testing.T) {
 			{name: "floor", role: roleFloor, took: tc.floor},
 			{name: "hook floor", role: roleHookFloor, took: tc.floor},
 			{name: "kube-sts", role: roleOurs, took: tc.ours},
+			{name: "probed", role: roleProbe, took: tc.ours},
 		}
 		out := startReport(kinds, len(tc.ours))
 		if !strings.Contains(out, tc.verdict) || !strings.Contains(out, "empty-sidecar floor at p50: "+tc.diff+" ") ||
 			!strings.Contains(out, "hook floor at p50 (its exchange, write and await): "+tc.diff+" ") ||
-			!strings.Contains(out, "waits for nothing, over the floor at p50: +0s ") {
+			!strings.Contains(out, "waits for nothing, over the floor at p50: +0s ") ||
+			!strings.Contains(out, "over kube-sts's default at p50 (its first run): +0s ") {
 			t.Errorf("%s: want %q and %s in\n%s", tc.name, tc.verdict, tc.diff, out)
 		}
 	}

@@ -120,6 +120,9 @@ injectors:
   imagePullPolicy: Never
   tokenPathEnv: VAULT_TOKEN_FILE
   valueEnv: VAULT_TOKEN_ENABLED
+  # Off by default; on here so that e2e/scenario proves what it does
+  # (kubectl describe pod says why a running Pod lost its token).
+  readinessProbe: true
   caPEM: |
     %s
 - name: %s

@@ -28,12 +28,12 @@ func TestDefaults(t *testing.T) {
 	if in.Resources.Requests.Cpu().String() != "5m" || in.Resources.Requests.Memory().String() != "16Mi" || in.Resources.Limits.Memory().String() != "32Mi" {
 		t.Fatalf("resources %+v", in.Resources)
 	}
-	if in.ReadinessProbe == nil || !*in.ReadinessProbe {
-		t.Fatalf("readinessProbe defaults to %v, want true", in.ReadinessProbe)
+	if in.ReadinessProbe == nil || *in.ReadinessProbe {
+		t.Fatalf("readinessProbe defaults to %v, want false", in.ReadinessProbe)
 	}
-	c, err = Parse([]byte(`injectors: [{name: vault-sts, exchangeURL: "https://sts.example/vault/token", image: sidecar:1, readinessProbe: false}]`))
-	if err != nil || *c.Injectors[0].ReadinessProbe {
-		t.Fatalf("readinessProbe: false read as %v (%v)", c.Injectors[0].ReadinessProbe, err)
+	c, err = Parse([]byte(`injectors: [{name: vault-sts, exchangeURL: "https://sts.example/vault/token", image: sidecar:1, readinessProbe: true}]`))
+	if err != nil || !*c.Injectors[0].ReadinessProbe {
+		t.Fatalf("readinessProbe: true read as %v (%v)", c.Injectors[0].ReadinessProbe, err)
 	}
 }
 

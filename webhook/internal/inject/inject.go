@@ -534,8 +534,9 @@ func sidecar(injs []*config.Injector, groups groups, set settings, name, mode st
 	}
 }
 
-// readinessProbe is the sidecar's readiness probe, unless one of the Pod's
-// injectors turns it off. It fails while a token is missing or within the
+// readinessProbe is the sidecar's readiness probe when every injector of the
+// Pod asks for one (readinessProbe: true; off by default, see
+// config.Injector.ReadinessProbe), else nil. It fails while a token is missing or within the
 // sidecar's probe margin (10 s) of expiry, printing the refresh loop's last
 // failure, so each failed probe is an event saying why (kubectl describe pod).
 // A token is refreshed well before expiry and kept through an issuer outage,
@@ -543,7 +544,7 @@ func sidecar(injs []*config.Injector, groups groups, set settings, name, mode st
 // seconds: an exec of a static binary that reads a tmpfs file or two.
 func readinessProbe(injs []*config.Injector) *corev1.Probe {
 	for _, in := range injs {
-		if in.ReadinessProbe != nil && !*in.ReadinessProbe {
+		if in.ReadinessProbe == nil || !*in.ReadinessProbe {
 			return nil
 		}
 	}

@@ -506,10 +506,10 @@ func env(c corev1.Container, name string) string {
 	return ""
 }
 
-// TestReadinessProbe: the sidecar's readiness probe runs sts-creds-sidecar
-// probe (which checks every token of the Pod), in both sidecar modes; an
-// injector with readinessProbe: false drops it, also for a Pod it shares
-// with injectors that keep theirs.
+// TestReadinessProbe: the sidecar has no readiness probe by default; with
+// readinessProbe: true it runs sts-creds-sidecar probe (which checks every
+// token of the Pod), in both sidecar modes; an injector without it drops it
+// for a Pod it shares with injectors that ask for it.
 func TestReadinessProbe(t *testing.T) {
 	sidecarOf := func(p *corev1.Pod, native bool) corev1.Container {
 		cs := p.Spec.Containers
@@ -530,6 +530,16 @@ func TestReadinessProbe(t *testing.T) {
 		if err := Mutate(p, []*config.Injector{&injs[0], &injs[1]}, native); err != nil {
 			t.Fatal(err)
 		}
+		if rp := sidecarOf(p, native).ReadinessProbe; rp != nil {
+			t.Fatalf("native=%v: a readiness probe by default: %+v", native, rp)
+		}
+
+		on := true
+		injs[0].ReadinessProbe, injs[1].ReadinessProbe = &on, &on
+		p = loadPod(t, "two-injectors")
+		if err := Mutate(p, []*config.Injector{&injs[0], &injs[1]}, native); err != nil {
+			t.Fatal(err)
+		}
 		rp := sidecarOf(p, native).ReadinessProbe
 		if rp == nil || rp.Exec == nil || !slices.Equal(rp.Exec.Command, []string{contract.SidecarBinary, contract.ModeProbe}) || rp.PeriodSeconds != 10 {
 			t.Fatalf("native=%v: readiness probe %+v", native, rp)
@@ -545,7 +555,7 @@ func TestReadinessProbe(t *testing.T) {
 			t.Fatal(err)
 		}
 		if rp := sidecarOf(p, native).ReadinessProbe; rp != nil {
-			t.Fatalf("native=%v: readinessProbe: false on one injector, yet the sidecar has %+v", native, rp)
+			t.Fatalf("native=%v: readinessProbe: false on one injector of two, yet the sidecar has %+v", native, rp)
 		}
 	}
 }
