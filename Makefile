@@ -233,7 +233,7 @@ bench: toolchain ## Run every benchmark (issuer in-process and on the real API s
 	bash sidecar/hack/bench-sidecar.sh $${IDLE:-30}
 
 .PHONY: bench-sidecar
-bench-sidecar: ## Measure the sidecar: binary size, RSS while looping, wake-ups while idle (IDLE=30 seconds).
+bench-sidecar: ## Measure the sidecar beside its floor (sidecar/hack/floorsidecar): binary size, RSS while looping, wake-ups while idle (IDLE=30 seconds).
 	bash sidecar/hack/bench-sidecar.sh $${IDLE:-30}
 
 .PHONY: images

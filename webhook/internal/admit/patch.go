@@ -119,5 +119,12 @@ func sortedKeys(m map[string]any) []string {
 
 // child appends an RFC 6901 reference token to a JSON pointer.
 func child(p, token string) string {
-	return p + "/" + strings.NewReplacer("~", "~0", "/", "~1").Replace(token)
+	if !strings.ContainsAny(token, "~/") {
+		return p + "/" + token
+	}
+	return p + "/" + pointerEscaper.Replace(token)
 }
+
+// pointerEscaper escapes an RFC 6901 reference token (built once: a
+// Replacer built per call was 15% of an admission's CPU).
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")

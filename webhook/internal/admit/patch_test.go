@@ -331,3 +331,18 @@ func diffJSON(got, want *corev1.Pod) string {
 	w, _ := json.Marshal(want.Spec)
 	return " got " + string(g) + "\nwant " + string(w)
 }
+
+// TestChildEscapes: a key with "~" or "/" (an annotation such as
+// tremolo.io/user) becomes an RFC 6901 reference token.
+func TestChildEscapes(t *testing.T) {
+	for token, want := range map[string]string{
+		"name":            "/metadata/name",
+		"tremolo.io/user": "/metadata/tremolo.io~1user",
+		"a~b/c":           "/metadata/a~0b~1c",
+		"~1":              "/metadata/~01",
+	} {
+		if got := child("/metadata", token); got != want {
+			t.Errorf("child(%q) = %q, want %q", token, got, want)
+		}
+	}
+}
