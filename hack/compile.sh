@@ -14,8 +14,11 @@
 #
 # `make test` runs the race flavour in the foreground before the tests (one
 # go command per module compiles each package once, where the unit tests and
-# the e2e suites started together would each compile the shared ones);
-# hack/warm.sh runs all three in the background at the lowest priority.
+# the e2e suites started together would each compile the shared ones), then
+# the arm64 one (release/bundle's test, last in the unit lane, would
+# otherwise compile it at the lowest priority beside the suites and end the
+# run minutes after them); hack/warm.sh runs all three in the background at
+# the lowest priority.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
