@@ -22,22 +22,24 @@ import (
 )
 
 // startTimes measures what kube-sts adds to a Pod's start: the same Pod
-// unlabeled, with an empty native sidecar (the floor: the Pod kube-sts's
+// unlabeled; with an empty native sidecar (the floor: the Pod kube-sts's
 // webhook makes, volumes and all, with a sidecar that only sleeps and no
-// postStart hook), the same with a postStart exec hook that waits for
+// postStart hook); the same with a postStart exec hook that waits for
 // nothing (the hook floor: what the kubelet and the runtime charge for
 // running any exec hook, which kube-sts's sidecar needs so that later init
-// containers start after the first token is on disk), labeled for kube-sts,
-// kube-sts's Pod with the sidecar's readiness probe that readinessProbe:
-// true adds (its first run, a runtime exec as the app container is created,
-// is why it is off by default), and labeled with Vault's injector too; n of each, created one at a time
-// and interleaved (A B C D E A B C D E ...) so that a slow spell of the
-// shared node falls on every kind alike. Each is the time from the create
-// call to the application's first log line (the kubelet's nanosecond CRI
-// timestamp). The report gives p50 with its 95% confidence interval, p95,
-// and kube-sts over each floor at p50 with a bootstrap interval: the goal
-// (≤ +100 ms over the empty-sidecar floor) is decided only when the whole
-// interval is on one side of it.
+// containers start after the first token is on disk); labeled for kube-sts;
+// kube-sts's Pod created as the webhook makes it (no webhook call at
+// create), without and with the sidecar's readiness probe (its first run,
+// a runtime exec as the app container is created, is why it is off by
+// default); and labeled with Vault's injector too. n of each, created one
+// at a time and interleaved, each round in a shuffled order, so that a
+// slow spell of the shared node, or the teardown of the Pod before, falls
+// on every kind alike. Each is the time from the create call to the
+// application's first log line (the kubelet's nanosecond CRI timestamp).
+// The report gives p50 with its 95% confidence interval, p95, and kube-sts
+// over each floor at p50 with a bootstrap interval: the goal (≤ +100 ms
+// over the empty-sidecar floor) is decided only when the whole interval is
+// on one side of it.
 func startTimes(ctx context.Context, t *testing.T, s *scenario.Stack, n int) string {
 	injected, err := injectedPod(ctx, s)
 	if err != nil {
@@ -45,7 +47,8 @@ func startTimes(ctx context.Context, t *testing.T, s *scenario.Stack, n int) str
 		return err.Error() + "\n"
 	}
 	floor := emptySidecar(injected)
-	probed := withReadinessProbe(injected)
+	withProbe, withoutProbe := withReadinessProbe(injected), withoutReadinessProbe(injected)
+	defaultProbe := sidecarOf(injected).ReadinessProbe != nil
 	kinds := []*startKind{
 		{name: "unlabeled", build: func(i int) *corev1.Pod { return plainPod(fmt.Sprintf("start-plain-%02d", i), false) }},
 		{name: "empty native sidecar (floor)", role: roleFloor, build: func(i int) *corev1.Pod {
@@ -60,8 +63,17 @@ func startTimes(ctx context.Context, t *testing.T, s *scenario.Stack, n int) str
 			return p
 		}},
 		{name: "kube-sts", role: roleOurs, build: func(i int) *corev1.Pod { return plainPod(fmt.Sprintf("start-sts-%02d", i), true) }},
-		{name: "kube-sts, readinessProbe: true", role: roleProbe, build: func(i int) *corev1.Pod {
-			p := probed.DeepCopy()
+		// The webhook's Pod created as it is (no webhook call at create),
+		// without and with the sidecar's readiness probe: the probe's cost,
+		// nothing else apart; the one as the shipped default makes it is
+		// also kube-sts without the webhook's call at create.
+		{name: "kube-sts's Pod created injected, no probe", role: roleNoProbe, asOurs: !defaultProbe, build: func(i int) *corev1.Pod {
+			p := withoutProbe.DeepCopy()
+			p.Name = fmt.Sprintf("start-noprobe-%02d", i)
+			return p
+		}},
+		{name: "the same with its readiness probe", role: roleProbe, asOurs: defaultProbe, build: func(i int) *corev1.Pod {
+			p := withProbe.DeepCopy()
 			p.Name = fmt.Sprintf("start-probe-%02d", i)
 			return p
 		}},
@@ -72,8 +84,13 @@ func startTimes(ctx context.Context, t *testing.T, s *scenario.Stack, n int) str
 			return p
 		}},
 	}
+	// Each round in its own shuffled order (a fixed seed): a Pod is deleted
+	// as the next is created, and its teardown overlaps the next one's
+	// start, so no kind may always follow the same one.
+	rng := rand.New(rand.NewPCG(27, 1))
 	for i := range n {
-		for _, k := range kinds {
+		for _, j := range rng.Perm(len(kinds)) {
+			k := kinds[j]
 			if k.failed {
 				continue
 			}
@@ -105,7 +122,7 @@ func startTimes(ctx context.Context, t *testing.T, s *scenario.Stack, n int) str
 	// Both hooks say in their container's log when they ran (kube-sts's
 	// await: "token awaited"; the hook floor's: "hook ran").
 	for _, k := range kinds {
-		if (k.role == roleOurs || k.role == roleHookFloor || k.role == roleProbe) && len(k.took) > 0 && len(k.toHook) == 0 {
+		if (k.role == roleOurs || k.role == roleHookFloor || k.role == roleProbe || k.role == roleNoProbe) && len(k.took) > 0 && len(k.toHook) == 0 {
 			t.Errorf("%s: no Pod's postStart hook said in its container's log when it ran", k.name)
 		}
 	}
@@ -115,7 +132,8 @@ func startTimes(ctx context.Context, t *testing.T, s *scenario.Stack, n int) str
 // startKind is one kind of Pod startTimes creates, and what it measured.
 type startKind struct {
 	name                      string
-	role                      string // roleFloor, roleHookFloor, roleOurs, roleProbe or ""
+	role                      string // roleFloor, roleHookFloor, roleOurs, roleNoProbe, roleProbe or ""
+	asOurs                    bool   // the Pod kube-sts makes, created without the webhook's call
 	build                     func(i int) *corev1.Pod
 	failed                    bool
 	took                      []time.Duration
@@ -130,7 +148,8 @@ const (
 	roleFloor     = "floor"
 	roleHookFloor = "hook floor"
 	roleOurs      = "kube-sts"
-	roleProbe     = "kube-sts, readinessProbe: true"
+	roleNoProbe   = "created injected, no probe"
+	roleProbe     = "created injected, with probe"
 )
 
 // withExecHook gives the floor's sidecar a postStart exec hook that exits
@@ -165,7 +184,7 @@ func startReport(kinds []*startKind, n int) string {
 		lo, hi := medianCI(sorted)
 		fmt.Fprintf(&b, "%-40s %8v %19s %8v   %s\n", k.name, ms(median(sorted)), fmt.Sprintf("%v..%v", ms(lo), ms(hi)), ms(pct(sorted, 95)), phases)
 	}
-	fmt.Fprintf(&b, "(n=%d of each, one at a time, interleaved)\n", n)
+	fmt.Fprintf(&b, "(n=%d of each, one at a time, interleaved, each round in a shuffled order)\n", n)
 	for _, k := range kinds {
 		if len(k.toHook) > 0 {
 			fmt.Fprintf(&b, "%-40s postStart hook (p50 of %d): started %v after the container's first line, ran %v, app started %v after it\n",
@@ -197,9 +216,15 @@ func startReport(kinds []*startKind, n int) string {
 		d, lo, hi = medianDiffCI(ours.took, hook.took)
 		fmt.Fprintf(&b, "kube-sts over the hook floor at p50 (its exchange, write and await): %s (95%% bootstrap CI %s..%s)\n", signed(d), signed(lo), signed(hi))
 	}
-	if probed := role[roleProbe]; probed != nil && ours != nil {
-		d, lo, hi := medianDiffCI(probed.took, ours.took)
-		fmt.Fprintf(&b, "the readiness probe (readinessProbe: true) over kube-sts's default at p50 (its first run): %s (95%% bootstrap CI %s..%s)\n", signed(d), signed(lo), signed(hi))
+	for _, k := range kinds {
+		if k.asOurs && len(k.took) > 0 && ours != nil {
+			d, lo, hi := medianDiffCI(ours.took, k.took)
+			fmt.Fprintf(&b, "kube-sts over its Pod created injected at p50 (the webhook at create): %s (95%% bootstrap CI %s..%s)\n", signed(d), signed(lo), signed(hi))
+		}
+	}
+	if probed, bare := role[roleProbe], role[roleNoProbe]; probed != nil && bare != nil {
+		d, lo, hi := medianDiffCI(probed.took, bare.took)
+		fmt.Fprintf(&b, "the sidecar's readiness probe over the same Pod without it at p50: %s (95%% bootstrap CI %s..%s)\n", signed(d), signed(lo), signed(hi))
 	}
 	return b.String()
 }
@@ -305,6 +330,14 @@ func emptySidecar(injected *corev1.Pod) *corev1.Pod {
 	c := sidecarOf(p)
 	*c = corev1.Container{Name: "sleeper", Image: node.AppImage, ImagePullPolicy: corev1.PullNever, Args: []string{"/dev/null"},
 		RestartPolicy: c.RestartPolicy, VolumeMounts: c.VolumeMounts, SecurityContext: c.SecurityContext, Resources: c.Resources}
+	return p
+}
+
+// withoutReadinessProbe is the injected Pod without the sidecar's readiness
+// probe (readinessProbe: false, the default).
+func withoutReadinessProbe(injected *corev1.Pod) *corev1.Pod {
+	p := injected.DeepCopy()
+	sidecarOf(p).ReadinessProbe = nil
 	return p
 }
 
@@ -445,13 +478,15 @@ func TestStartReportDecides(t *testing.T) {
 			{name: "floor", role: roleFloor, took: tc.floor},
 			{name: "hook floor", role: roleHookFloor, took: tc.floor},
 			{name: "kube-sts", role: roleOurs, took: tc.ours},
-			{name: "probed", role: roleProbe, took: tc.ours},
+			{name: "injected", role: roleNoProbe, asOurs: true, took: tc.floor},
+			{name: "probed", role: roleProbe, took: tc.floor},
 		}
 		out := startReport(kinds, len(tc.ours))
 		if !strings.Contains(out, tc.verdict) || !strings.Contains(out, "empty-sidecar floor at p50: "+tc.diff+" ") ||
 			!strings.Contains(out, "hook floor at p50 (its exchange, write and await): "+tc.diff+" ") ||
 			!strings.Contains(out, "waits for nothing, over the floor at p50: +0s ") ||
-			!strings.Contains(out, "over kube-sts's default at p50 (its first run): +0s ") {
+			!strings.Contains(out, "over its Pod created injected at p50 (the webhook at create): "+tc.diff+" ") ||
+			!strings.Contains(out, "readiness probe over the same Pod without it at p50: +0s ") {
 			t.Errorf("%s: want %q and %s in\n%s", tc.name, tc.verdict, tc.diff, out)
 		}
 	}
