@@ -76,16 +76,16 @@ func TestReleaseLocal(t *testing.T) {
 	}
 	for _, b := range res.Images {
 		t.Run("image "+b.Name+"/"+b.Arch, func(t *testing.T) {
+			bin := binaryInImage(t, b.Archive, b.Name)
 			// Build ran images.Verify on them (layout, user, architecture,
 			// the sidecar's size); their sizes go into docs/performance.md,
 			// beside their floor: the binary the image carries.
-			if unpacked, compressed, err := images.Size(b); err == nil {
-				if fi, err := os.Stat(b.Bin); err == nil {
-					t.Logf("%s %s: %.1f MB unpacked, %.1f MB compressed; its binary %.1f MB: unpacked %.2fx the binary",
-						b.Name, b.Arch, float64(unpacked)/1e6, float64(compressed)/1e6, float64(fi.Size())/1e6, float64(unpacked)/float64(fi.Size()))
-				}
+			unpacked, compressed, err := images.Size(b)
+			if err != nil {
+				t.Fatal(err)
 			}
-			bin := binaryInImage(t, b.Archive, b.Name)
+			t.Logf("%s %s: %.1f MB unpacked, %.1f MB compressed; its binary %.1f MB: unpacked %.3fx the binary",
+				b.Name, b.Arch, float64(unpacked)/1e6, float64(compressed)/1e6, float64(len(bin))/1e6, float64(unpacked)/float64(len(bin)))
 			bi, err := buildinfo.Read(bytes.NewReader(bin))
 			if err != nil {
 				t.Fatalf("build information of the image's binary: %v", err)
