@@ -132,6 +132,7 @@ testdata-check: ## Fail when a test run changed or added files under testdata/ (
 	  if [ -n "$$out" ]; then echo "testdata/ differs from the commit (a golden rewritten by -update?):"; echo "$$out"; exit 1; fi; \
 	fi
 
+# Every module runs even when one fails (a failure is listed at the end).
 # The release module cross-compiles the six images once (release/bundle's
 # test); its packages run one at a time (-p 1) so that images' small test
 # builds do not compete with it. From an empty build cache that took longer
@@ -139,8 +140,9 @@ testdata-check: ## Fail when a test run changed or added files under testdata/ (
 # -timeout 30m.
 .PHONY: test-unit
 test-unit: ## Unit tests of every module, with -race (the release module builds the six release images, and a local release with SBOMs and the chart).
-	@for m in $(UNIT_MODULES); do echo "== unit: $$m"; p=; [ $$m = release ] && p="-p 1"; \
-	  (cd $$m && go test -race -count=1 -timeout 30m $$p $(GO_TEST_FLAGS) ./...); done
+	@failed=; for m in $(UNIT_MODULES); do echo "== unit: $$m"; p=; [ $$m = release ] && p="-p 1"; \
+	  (cd $$m && go test -race -count=1 -timeout 30m $$p $(GO_TEST_FLAGS) ./...) || failed="$$failed $$m"; done; \
+	  if [ -n "$$failed" ]; then echo "== unit: failed in$$failed"; exit 1; fi
 
 # Two lanes at once (e2e/hack/lanes.sh): the suites that run a real node one
 # at a time (two kubelets on one machine would fight over the same cgroups),

@@ -3,6 +3,7 @@ package review
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -85,9 +86,31 @@ func startWatched(t *testing.T, cs, lookups *fake.Clientset, o WatchOptions) *Wa
 	return w
 }
 
+// watching waits until the caches' watches deliver: synced means listed,
+// and a test's writes after that reach the caches only over the watches,
+// which the fake clientset starts after its lists without replaying what
+// happened in between. A write of our own (a Pod and a ServiceAccount no
+// test looks up) must arrive in both caches first.
+func watching(t *testing.T, cs *fake.Clientset, w *Watched) {
+	t.Helper()
+	name := fmt.Sprintf("barrier-%d", barriers.Add(1))
+	if _, err := cs.CoreV1().ServiceAccounts("ns").Create(context.Background(), serviceAccount(name, name), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Pods("ns").Create(context.Background(), pod(name, name, name), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the watches to deliver", func() bool { return w.pods.get("ns", name) != nil && w.sas.get("ns", name) != nil })
+}
+
+// barriers names watching's barrier objects apart.
+var barriers atomic.Int64
+
+// waitFor polls cond for up to 30 s: under -race at the lowest priority
+// beside the e2e suites (make test), a watch event took over 5 s to arrive.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -140,6 +163,7 @@ func TestWatchedRefusals(t *testing.T) {
 	var c calls
 	c.count(cs)
 	w := startWatched(t, cs, cs, WatchOptions{})
+	watching(t, cs, w)
 	pods := cs.CoreV1().Pods("ns")
 
 	if err := pods.Delete(ctx, "p", metav1.DeleteOptions{}); err != nil {
