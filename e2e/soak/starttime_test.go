@@ -67,12 +67,12 @@ func startTimes(ctx context.Context, t *testing.T, s *scenario.Stack, n int) str
 		// without and with the sidecar's readiness probe: the probe's cost,
 		// nothing else apart; the one as the shipped default makes it is
 		// also kube-sts without the webhook's call at create.
-		{name: "kube-sts's Pod created injected, no probe", role: roleNoProbe, asOurs: !defaultProbe, build: func(i int) *corev1.Pod {
+		{name: roleNoProbe, role: roleNoProbe, asOurs: !defaultProbe, build: func(i int) *corev1.Pod {
 			p := withoutProbe.DeepCopy()
 			p.Name = fmt.Sprintf("start-noprobe-%02d", i)
 			return p
 		}},
-		{name: "the same with its readiness probe", role: roleProbe, asOurs: defaultProbe, build: func(i int) *corev1.Pod {
+		{name: roleProbe, role: roleProbe, asOurs: defaultProbe, build: func(i int) *corev1.Pod {
 			p := withProbe.DeepCopy()
 			p.Name = fmt.Sprintf("start-probe-%02d", i)
 			return p

@@ -78,7 +78,7 @@ type Injector struct {
 	// missing or about to expire, and each failed probe is an event that
 	// says why (kubectl describe pod). Off by default: its first run, a
 	// runtime exec beside the app container's creation, delayed the app's
-	// start by about 210 ms at p50 on the 2-core test node (docs/performance.md),
+	// start by 95 to 210 ms at p50 on the 2-core test node (docs/performance.md),
 	// an issuer outage longer than a token's life would take every such Pod
 	// out of its Services at once, and the token's presence at start is
 	// already guaranteed (the native sidecar's postStart await, or the init
